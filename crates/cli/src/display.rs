@@ -1,0 +1,211 @@
+//! What a person (progress bars, a summary) or a program (JSON lines) sees of a sync.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use syncmail::{Progress, Step, SyncError, SyncProgress, SyncReport};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Bars,
+    Quiet,
+    Json,
+}
+
+pub struct Display {
+    mode: Mode,
+    multi: MultiProgress,
+    started: Instant,
+    /// One line per account for its current step, one bar per folder downloading.
+    bars: Mutex<HashMap<(String, Option<String>), ProgressBar>>,
+}
+
+fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+impl Display {
+    pub fn new(mode: Mode) -> Display {
+        let target = if mode == Mode::Bars { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        Display {
+            mode,
+            multi: MultiProgress::with_draw_target(target),
+            started: Instant::now(),
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn json_line(&self, v: serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}");
+        let _ = out.flush();
+    }
+
+    fn bar(&self, account: &str, folder: Option<&str>) -> ProgressBar {
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        bars.entry((account.to_string(), folder.map(str::to_string)))
+            .or_insert_with(|| {
+                let pb = self.multi.add(ProgressBar::new(0));
+                if folder.is_none() {
+                    pb.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    pb.enable_steady_tick(Duration::from_millis(120));
+                    pb.set_prefix(account.to_string());
+                } else {
+                    pb.set_style(
+                        ProgressStyle::with_template(
+                            "  {prefix:30!} [{bar:25}] {pos}/{len} msgs {msg} {elapsed_precise}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    pb.set_prefix(format!("{account}/{}", folder.unwrap_or("")));
+                }
+                pb
+            })
+            .clone()
+    }
+
+    pub fn finish(&self, reports: &[SyncReport]) {
+        let bars: Vec<ProgressBar> =
+            self.bars.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, b)| b).collect();
+        for b in bars {
+            b.finish_and_clear();
+        }
+        if self.mode == Mode::Json {
+            return;
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        let mut err = std::io::stderr().lock();
+        for r in reports {
+            let down: u64 = r.downloaded();
+            let bytes: u64 = r.folders.iter().map(|f| f.bytes_downloaded).sum();
+            let flags: u64 = r.folders.iter().map(|f| f.flags_changed).sum();
+            let deleted: u64 = r.folders.iter().map(|f| f.deleted).sum();
+            let created = r.folders.iter().filter(|f| f.created).count();
+            for f in &r.folders {
+                let _ = writeln!(
+                    err,
+                    "  {}/{}: {} new ({}), {} flag changes, {} deleted{}",
+                    r.account,
+                    f.folder,
+                    f.downloaded,
+                    human_bytes(f.bytes_downloaded),
+                    f.flags_changed,
+                    f.deleted,
+                    if f.created { ", folder created" } else { "" }
+                );
+            }
+            let _ = writeln!(
+                err,
+                "{}: {} new messages ({}), {} flag changes, {} deleted, {} folders created, {} errors{} in {:.1} s",
+                r.account,
+                down,
+                human_bytes(bytes),
+                flags,
+                deleted,
+                created,
+                r.errors.len(),
+                if r.cancelled { ", cancelled" } else { "" },
+                secs
+            );
+        }
+    }
+}
+
+impl SyncProgress for Display {
+    fn progress(&self, p: &Progress) {
+        match self.mode {
+            Mode::Json => self.json_line(json!({
+                "event": "progress",
+                "account": p.account,
+                "step": p.step.name(),
+                "text": p.text,
+                "folder": p.folder,
+                "index": p.index,
+                "max": p.max,
+                "bytes": p.bytes,
+                "bytes_max": p.bytes_max,
+            })),
+            Mode::Quiet => {}
+            Mode::Bars => {
+                let line = self.bar(&p.account, None);
+                line.set_message(p.text.clone());
+                if p.step == Step::Download
+                    && let Some(folder) = &p.folder
+                {
+                    let b = self.bar(&p.account, Some(folder));
+                    b.set_length(p.max);
+                    b.set_position(p.index);
+                    let secs = b.elapsed().as_secs_f64().max(0.001);
+                    b.set_message(format!(
+                        "{}/{} {}/s",
+                        human_bytes(p.bytes),
+                        human_bytes(p.bytes_max),
+                        human_bytes((p.bytes as f64 / secs) as u64)
+                    ));
+                    if p.index == p.max {
+                        b.finish();
+                    }
+                }
+            }
+        }
+    }
+
+    fn error(&self, e: &SyncError) {
+        if self.mode == Mode::Json {
+            self.json_line(json!({
+                "event": "error",
+                "kind": e.kind.name(),
+                "account": e.account,
+                "folder": e.folder,
+                "message": e.message,
+                "server_text": e.server_text,
+                "hint": e.hint,
+                "retryable": e.retryable,
+            }));
+            return;
+        }
+        let mut text = format!("error: {e}\n");
+        if let Some(t) = &e.server_text {
+            text.push_str(&format!("  server said: {t}\n"));
+        }
+        text.push_str(&format!("  what to do: {}", e.hint));
+        self.multi.suspend(|| eprintln!("{text}"));
+    }
+
+    fn done(&self, r: &SyncReport) {
+        if self.mode == Mode::Json {
+            let folders: Vec<_> = r
+                .folders
+                .iter()
+                .map(|f| {
+                    json!({
+                        "folder": f.folder,
+                        "downloaded": f.downloaded,
+                        "bytes_downloaded": f.bytes_downloaded,
+                        "flags_changed": f.flags_changed,
+                        "deleted": f.deleted,
+                        "created": f.created,
+                    })
+                })
+                .collect();
+            self.json_line(json!({
+                "event": "done",
+                "account": r.account,
+                "success": r.is_success(),
+                "cancelled": r.cancelled,
+                "errors": r.errors.len(),
+                "downloaded": r.downloaded(),
+                "folders": folders,
+            }));
+        } else if let Some(b) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).get(&(r.account.clone(), None)) {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! An IMAP client session: greeting, TLS, login, capabilities, and commands that can be
+//! kept in flight together (pipelining).
+//!
+//! The client does not interpret mailbox state; it hands every untagged response to the
+//! caller's handler while it waits for a tagged completion. Several commands may be sent
+//! before their completions are read: [`Client::send`] returns the tag, and
+//! [`Client::complete`] later waits for that tag, storing any other tag's completion that
+//! arrives first, so completions may be collected in any order.
+
+use crate::conn::{Connection, Limits, tls_config};
+use crate::error::{Error, Result};
+use crate::parse::{Code, Response, Status, Untagged, parse_response};
+use crate::types::Secret;
+use crate::utf7;
+use base64::Engine;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// Plain TCP, then STARTTLS before login (port 143); refused if the server lacks it.
+    StartTls,
+    /// No TLS at all. Only where the configuration asks for it.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// A PEM file of extra trusted CA certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Applies to connecting and to every read and write.
+    pub timeout: Duration,
+    pub limits: Limits,
+}
+
+/// A command's successful completion.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub code: Option<Code>,
+    pub text: String,
+}
+
+pub struct Client {
+    conn: Connection,
+    caps: BTreeSet<String>,
+    next_tag: u32,
+    buf: Vec<u8>,
+    /// Completions read while waiting for another tag: tag → (command name, result).
+    early: HashMap<String, (Status, Option<Code>, String)>,
+    /// Command names by tag, for error messages.
+    pending: HashMap<String, String>,
+    utf8: bool,
+}
+
+impl Client {
+    /// Connects, reads the greeting, and sets up TLS as asked.
+    pub fn connect(opts: &ConnectOptions) -> Result<Client> {
+        let mut conn = Connection::connect(&opts.host, opts.port, opts.timeout, opts.limits)?;
+        if opts.tls == TlsMode::Implicit {
+            conn.start_tls(tls_config(&opts.host, opts.ca_file.as_deref())?)?;
+        }
+        let mut c = Client {
+            conn,
+            caps: BTreeSet::new(),
+            next_tag: 1,
+            buf: Vec::new(),
+            early: HashMap::new(),
+            pending: HashMap::new(),
+            utf8: false,
+        };
+        c.greeting()?;
+        if opts.tls == TlsMode::StartTls {
+            if c.caps.is_empty() {
+                c.capability()?;
+            }
+            if !c.has("STARTTLS") {
+                return Err(Error::Protocol(format!(
+                    "{} does not offer STARTTLS; use tls = \"implicit\" (port 993) if it supports that",
+                    opts.host
+                )));
+            }
+            c.run("STARTTLS", |_| Ok(()))?;
+            if c.conn.has_buffered() {
+                return Err(Error::Protocol("the server sent data right after STARTTLS; refusing to continue".into()));
+            }
+            c.conn.start_tls(tls_config(&opts.host, opts.ca_file.as_deref())?)?;
+            // RFC 3501 §6.2.1: capabilities learned before TLS must be discarded.
+            c.caps.clear();
+            c.capability()?;
+        } else if c.caps.is_empty() {
+            c.capability()?;
+        }
+        Ok(c)
+    }
+
+    fn greeting(&mut self) -> Result<()> {
+        self.conn.read_response(&mut self.buf)?;
+        let r = parse_response(&self.buf)?;
+        match r {
+            Response::Untagged(Untagged::Status { status: Status::Ok | Status::PreAuth, code, .. }) => {
+                if let Some(Code::Capability(c)) = code {
+                    self.set_caps(c);
+                }
+                Ok(())
+            }
+            Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => Err(Error::Bye { text }),
+            _ => Err(Error::Protocol(format!(
+                "the server's greeting is not an IMAP greeting: {}",
+                crate::parse::excerpt(&self.buf)
+            ))),
+        }
+    }
+
+    fn set_caps(&mut self, caps: Vec<String>) {
+        self.caps = caps.into_iter().map(|c| c.to_ascii_uppercase()).collect();
+    }
+
+    /// Whether the server announced a capability (case-insensitive).
+    pub fn has(&self, cap: &str) -> bool {
+        self.caps.contains(&cap.to_ascii_uppercase())
+    }
+
+    pub fn capabilities(&self) -> impl Iterator<Item = &str> {
+        self.caps.iter().map(String::as_str)
+    }
+
+    pub fn capability(&mut self) -> Result<()> {
+        let mut caps = None;
+        self.run("CAPABILITY", |u| {
+            if let Untagged::Capability(c) = u {
+                caps = Some(c);
+            }
+            Ok(())
+        })?;
+        self.set_caps(caps.ok_or_else(|| Error::Protocol("CAPABILITY returned no capability list".into()))?);
+        Ok(())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    /// Bytes received so far on this connection.
+    pub fn bytes_read(&self) -> u64 {
+        self.conn.bytes_read
+    }
+
+    /// Logs in with AUTHENTICATE PLAIN where offered, LOGIN otherwise.
+    pub fn login(&mut self, user: &str, password: &Secret) -> Result<()> {
+        if user.contains(['\0', '\r', '\n']) || password.expose().contains(['\0', '\r', '\n']) {
+            return Err(Error::Protocol("the user name or password contains a NUL or line break".into()));
+        }
+        let result = if self.has("AUTH=PLAIN") {
+            let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{}", password.expose()));
+            if self.has("SASL-IR") {
+                self.run_secret(&format!("AUTHENTICATE PLAIN {ir}"), "AUTHENTICATE PLAIN")
+            } else {
+                let tag = self.send_raw("AUTHENTICATE PLAIN", "AUTHENTICATE PLAIN")?;
+                self.wait_continue()?;
+                self.conn.write_all(format!("{ir}\r\n").as_bytes())?;
+                self.complete(&tag, |_| Ok(()))
+            }
+        } else if self.has("LOGINDISABLED") {
+            return Err(Error::Protocol(
+                "the server does not allow login on this connection (LOGINDISABLED); use TLS".into(),
+            ));
+        } else {
+            let tag = self.next_tag();
+            let mut cmd = format!("{tag} LOGIN ").into_bytes();
+            let mut parts = Vec::new();
+            for (i, s) in [user, password.expose()].into_iter().enumerate() {
+                if i > 0 {
+                    parts.push(b' ');
+                }
+                if s.is_ascii() {
+                    parts.extend_from_slice(quote(s).as_bytes());
+                } else {
+                    // Non-ASCII needs a literal; send what we have and wait for "+".
+                    parts.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
+                    cmd.extend_from_slice(&parts);
+                    parts.clear();
+                    self.conn.write_all(&cmd)?;
+                    cmd.clear();
+                    self.wait_continue()?;
+                    parts.extend_from_slice(s.as_bytes());
+                }
+            }
+            cmd.extend_from_slice(&parts);
+            cmd.extend_from_slice(b"\r\n");
+            self.conn.write_all(&cmd)?;
+            self.pending.insert(tag.clone(), "LOGIN".into());
+            self.complete(&tag, |_| Ok(()))
+        };
+        match result {
+            Ok(done) => {
+                if let Some(Code::Capability(c)) = done.code {
+                    self.set_caps(c);
+                } else {
+                    self.capability()?;
+                }
+                Ok(())
+            }
+            Err(Error::No { text, .. }) | Err(Error::Bad { text, .. }) => {
+                Err(Error::Auth { user: user.to_string(), text })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn wait_continue(&mut self) -> Result<()> {
+        loop {
+            self.conn.read_response(&mut self.buf)?;
+            match parse_response(&self.buf)? {
+                Response::Continue(_) => return Ok(()),
+                Response::Tagged { status: Status::Ok, .. } => {
+                    return Err(Error::Protocol("the server completed a command that waited for data".into()));
+                }
+                Response::Tagged { text, .. } => {
+                    return Err(Error::No { command: "the command".into(), code: None, text });
+                }
+                Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+                    return Err(Error::Bye { text });
+                }
+                Response::Untagged(_) => {}
+            }
+        }
+    }
+
+    /// Sends ENABLE for the extensions given that the server offers; returns those enabled.
+    pub fn enable(&mut self, exts: &[&str]) -> Result<Vec<String>> {
+        let offered: Vec<&str> = exts.iter().copied().filter(|e| self.has(e)).collect();
+        if offered.is_empty() || !self.has("ENABLE") {
+            return Ok(Vec::new());
+        }
+        let mut enabled = Vec::new();
+        self.run(&format!("ENABLE {}", offered.join(" ")), |u| {
+            if let Untagged::Enabled(e) = u {
+                enabled.extend(e);
+            }
+            Ok(())
+        })?;
+        if enabled.iter().any(|e| e.eq_ignore_ascii_case("UTF8=ACCEPT")) {
+            self.utf8 = true;
+        }
+        Ok(enabled)
+    }
+
+    /// Whether mailbox names travel as UTF-8 (RFC 6855) rather than modified UTF-7.
+    pub fn utf8_names(&self) -> bool {
+        self.utf8
+    }
+
+    /// Decodes a mailbox name as the server sent it.
+    pub fn decode_name(&self, raw: &[u8]) -> std::result::Result<String, String> {
+        if self.utf8 {
+            String::from_utf8(raw.to_vec()).map_err(|_| "a mailbox name that is not UTF-8".to_string())
+        } else {
+            utf7::decode(raw)
+        }
+    }
+
+    /// Encodes a UTF-8 mailbox name for a command, quoted.
+    pub fn mailbox_arg(&self, name: &str) -> String {
+        if self.utf8 { quote(name) } else { quote(&utf7::encode(name)) }
+    }
+
+    fn next_tag(&mut self) -> String {
+        let t = format!("S{}", self.next_tag);
+        self.next_tag += 1;
+        t
+    }
+
+    fn send_raw(&mut self, cmd: &str, name: &str) -> Result<String> {
+        let tag = self.next_tag();
+        let mut line = Vec::with_capacity(tag.len() + cmd.len() + 3);
+        line.extend_from_slice(tag.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(cmd.as_bytes());
+        line.extend_from_slice(b"\r\n");
+        self.conn.write_all(&line)?;
+        self.pending.insert(tag.clone(), name.to_string());
+        Ok(tag)
+    }
+
+    /// Sends a command (without tag or CRLF) and returns its tag; does not wait.
+    /// The command must not need a literal continuation.
+    pub fn send(&mut self, cmd: &str) -> Result<String> {
+        let name = command_name(cmd);
+        self.send_raw(cmd, &name)
+    }
+
+    /// Runs a command whose text holds a secret: error messages name only `name`.
+    fn run_secret(&mut self, cmd: &str, name: &str) -> Result<Completion> {
+        let tag = self.send_raw(cmd, name)?;
+        self.complete(&tag, |_| Ok(()))
+    }
+
+    /// Sends a command and waits for its completion, handing untagged responses to `f`.
+    pub fn run<F>(&mut self, cmd: &str, f: F) -> Result<Completion>
+    where
+        F: FnMut(Untagged<'_>) -> Result<()>,
+    {
+        let tag = self.send(cmd)?;
+        self.complete(&tag, f)
+    }
+
+    /// Reads responses until `tag` completes. Untagged responses go to `f`; completions of
+    /// other pipelined commands are kept for their own `complete` call.
+    /// NO and BAD become errors that carry the server's words.
+    pub fn complete<F>(&mut self, tag: &str, mut f: F) -> Result<Completion>
+    where
+        F: FnMut(Untagged<'_>) -> Result<()>,
+    {
+        let (status, code, text) = match self.early.remove(tag) {
+            Some(done) => done,
+            None => loop {
+                self.conn.read_response(&mut self.buf)?;
+                let r = parse_response(&self.buf)?;
+                match r {
+                    Response::Tagged { tag: t, status, code, text } => {
+                        if t == tag {
+                            break (status, code, text);
+                        }
+                        if !self.pending.contains_key(&t) {
+                            return Err(Error::Protocol(format!(
+                                "the server completed a command that was never sent (tag {t})"
+                            )));
+                        }
+                        self.early.insert(t, (status, code, text));
+                    }
+                    Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+                        return Err(Error::Bye { text });
+                    }
+                    Response::Untagged(u) => f(u)?,
+                    Response::Continue(_) => {
+                        return Err(Error::Protocol("the server asked for data no command was going to send".into()));
+                    }
+                }
+            },
+        };
+        let command = self.pending.remove(tag).unwrap_or_else(|| "a command".into());
+        match status {
+            Status::Ok => Ok(Completion { code, text }),
+            Status::No => Err(Error::No { command, code, text }),
+            _ => Err(Error::Bad { command, text }),
+        }
+    }
+
+    /// Sends LOGOUT and closes the connection; errors are ignored, the session is over.
+    pub fn logout(mut self) {
+        let _ = self.run("LOGOUT", |_| Ok(()));
+        self.conn.shutdown();
+    }
+}
+
+/// The command name for error messages: `UID FETCH`, `SELECT`, …
+fn command_name(cmd: &str) -> String {
+    let mut words = cmd.split(' ');
+    let first = words.next().unwrap_or("");
+    if first.eq_ignore_ascii_case("UID") {
+        format!("UID {}", words.next().unwrap_or(""))
+    } else {
+        first.to_string()
+    }
+}
+
+/// An IMAP quoted string.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(command_name("UID FETCH 1:* (FLAGS)"), "UID FETCH");
+        assert_eq!(command_name("SELECT \"INBOX\""), "SELECT");
+    }
+}

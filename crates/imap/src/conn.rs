@@ -1,0 +1,327 @@
+//! The byte stream under the client: TCP, optionally inside rustls, with a timeout on every
+//! read and write, and a reader that returns one whole response (line plus literals).
+
+use crate::error::{Error, Result};
+use rustls::pki_types::ServerName;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits that keep a broken or hostile server from exhausting memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest line (without literals) accepted.
+    pub max_line: usize,
+    /// Largest literal accepted (a message body, for instance).
+    pub max_literal: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_line: 16 << 20, max_literal: 1 << 30 }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// Only while switching to TLS.
+    Empty,
+}
+
+impl Stream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(&s.sock),
+            Stream::Empty => None,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Empty => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+            Stream::Empty => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+            Stream::Empty => Ok(()),
+        }
+    }
+}
+
+pub struct Connection {
+    stream: Stream,
+    host: String,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    timeout: Duration,
+    limits: Limits,
+    /// Bytes read from the network so far (after TLS), for progress and for tests that
+    /// check what a sync transferred.
+    pub bytes_read: u64,
+}
+
+fn io_err(op: &str, e: io::Error, timeout: Duration) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            Error::Timeout { op: op.to_string(), secs: timeout.as_secs() }
+        }
+        _ => Error::Io { op: op.to_string(), source: e },
+    }
+}
+
+/// Builds the TLS client configuration: the system's trust store plus `ca_file`.
+pub fn tls_config(host: &str, ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A broken system certificate must not stop the others from loading.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| Error::Tls { host: host.into(), reason: format!("cannot read ca-file {}: {e}", path.display()) })?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Tls { host: host.into(), reason: format!("ca-file {} is not PEM: {e}", path.display()) })?;
+        if certs.is_empty() {
+            return Err(Error::Tls { host: host.into(), reason: format!("ca-file {} holds no certificate", path.display()) });
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| Error::Tls {
+                host: host.into(),
+                reason: format!("ca-file {}: unusable certificate: {e}", path.display()),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls { host: host.into(), reason: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+fn explain_tls(host: &str, e: &io::Error) -> Error {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    let reason = match inner {
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            use rustls::CertificateError as C;
+            match c {
+                C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".to_string(),
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    format!("the server's certificate is not valid for the name {host}")
+                }
+                C::UnknownIssuer => "the server's certificate is signed by an unknown issuer (for a private CA, \
+                     set ca-file to its PEM certificate)"
+                    .to_string(),
+                other => format!("the server's certificate is not acceptable: {other:?}"),
+            }
+        }
+        Some(other) => other.to_string(),
+        None => e.to_string(),
+    };
+    Error::Tls { host: host.into(), reason }
+}
+
+impl Connection {
+    pub fn connect(host: &str, port: u16, timeout: Duration, limits: Limits) -> Result<Connection> {
+        let addrs: Vec<_> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| Error::Connect { host: host.into(), port, source: e })?
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(s) => {
+                    let set = |s: &TcpStream| -> io::Result<()> {
+                        s.set_read_timeout(Some(timeout))?;
+                        s.set_write_timeout(Some(timeout))?;
+                        s.set_nodelay(true)
+                    };
+                    set(&s).map_err(|e| Error::Connect { host: host.into(), port, source: e })?;
+                    return Ok(Connection {
+                        stream: Stream::Plain(s),
+                        host: host.into(),
+                        rbuf: Vec::with_capacity(64 << 10),
+                        rpos: 0,
+                        timeout,
+                        limits,
+                        bytes_read: 0,
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(Error::Connect { host: host.into(), port, source: last })
+    }
+
+    /// Wraps the connection in TLS (implicit TLS right after connecting, or after STARTTLS).
+    pub fn start_tls(&mut self, config: Arc<rustls::ClientConfig>) -> Result<()> {
+        if self.rpos < self.rbuf.len() {
+            // RFC 3501 §6.2.1 / RFC 2595: data after the STARTTLS answer is an injection.
+            return Err(Error::Protocol("the server sent data before the TLS handshake; refusing to continue".into()));
+        }
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|_| Error::Tls { host: self.host.clone(), reason: "not a valid DNS name or IP address".into() })?;
+        let conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| Error::Tls { host: self.host.clone(), reason: e.to_string() })?;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Empty) else {
+            return Err(Error::Protocol("TLS is already active".into()));
+        };
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        // Drive the handshake now so that certificate errors surface here, named as such.
+        while tls.conn.is_handshaking() {
+            if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+                return Err(match e.kind() {
+                    io::ErrorKind::InvalidData => explain_tls(&self.host, &e),
+                    _ => io_err("doing the TLS handshake", e, self.timeout),
+                });
+            }
+        }
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        let t = self.timeout;
+        self.stream.write_all(data).map_err(|e| io_err("sending a command", e, t))?;
+        self.stream.flush().map_err(|e| io_err("sending a command", e, t))
+    }
+
+    fn fill(&mut self) -> Result<usize> {
+        if self.rpos > 0 && self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        }
+        let old = self.rbuf.len();
+        self.rbuf.resize(old + (64 << 10), 0);
+        let r = self.stream.read(&mut self.rbuf[old..]);
+        match r {
+            Ok(0) => {
+                self.rbuf.truncate(old);
+                Err(Error::Io {
+                    op: "reading a response".into(),
+                    source: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
+                })
+            }
+            Ok(n) => {
+                self.rbuf.truncate(old + n);
+                self.bytes_read += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                self.rbuf.truncate(old);
+                if e.kind() == io::ErrorKind::InvalidData && self.is_tls() {
+                    return Err(explain_tls(&self.host, &e));
+                }
+                Err(io_err("reading a response", e, self.timeout))
+            }
+        }
+    }
+
+    /// Reads one complete response into `out` (cleared first): its line, and for every
+    /// line that ends in a literal announcement `{n}`, the n bytes and the line after.
+    pub fn read_response(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        loop {
+            // One line, up to LF.
+            let line_start = out.len();
+            loop {
+                if let Some(i) = self.rbuf[self.rpos..].iter().position(|&b| b == b'\n') {
+                    out.extend_from_slice(&self.rbuf[self.rpos..self.rpos + i + 1]);
+                    self.rpos += i + 1;
+                    break;
+                }
+                out.extend_from_slice(&self.rbuf[self.rpos..]);
+                self.rpos = self.rbuf.len();
+                if out.len() - line_start > self.limits.max_line {
+                    return Err(Error::TooLarge {
+                        what: "line",
+                        size: (out.len() - line_start) as u64,
+                        limit: self.limits.max_line as u64,
+                    });
+                }
+                self.fill()?;
+            }
+            let line = &out[line_start..];
+            let Some(n) = literal_len(line) else { return Ok(()) };
+            if n > self.limits.max_literal {
+                return Err(Error::TooLarge { what: "literal", size: n, limit: self.limits.max_literal });
+            }
+            let mut need = n as usize;
+            out.reserve(need);
+            while need > 0 {
+                if self.rpos == self.rbuf.len() {
+                    self.fill()?;
+                }
+                let take = need.min(self.rbuf.len() - self.rpos);
+                out.extend_from_slice(&self.rbuf[self.rpos..self.rpos + take]);
+                self.rpos += take;
+                need -= take;
+            }
+        }
+    }
+
+    /// Whether a response is already buffered (used to refuse STARTTLS injection).
+    pub fn has_buffered(&self) -> bool {
+        self.rpos < self.rbuf.len()
+    }
+
+    pub fn shutdown(&mut self) {
+        if let Some(t) = self.stream.tcp() {
+            let _ = t.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// `{n}\r\n` (or `{n+}` / `~{n}` forms) at the end of a line: the literal's length.
+fn literal_len(line: &[u8]) -> Option<u64> {
+    let l = line.strip_suffix(b"\r\n").or_else(|| line.strip_suffix(b"\n"))?;
+    let l = l.strip_suffix(b"}")?;
+    let open = l.iter().rposition(|&b| b == b'{')?;
+    let digits = &l[open + 1..];
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_len;
+
+    #[test]
+    fn literal_announcements() {
+        assert_eq!(literal_len(b"* 1 FETCH (BODY[] {123}\r\n"), Some(123));
+        assert_eq!(literal_len(b"* 1 FETCH (BODY[] {123+}\r\n"), Some(123));
+        assert_eq!(literal_len(b"* OK done\r\n"), None);
+        assert_eq!(literal_len(b"* OK {}\r\n"), None);
+        assert_eq!(literal_len(b"* OK {99999999999999999999}\r\n"), None);
+    }
+}

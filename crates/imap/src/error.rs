@@ -1,0 +1,60 @@
+//! Errors of the IMAP layer, by what broke.
+
+use crate::parse::{Code, ParseError};
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TCP connection could not be made.
+    #[error("cannot connect to {host}:{port}: {source}")]
+    Connect { host: String, port: u16, source: io::Error },
+    /// A read or write on an open connection failed (reset, closed by the server).
+    #[error("connection lost while {op}: {source}")]
+    Io { op: String, source: io::Error },
+    /// No answer within the configured time.
+    #[error("no answer from the server within {secs} s while {op}")]
+    Timeout { op: String, secs: u64 },
+    /// TLS failed: the certificate or the handshake.
+    #[error("TLS with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+    /// The server's response could not be read.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The server answered NO to a command.
+    #[error("the server refused {command}: {text}")]
+    No { command: String, code: Option<Code>, text: String },
+    /// The server answered BAD to a command: a bug on one side or the other.
+    #[error("the server rejected {command} as malformed: {text}")]
+    Bad { command: String, text: String },
+    /// Login failed.
+    #[error("login as {user} failed: {text}")]
+    Auth { user: String, text: String },
+    /// The server closed the session (untagged BYE).
+    #[error("the server closed the connection: {text}")]
+    Bye { text: String },
+    /// The server lacks something syncmail requires, or broke the protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// A line or literal above the configured limit.
+    #[error("the server sent a {what} of {size} bytes, above the limit of {limit} bytes")]
+    TooLarge { what: &'static str, size: u64, limit: u64 },
+}
+
+impl Error {
+    /// Whether the same operation may succeed on a new connection.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Connect { .. } | Error::Io { .. } | Error::Timeout { .. } | Error::Bye { .. })
+    }
+    /// The server's own words, where there are some.
+    pub fn server_text(&self) -> Option<&str> {
+        match self {
+            Error::No { text, .. } | Error::Bad { text, .. } | Error::Auth { text, .. } | Error::Bye { text } => {
+                Some(text)
+            }
+            Error::Parse(p) => Some(&p.line),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

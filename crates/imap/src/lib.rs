@@ -1,0 +1,22 @@
+//! The IMAP side of syncmail: a response codec and a blocking client that keeps several
+//! commands in flight.
+//!
+//! # Layout
+//! - [`parse`]: one whole response (line and literals) → [`parse::Response`], borrowing.
+//! - [`conn`]: TCP and rustls with a timeout on every read and write; reads whole responses
+//!   under size limits.
+//! - [`client`]: greeting, STARTTLS, login, capabilities, tagged commands, pipelining.
+//! - [`utf7`]: modified UTF-7 mailbox names.
+//! - [`types`]: `Uid`, `Flags`, `Secret`, UID sets.
+
+pub mod client;
+pub mod conn;
+pub mod error;
+pub mod parse;
+pub mod types;
+pub mod utf7;
+
+pub use client::{Client, Completion, ConnectOptions, TlsMode, quote};
+pub use conn::Limits;
+pub use error::{Error, Result};
+pub use types::{Flags, Secret, Uid, parse_uid_set, uid_set};

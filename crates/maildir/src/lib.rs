@@ -1,0 +1,384 @@
+//! Maildir folders as syncmail keeps them.
+//!
+//! A message is delivered the Maildir way: written to `tmp/`, fsynced, then renamed into
+//! `new/` (no flags) or `cur/` (with flags after `:2,`), so a reader never sees half a
+//! message. A file's *unique* part (the name before `:2,`) is its identity: mail readers
+//! rename files to change flags but keep that part, and syncmail's state points at it.
+//!
+//! Folder names become paths through [`folder_path`], which refuses any component that
+//! could escape the store root or collide with a Maildir's own `cur`, `new` and `tmp`.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use syncmail_imap::Flags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("folder name {name:?} cannot be stored: {reason}")]
+    UnsafeName { name: String, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + use<'a> {
+    move |source| Error::Io { op, path: path.to_path_buf(), source }
+}
+
+/// Checks one component of a folder name for use as a directory name.
+pub fn check_component(c: &str) -> std::result::Result<(), String> {
+    if c.is_empty() {
+        return Err("it has an empty component (two separators in a row, or one at an end)".into());
+    }
+    if c == "." || c == ".." {
+        return Err(format!("a component is {c:?}, which would leave its folder"));
+    }
+    if c.starts_with('.') {
+        return Err("a component starts with '.', which Maildir++ readers take for a folder marker".into());
+    }
+    if c.contains('/') {
+        return Err("a component contains '/'".into());
+    }
+    if let Some(ch) = c.chars().find(|ch| ch.is_control()) {
+        return Err(format!("a component contains the control character U+{:04X}", ch as u32));
+    }
+    if matches!(c, "cur" | "new" | "tmp") {
+        return Err(format!("a component is {c:?}, the name of a Maildir's own directory"));
+    }
+    if c.len() > 255 {
+        return Err("a component is longer than 255 bytes, the file system's limit".into());
+    }
+    Ok(())
+}
+
+/// The relative path of a folder in the verbatim layout: the server's name split at its
+/// hierarchy delimiter, each component a directory (`Lists.rust` with `.` → `Lists/rust`).
+/// INBOX (any case) is `INBOX`.
+pub fn folder_path(name: &str, delimiter: Option<char>) -> Result<PathBuf> {
+    if name.eq_ignore_ascii_case("INBOX") {
+        return Ok(PathBuf::from("INBOX"));
+    }
+    let parts: Vec<&str> = match delimiter {
+        Some(d) => name.split(d).collect(),
+        None => vec![name],
+    };
+    let mut p = PathBuf::new();
+    for (i, c) in parts.iter().enumerate() {
+        // Sub-folders of INBOX live under INBOX/ whatever case the server uses.
+        let c = if i == 0 && c.eq_ignore_ascii_case("INBOX") { "INBOX" } else { c };
+        check_component(c).map_err(|reason| Error::UnsafeName { name: name.to_string(), reason })?;
+        p.push(c);
+    }
+    Ok(p)
+}
+
+/// Where a message file sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sub {
+    New,
+    Cur,
+}
+
+impl Sub {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Sub::New => "new",
+            Sub::Cur => "cur",
+        }
+    }
+}
+
+/// One message file found in a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub sub: Sub,
+    /// The whole file name.
+    pub file_name: String,
+    /// The flags its name carries.
+    pub flags: Flags,
+}
+
+impl Entry {
+    /// The name before the info part: the message's identity.
+    pub fn unique(&self) -> &str {
+        split_name(&self.file_name).0
+    }
+}
+
+/// Splits `unique:2,FLAGS` into the unique part and the info letters.
+pub fn split_name(name: &str) -> (&str, &str) {
+    match name.find(":2,") {
+        Some(i) => (&name[..i], &name[i + 3..]),
+        None => match name.find(':') {
+            Some(i) => (&name[..i], ""),
+            None => (name, ""),
+        },
+    }
+}
+
+/// A Maildir folder (a directory with `cur`, `new` and `tmp`).
+#[derive(Debug, Clone)]
+pub struct Folder {
+    path: PathBuf,
+}
+
+/// A message written to `tmp/` and fsynced, not yet visible to readers.
+#[derive(Debug)]
+pub struct Staged {
+    pub unique: String,
+    tmp: PathBuf,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A new unique name: `<secs>.M<usecs>P<pid>Q<n>.<host>`, after the Maildir convention.
+pub fn new_unique() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let q = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}.M{}P{}Q{}.{}", now.as_secs(), now.subsec_micros(), std::process::id(), q, hostname())
+}
+
+fn hostname() -> String {
+    let raw = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+    // Maildir: '/' and ':' in the host name are written as octal escapes.
+    raw.trim().replace('/', "\\057").replace(':', "\\072")
+}
+
+/// Converts CRLF line ends to LF, as Maildir readers on Unix expect. Lone CRs stay.
+pub fn crlf_to_lf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        match memchr_cr(&data[i..]) {
+            Some(j) => {
+                out.extend_from_slice(&data[i..i + j]);
+                if data.get(i + j + 1) == Some(&b'\n') {
+                    out.push(b'\n');
+                    i += j + 2;
+                } else {
+                    out.push(b'\r');
+                    i += j + 1;
+                }
+            }
+            None => {
+                out.extend_from_slice(&data[i..]);
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn memchr_cr(s: &[u8]) -> Option<usize> {
+    s.iter().position(|&b| b == b'\r')
+}
+
+/// fsyncs a directory, so that renames and unlinks in it are durable.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(io("syncing directory", path))
+}
+
+impl Folder {
+    /// A folder at `path`; nothing is touched until it is used.
+    pub fn new(path: impl Into<PathBuf>) -> Folder {
+        Folder { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.join("cur").is_dir() && self.path.join("new").is_dir() && self.path.join("tmp").is_dir()
+    }
+
+    /// Creates `cur`, `new` and `tmp` (and parents) where missing.
+    pub fn create(&self) -> Result<()> {
+        for d in ["cur", "new", "tmp"] {
+            let p = self.path.join(d);
+            fs::create_dir_all(&p).map_err(io("creating", &p))?;
+        }
+        Ok(())
+    }
+
+    /// Lists the messages in `new/` and `cur/`, by unique name. Only directory entries are
+    /// read (no stat), so this is cheap even for large folders. Files whose names start
+    /// with '.' are skipped, as the Maildir spec asks.
+    pub fn scan(&self) -> Result<HashMap<String, Entry>> {
+        let mut out = HashMap::new();
+        for sub in [Sub::New, Sub::Cur] {
+            let dir = self.path.join(sub.dir());
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::Io { op: "reading", path: dir, source: e }),
+            };
+            for ent in rd {
+                let ent = ent.map_err(io("reading", &dir))?;
+                let Ok(name) = ent.file_name().into_string() else { continue };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let (unique, info) = split_name(&name);
+                let e = Entry { sub, flags: Flags::from_maildir(info), file_name: name.clone() };
+                out.entry(unique.to_string()).or_insert(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The path of an entry.
+    pub fn entry_path(&self, e: &Entry) -> PathBuf {
+        self.path.join(e.sub.dir()).join(&e.file_name)
+    }
+
+    /// Writes a message to `tmp/` under `unique` and fsyncs it. Not visible until
+    /// [`Folder::publish`].
+    pub fn stage(&self, unique: &str, data: &[u8]) -> Result<Staged> {
+        let tmp = self.path.join("tmp").join(unique);
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io("creating", &tmp))?;
+        f.write_all(data).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("syncing", &tmp))?;
+        Ok(Staged { unique: unique.to_string(), tmp })
+    }
+
+    /// Moves a staged message into `new/` (no flags) or `cur/` (with flags). Call
+    /// [`Folder::sync`] afterwards to make the renames durable.
+    pub fn publish(&self, staged: Staged, flags: Flags) -> Result<Entry> {
+        let entry = if flags.is_empty() {
+            Entry { sub: Sub::New, file_name: staged.unique.clone(), flags }
+        } else {
+            Entry { sub: Sub::Cur, file_name: format!("{}:2,{}", staged.unique, flags.to_maildir()), flags }
+        };
+        let dest = self.entry_path(&entry);
+        fs::rename(&staged.tmp, &dest).map_err(io("moving into place", &dest))?;
+        Ok(entry)
+    }
+
+    /// Renames an entry so its name carries `flags`; letters syncmail does not manage
+    /// (Dovecot keyword letters, for one) are kept. A message in `new/` moves to `cur/`.
+    pub fn set_flags(&self, e: &Entry, flags: Flags) -> Result<Entry> {
+        let (unique, info) = split_name(&e.file_name);
+        let mut letters: Vec<char> = info.chars().filter(|c| Flags::from_maildir(&c.to_string()).is_empty()).collect();
+        letters.extend(flags.to_maildir().chars());
+        letters.sort_unstable();
+        letters.dedup();
+        let info: String = letters.into_iter().collect();
+        let new = Entry { sub: Sub::Cur, file_name: format!("{unique}:2,{info}"), flags };
+        if new != *e {
+            let from = self.entry_path(e);
+            let to = self.entry_path(&new);
+            fs::rename(&from, &to).map_err(io("renaming", &from))?;
+        }
+        Ok(new)
+    }
+
+    /// Deletes an entry's file. A file that is already gone is not an error.
+    pub fn remove(&self, e: &Entry) -> Result<()> {
+        let p = self.entry_path(e);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(Error::Io { op: "deleting", path: p, source: err }),
+        }
+    }
+
+    /// Reads a message's bytes.
+    pub fn read(&self, e: &Entry) -> Result<Vec<u8>> {
+        let p = self.entry_path(e);
+        fs::read(&p).map_err(io("reading", &p))
+    }
+
+    /// fsyncs `new/` and `cur/`, making publishes, renames and deletions durable.
+    pub fn sync(&self) -> Result<()> {
+        sync_dir(&self.path.join("new"))?;
+        sync_dir(&self.path.join("cur"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbatim_paths() {
+        assert_eq!(folder_path("Lists.rust", Some('.')).unwrap(), PathBuf::from("Lists/rust"));
+        assert_eq!(folder_path("inbox", Some('/')).unwrap(), PathBuf::from("INBOX"));
+        assert_eq!(folder_path("Inbox/Sub", Some('/')).unwrap(), PathBuf::from("INBOX/Sub"));
+        assert_eq!(folder_path("a/b", None).err().map(|e| e.to_string()).is_some(), true);
+        assert_eq!(folder_path("Entwürfe", Some('/')).unwrap(), PathBuf::from("Entwürfe"));
+        assert_eq!(folder_path("Sent Items", Some('.')).unwrap(), PathBuf::from("Sent Items"));
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for (name, d) in [
+            ("..", Some('/')),
+            ("a/../b", Some('/')),
+            ("../x", Some('.')), // '.' delimiter: components "", "", "/x"
+            ("a..b", Some('.')),
+            (".hidden", Some('/')),
+            ("a/", Some('/')),
+            ("", Some('/')),
+            ("x\u{0}y", Some('/')),
+            ("x\ny", Some('/')),
+            ("a/cur", Some('/')),
+            ("a.b/c", Some('.')),
+        ] {
+            assert!(folder_path(name, d).is_err(), "{name:?} was accepted");
+        }
+        let long = "x".repeat(256);
+        assert!(folder_path(&long, Some('/')).is_err());
+    }
+
+    #[test]
+    fn names_and_flags() {
+        assert_eq!(split_name("123.M1P2Q3.host:2,FS"), ("123.M1P2Q3.host", "FS"));
+        assert_eq!(split_name("123.host"), ("123.host", ""));
+        let e = Entry { sub: Sub::Cur, file_name: "u:2,Sa".into(), flags: Flags::SEEN };
+        assert_eq!(e.unique(), "u");
+    }
+
+    #[test]
+    fn line_endings() {
+        assert_eq!(crlf_to_lf(b"a\r\nb\rc\r\n\r\n"), b"a\nb\rc\n\n");
+        assert_eq!(crlf_to_lf(b"no breaks"), b"no breaks");
+        assert_eq!(crlf_to_lf(b"end\r"), b"end\r");
+    }
+
+    #[test]
+    fn deliver_scan_rename_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Folder::new(dir.path().join("INBOX"));
+        f.create().unwrap();
+        assert!(f.exists());
+        let u = new_unique();
+        let s = f.stage(&u, b"Subject: x\n\nbody\n").unwrap();
+        assert!(f.scan().unwrap().is_empty(), "a staged message must not be visible");
+        let e = f.publish(s, Flags::empty()).unwrap();
+        assert_eq!(e.sub, Sub::New);
+        f.sync().unwrap();
+        let scanned = f.scan().unwrap();
+        assert_eq!(scanned.get(&u), Some(&e));
+        // A reader's own keyword letter survives our flag change.
+        let p = f.entry_path(&e);
+        fs::rename(&p, f.path().join("cur").join(format!("{u}:2,a"))).unwrap();
+        let e = f.scan().unwrap().remove(&u).unwrap();
+        let e2 = f.set_flags(&e, Flags::SEEN.union(Flags::FLAGGED)).unwrap();
+        assert_eq!(e2.file_name, format!("{u}:2,FSa"));
+        assert_eq!(f.read(&e2).unwrap(), b"Subject: x\n\nbody\n");
+        f.remove(&e2).unwrap();
+        f.remove(&e2).unwrap();
+        assert!(f.scan().unwrap().is_empty());
+    }
+
+    #[test]
+    fn uniques_differ() {
+        assert_ne!(new_unique(), new_unique());
+    }
+}

@@ -1,0 +1,377 @@
+//! The public face of the engine, after Outlook's `IMAPISync`: a request with flags and a
+//! progress callback goes in, a handle comes out.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+
+bitflags::bitflags! {
+    /// What a synchronization does; after `MAPISIB.ulFlags`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct SyncFlags: u32 {
+        /// Push local folder creations, renames and deletions to the server.
+        const UPLOAD_HIERARCHY = 0x0000_0001;
+        /// Pull the server's folder list: new server folders appear locally.
+        const DOWNLOAD_HIERARCHY = 0x0000_0002;
+        /// Push local new messages, flag changes and deletions.
+        const UPLOAD_CONTENTS = 0x0000_0040;
+        /// Pull the server's new messages, flag changes and expunges.
+        const DOWNLOAD_CONTENTS = 0x0000_0080;
+        /// Send what waits in the outbox through the transport.
+        const OUTGOING_MAIL = 0x0000_0200;
+        /// Fetch headers (and sizes, flags) only; bodies later.
+        const HEADERS_ONLY = 0x0200_0000;
+        /// Started by a person: runs before queued background work.
+        const ON_DEMAND = 0x2000_0000;
+    }
+}
+
+impl SyncFlags {
+    /// The flags this version carries out. Any other flag in a request is answered with an
+    /// [`ErrorKind::Unsupported`] error, never silently ignored.
+    pub const IMPLEMENTED: SyncFlags =
+        SyncFlags::DOWNLOAD_HIERARCHY.union(SyncFlags::DOWNLOAD_CONTENTS).union(SyncFlags::ON_DEMAND);
+
+    /// Parses a flag by its name (`download-contents` or `DOWNLOAD_CONTENTS`).
+    pub fn from_flag_name(s: &str) -> Option<SyncFlags> {
+        let norm = s.trim().to_ascii_uppercase().replace('-', "_");
+        SyncFlags::all().iter_names().find(|(n, _)| *n == norm).map(|(_, f)| f)
+    }
+}
+
+/// Which step a progress report belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Waiting for another sync of the same account.
+    Lock,
+    Connect,
+    /// Reading the server's folder list and status.
+    ListFolders,
+    /// Comparing one folder's state with the server's.
+    CheckFolder,
+    /// Downloading new messages; `index`/`max` count messages, `bytes`/`bytes_max` bytes.
+    Download,
+    /// Applying flag changes and expunges from the server.
+    ApplyChanges,
+    Finish,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Lock => "lock",
+            Step::Connect => "connect",
+            Step::ListFolders => "list-folders",
+            Step::CheckFolder => "check-folder",
+            Step::Download => "download",
+            Step::ApplyChanges => "apply-changes",
+            Step::Finish => "finish",
+        }
+    }
+}
+
+/// A progress report: after `Progress(text, index, indexMax)`, with more to say.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub account: String,
+    pub step: Step,
+    /// Human words for the step, such as "downloading 12 new messages".
+    pub text: String,
+    /// The folder concerned, where there is one (its name as shown to people, UTF-8).
+    pub folder: Option<String>,
+    pub index: u64,
+    pub max: u64,
+    pub bytes: u64,
+    pub bytes_max: u64,
+}
+
+/// What kind of thing went wrong; decides what a caller or a person can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request asked for something this version does not do yet.
+    Unsupported,
+    /// The configuration is wrong or incomplete.
+    Config,
+    /// The server cannot be reached, or the connection broke. Retrying later may help.
+    Network,
+    /// TLS could not be set up (certificate, handshake).
+    Tls,
+    /// The server refused the credentials.
+    Auth,
+    /// The server refused a command (NO/BAD) or broke the protocol.
+    Server,
+    /// The local store (Maildir files, state database) could not be read or written.
+    Local,
+    /// A folder name that cannot be stored safely.
+    FolderName,
+    /// The folder's UIDVALIDITY changed; it was left alone.
+    UidValidity,
+    /// Another sync of the same account is running.
+    Locked,
+    /// The caller cancelled the sync.
+    Cancelled,
+}
+
+impl ErrorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Config => "config",
+            ErrorKind::Network => "network",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Server => "server",
+            ErrorKind::Local => "local",
+            ErrorKind::FolderName => "folder-name",
+            ErrorKind::UidValidity => "uidvalidity",
+            ErrorKind::Locked => "locked",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// An error or warning met during a sync: after `Error(hr, text)`, with what a person
+/// needs to act on it.
+#[derive(Debug, Clone)]
+pub struct SyncError {
+    pub kind: ErrorKind,
+    pub account: String,
+    pub folder: Option<String>,
+    /// What failed, in a sentence.
+    pub message: String,
+    /// The server's own words, verbatim, where the server said something.
+    pub server_text: Option<String>,
+    /// What to do about it.
+    pub hint: String,
+    /// Whether trying again later may succeed without anyone changing anything.
+    pub retryable: bool,
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.account)?;
+        if let Some(folder) = &self.folder {
+            write!(f, "/{folder}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(t) = &self.server_text {
+            write!(f, " (server said: {t})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What changed in one folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderReport {
+    pub folder: String,
+    /// Messages that arrived from the server.
+    pub downloaded: u64,
+    pub bytes_downloaded: u64,
+    /// Local messages whose flags changed to follow the server.
+    pub flags_changed: u64,
+    /// Local messages deleted because the server expunged them.
+    pub deleted: u64,
+    /// Whether the folder was created locally in this run.
+    pub created: bool,
+}
+
+/// The outcome of a sync: after `Done(hr)`, with a report of what changed.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    pub account: String,
+    /// Folders where something changed, in the order synced.
+    pub folders: Vec<FolderReport>,
+    /// Every error reported through [`SyncProgress::error`], in order.
+    pub errors: Vec<SyncError>,
+    pub cancelled: bool,
+    /// Bytes received from the server (after TLS), protocol included.
+    pub bytes_received: u64,
+}
+
+impl SyncReport {
+    /// True when no error was reported and the sync was not cancelled.
+    pub fn is_success(&self) -> bool {
+        self.errors.is_empty() && !self.cancelled
+    }
+    pub fn downloaded(&self) -> u64 {
+        self.folders.iter().map(|f| f.downloaded).sum()
+    }
+}
+
+/// Receives what a sync is doing. Calls come from the sync's own thread, in order; keep
+/// them short (hand work to another thread if it is slow). After `IMAPISyncProgressCallback`.
+pub trait SyncProgress: Send + Sync {
+    /// Called as the sync moves on; may be called often.
+    fn progress(&self, _p: &Progress) {}
+    /// Called for every error or warning; the sync goes on with what it can still do.
+    fn error(&self, _e: &SyncError) {}
+    /// Called once, last.
+    fn done(&self, _r: &SyncReport) {}
+}
+
+/// A progress receiver that ignores everything.
+pub struct NoProgress;
+impl SyncProgress for NoProgress {}
+
+/// What to synchronize, and whom to tell.
+#[derive(Clone)]
+pub struct SyncRequest {
+    pub flags: SyncFlags,
+    /// Limit the sync to these folders (server names in UTF-8); `None` for all.
+    pub folders: Option<Vec<String>>,
+    pub progress: Arc<dyn SyncProgress>,
+}
+
+impl SyncRequest {
+    pub fn new(flags: SyncFlags) -> SyncRequest {
+        SyncRequest { flags, folders: None, progress: Arc::new(NoProgress) }
+    }
+    pub fn with_progress(mut self, p: Arc<dyn SyncProgress>) -> SyncRequest {
+        self.progress = p;
+        self
+    }
+    pub fn with_folders(mut self, folders: Vec<String>) -> SyncRequest {
+        self.folders = Some(folders);
+        self
+    }
+}
+
+/// A flag the engine checks between steps.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Shared {
+    state: Mutex<SharedState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct SharedState {
+    report: Option<SyncReport>,
+    wakers: Vec<Waker>,
+}
+
+impl Shared {
+    pub(crate) fn finish(&self, report: SyncReport) {
+        let wakers = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.report = Some(report);
+            std::mem::take(&mut s.wakers)
+        };
+        self.cond.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// A running sync: wait on it (blocking or `.await`), poll it, or cancel it.
+/// After `phSyncDoneEvent`. Dropping the handle does not stop the sync.
+pub struct SyncHandle {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) cancel: CancelToken,
+}
+
+impl SyncHandle {
+    /// Blocks until the sync is done and returns its report.
+    pub fn wait(&self) -> SyncReport {
+        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = &s.report {
+                return r.clone();
+            }
+            s = self.shared.cond.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The report if the sync is done, without blocking.
+    pub fn try_report(&self) -> Option<SyncReport> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).report.clone()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).report.is_some()
+    }
+
+    /// Asks the sync to stop at the next step boundary. What was done stays done and
+    /// consistent; the report says `cancelled`.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// A token that cancels this sync, for a progress receiver or another thread to hold.
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+}
+
+impl Future for SyncHandle {
+    type Output = SyncReport;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SyncReport> {
+        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &s.report {
+            Some(r) => Poll::Ready(r.clone()),
+            None => {
+                if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_follow_mapisib() {
+        assert_eq!(SyncFlags::UPLOAD_HIERARCHY.bits(), 0x1);
+        assert_eq!(SyncFlags::DOWNLOAD_HIERARCHY.bits(), 0x2);
+        assert_eq!(SyncFlags::UPLOAD_CONTENTS.bits(), 0x40);
+        assert_eq!(SyncFlags::DOWNLOAD_CONTENTS.bits(), 0x80);
+        assert_eq!(SyncFlags::OUTGOING_MAIL.bits(), 0x200);
+        assert_eq!(SyncFlags::HEADERS_ONLY.bits(), 0x0200_0000);
+        assert_eq!(SyncFlags::ON_DEMAND.bits(), 0x2000_0000);
+        assert_eq!(SyncFlags::from_flag_name("download-contents"), Some(SyncFlags::DOWNLOAD_CONTENTS));
+        assert_eq!(SyncFlags::from_flag_name("HEADERS_ONLY"), Some(SyncFlags::HEADERS_ONLY));
+        assert_eq!(SyncFlags::from_flag_name("nope"), None);
+    }
+
+    #[test]
+    fn handle_waits_polls_and_awaits() {
+        let shared = Arc::new(Shared::default());
+        let h = SyncHandle { shared: shared.clone(), cancel: CancelToken::default() };
+        assert!(!h.is_done());
+        assert!(h.try_report().is_none());
+        let s2 = shared.clone();
+        let t = std::thread::spawn(move || {
+            s2.finish(SyncReport { account: "a".into(), ..Default::default() });
+        });
+        assert_eq!(h.wait().account, "a");
+        t.join().unwrap();
+        assert!(h.is_done());
+        // The Future side, driven by a minimal executor.
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut h = h;
+        match Pin::new(&mut h).poll(&mut cx) {
+            Poll::Ready(r) => assert_eq!(r.account, "a"),
+            Poll::Pending => panic!("a finished handle must be ready"),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The configuration file (TOML) and what it resolves to.
+//!
+//! ```toml
+//! [accounts.work]
+//! maildir = "~/Mail/work"          # local store root
+//! [accounts.work.imap]
+//! host = "imap.example.org"
+//! port = 993                       # default follows tls
+//! tls = "implicit"                 # "implicit" (default) | "starttls" | "none"
+//! user = "me@example.org"
+//! password-command = "pass show mail/work"   # or: password = "...", password-env = "VAR"
+//! ca-file = "/path/to/ca.pem"                # optional
+//! timeout = 60                               # seconds, for every read and write
+//! [accounts.work.folders]
+//! include = ["*"]                  # patterns: * any text, % any text without the delimiter
+//! exclude = ["Spam", "Lists.%"]
+//! ```
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use syncmail_imap::{Secret, TlsMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("account {account}: {message}")]
+    Invalid { account: String, message: String },
+    #[error("no account named {0:?} in the configuration")]
+    NoSuchAccount(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<String>,
+    #[serde(default)]
+    accounts: BTreeMap<String, RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawAccount {
+    maildir: String,
+    state_dir: Option<String>,
+    imap: RawImap,
+    #[serde(default)]
+    folders: RawFolders,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawImap {
+    host: String,
+    port: Option<u16>,
+    tls: Option<String>,
+    user: String,
+    password: Option<String>,
+    password_command: Option<String>,
+    password_env: Option<String>,
+    ca_file: Option<String>,
+    timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawFolders {
+    include: Option<Vec<String>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+/// Where the password comes from. It is fetched when a sync connects, not when the
+/// configuration is read, so a locked keyring does not block `syncmail --help`.
+#[derive(Debug, Clone)]
+pub enum PasswordSource {
+    Plain(Secret),
+    Command(String),
+    Env(String),
+}
+
+impl PasswordSource {
+    /// Gets the password. A command's first line of output is the password.
+    pub fn fetch(&self) -> Result<Secret, String> {
+        match self {
+            PasswordSource::Plain(s) => Ok(s.clone()),
+            PasswordSource::Env(var) => {
+                std::env::var(var).map(Secret::new).map_err(|_| format!("the environment variable {var} is not set"))
+            }
+            PasswordSource::Command(cmd) => {
+                let out = Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|e| format!("cannot run password-command: {e}"))?;
+                if !out.status.success() {
+                    // stderr of the command is shown; stdout is not, it may hold the secret.
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    return Err(format!(
+                        "password-command failed ({}){}",
+                        out.status,
+                        if err.trim().is_empty() { String::new() } else { format!(": {}", err.trim()) }
+                    ));
+                }
+                let s = String::from_utf8(out.stdout).map_err(|_| "password-command printed non-UTF-8".to_string())?;
+                let line = s.lines().next().unwrap_or("").to_string();
+                if line.is_empty() {
+                    return Err("password-command printed nothing".into());
+                }
+                Ok(Secret::new(line))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub user: String,
+    pub password: PasswordSource,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// Include/exclude patterns over server folder names.
+#[derive(Debug, Clone)]
+pub struct FolderFilter {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Default for FolderFilter {
+    fn default() -> Self {
+        FolderFilter { include: vec!["*".into()], exclude: Vec::new() }
+    }
+}
+
+impl FolderFilter {
+    /// Whether a folder (UTF-8 name, server delimiter) is synced.
+    pub fn matches(&self, name: &str, delimiter: Option<char>) -> bool {
+        let m = |p: &String| pattern_match(p.as_bytes(), name.as_bytes(), delimiter);
+        self.include.iter().any(m) && !self.exclude.iter().any(m)
+    }
+}
+
+/// IMAP LIST-style patterns: `*` matches anything, `%` anything but the delimiter.
+/// `INBOX` matches case-insensitively, as IMAP names it.
+fn pattern_match(p: &[u8], s: &[u8], delim: Option<char>) -> bool {
+    if p.eq_ignore_ascii_case(b"INBOX") {
+        return s.eq_ignore_ascii_case(b"INBOX");
+    }
+    let d = delim.and_then(|c| u8::try_from(c).ok());
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| pattern_match(rest, &s[i..], delim)),
+        Some((b'%', rest)) => {
+            (0..=s.len()).take_while(|&i| i == 0 || Some(s[i - 1]) != d).any(|i| pattern_match(rest, &s[i..], delim))
+        }
+        Some((c, rest)) => s.first() == Some(c) && pattern_match(rest, &s[1..], delim),
+    }
+}
+
+/// One account, resolved: paths expanded, defaults applied.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub name: String,
+    pub maildir: PathBuf,
+    pub state_dir: PathBuf,
+    pub imap: ImapConfig,
+    pub folders: FolderFilter,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub accounts: BTreeMap<String, AccountConfig>,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn expand(p: &str, base: &Path) -> PathBuf {
+    let p = if p == "~" {
+        home()
+    } else if let Some(rest) = p.strip_prefix("~/") {
+        home().join(rest)
+    } else {
+        PathBuf::from(p)
+    };
+    if p.is_relative() { base.join(p) } else { p }
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if Path::new(&v).is_absolute() => PathBuf::from(v),
+        _ => home().join(fallback),
+    }
+}
+
+/// `$XDG_CONFIG_HOME/syncmail/config.toml`.
+pub fn default_config_path() -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config").join("syncmail").join("config.toml")
+}
+
+/// `$XDG_STATE_HOME/syncmail`.
+pub fn default_state_base() -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state").join("syncmail")
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let state_base = raw.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(default_state_base);
+        let mut accounts = BTreeMap::new();
+        for (name, a) in raw.accounts {
+            let invalid = |message: String| ConfigError::Invalid { account: name.clone(), message };
+            if name.is_empty() || name.contains(['/', '\\', '\0']) || name == "." || name == ".." {
+                return Err(invalid("an account name must not be empty or contain '/'".into()));
+            }
+            let tls = match a.imap.tls.as_deref().unwrap_or("implicit") {
+                "implicit" => TlsMode::Implicit,
+                "starttls" => TlsMode::StartTls,
+                "none" => TlsMode::None,
+                other => {
+                    return Err(invalid(format!(
+                        "tls = {other:?} is not one of \"implicit\", \"starttls\", \"none\""
+                    )));
+                }
+            };
+            let port = a.imap.port.unwrap_or(if tls == TlsMode::Implicit { 993 } else { 143 });
+            let sources = [a.imap.password.is_some(), a.imap.password_command.is_some(), a.imap.password_env.is_some()];
+            let password = match (a.imap.password, a.imap.password_command, a.imap.password_env) {
+                _ if sources.iter().filter(|s| **s).count() > 1 => {
+                    return Err(invalid("set only one of password, password-command and password-env".into()));
+                }
+                (Some(p), _, _) => PasswordSource::Plain(Secret::new(p)),
+                (_, Some(c), _) => PasswordSource::Command(c),
+                (_, _, Some(v)) => PasswordSource::Env(v),
+                _ => return Err(invalid("[imap] needs password-command, password-env or password".into())),
+            };
+            if a.imap.host.trim().is_empty() {
+                return Err(invalid("[imap] host is empty".into()));
+            }
+            let timeout = Duration::from_secs(a.imap.timeout.unwrap_or(60).max(1));
+            let state_dir = a.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(|| state_base.join(&name));
+            let folders = FolderFilter {
+                include: a.folders.include.unwrap_or_else(|| vec!["*".into()]),
+                exclude: a.folders.exclude,
+            };
+            accounts.insert(
+                name.clone(),
+                AccountConfig {
+                    maildir: expand(&a.maildir, &base),
+                    state_dir,
+                    imap: ImapConfig {
+                        host: a.imap.host,
+                        port,
+                        tls,
+                        user: a.imap.user,
+                        password,
+                        ca_file: a.imap.ca_file.as_deref().map(|s| expand(s, &base)),
+                        timeout,
+                    },
+                    folders,
+                    name,
+                },
+            );
+        }
+        Ok(Config { path: path.into(), accounts })
+    }
+
+    /// The accounts named, or all of them when `names` is empty.
+    pub fn select(&self, names: &[String]) -> Result<Vec<AccountConfig>, ConfigError> {
+        if names.is_empty() {
+            return Ok(self.accounts.values().cloned().collect());
+        }
+        names
+            .iter()
+            .map(|n| self.accounts.get(n).cloned().ok_or_else(|| ConfigError::NoSuchAccount(n.clone())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+        [accounts.work]
+        maildir = "~/Mail/work"
+        [accounts.work.imap]
+        host = "imap.example.org"
+        user = "me@example.org"
+        password-command = "echo s3cret; echo second-line"
+        ca-file = "ca.pem"
+        [accounts.home]
+        maildir = "/srv/mail"
+        state-dir = "/var/lib/x"
+        [accounts.home.imap]
+        host = "localhost"
+        tls = "none"
+        user = "me"
+        password = "pw"
+        [accounts.home.folders]
+        exclude = ["Spam", "Lists.%"]
+    "#;
+
+    #[test]
+    fn parses_the_contract() {
+        let c = Config::parse(SAMPLE, Path::new("/etc/sm/config.toml")).unwrap();
+        let w = &c.accounts["work"];
+        assert_eq!(w.imap.port, 993);
+        assert_eq!(w.imap.tls, TlsMode::Implicit);
+        assert_eq!(w.imap.ca_file.as_deref(), Some(Path::new("/etc/sm/ca.pem")));
+        assert!(w.maildir.ends_with("Mail/work"));
+        assert!(w.state_dir.ends_with("syncmail/work"));
+        assert_eq!(w.imap.password.fetch().unwrap().expose(), "s3cret");
+        let h = &c.accounts["home"];
+        assert_eq!(h.imap.port, 143);
+        assert_eq!(h.state_dir, PathBuf::from("/var/lib/x"));
+        assert!(h.folders.matches("INBOX", Some('.')));
+        assert!(!h.folders.matches("Spam", Some('.')));
+        assert!(!h.folders.matches("Lists.rust", Some('.')));
+        assert!(h.folders.matches("Lists.rust.sub", Some('.')));
+        assert_eq!(c.select(&[]).unwrap().len(), 2);
+        assert!(matches!(c.select(&["nope".into()]), Err(ConfigError::NoSuchAccount(_))));
+    }
+
+    #[test]
+    fn clear_errors() {
+        let bad = [
+            ("[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\n", "needs password"),
+            ("[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\ntls='ssl'\n", "tls"),
+            ("[accounts.a]\nmaildir='x'\nfoo=1\n", "unknown field"),
+            ("[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\npassword-env='E'\n", "only one"),
+            ("not toml", "not valid"),
+        ];
+        for (text, want) in bad {
+            let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should mention {want:?}");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_match(b"*", b"a.b.c", Some('.')));
+        assert!(pattern_match(b"a.%", b"a.b", Some('.')));
+        assert!(!pattern_match(b"a.%", b"a.b.c", Some('.')));
+        assert!(pattern_match(b"inbox", b"INBOX", Some('.')));
+        assert!(!pattern_match(b"Sent", b"sent", Some('.')));
+        assert!(pattern_match(b"*Sent*", b"Old Sent Items", Some('/')));
+    }
+
+    #[test]
+    fn failing_password_command_says_why_without_stdout() {
+        let p = PasswordSource::Command("echo topsecret; echo oops >&2; exit 3".into());
+        let e = p.fetch().unwrap_err();
+        assert!(e.contains("oops") && !e.contains("topsecret"), "{e}");
+    }
+}

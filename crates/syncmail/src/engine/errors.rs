@@ -1,0 +1,73 @@
+//! Turning what broke into something a person can act on.
+
+use crate::api::{ErrorKind, SyncError};
+use crate::far::SessionError;
+use syncmail_imap::Error as ImapError;
+
+pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> SyncError {
+    let (kind, hint) = match e {
+        ImapError::Connect { .. } => (
+            ErrorKind::Network,
+            "check host and port in the [imap] section, and that the server is reachable from here".to_string(),
+        ),
+        ImapError::Io { .. } | ImapError::Bye { .. } => {
+            (ErrorKind::Network, "the connection broke; run the sync again (what was done is kept)".to_string())
+        }
+        ImapError::Timeout { .. } => (
+            ErrorKind::Network,
+            "the server stopped answering; run the sync again, or raise timeout in the [imap] section".to_string(),
+        ),
+        ImapError::Tls { .. } => (
+            ErrorKind::Tls,
+            "check the host name and the certificate; for a private CA set ca-file to its PEM file; \
+             for tls = \"starttls\" or \"implicit\" check the port"
+                .to_string(),
+        ),
+        ImapError::Auth { .. } => (
+            ErrorKind::Auth,
+            "check user and the password (password-command, password-env or password) in the [imap] section"
+                .to_string(),
+        ),
+        ImapError::No { .. } => (ErrorKind::Server, "the server refused; its words are above".to_string()),
+        ImapError::Bad { .. } | ImapError::Parse(_) | ImapError::Protocol(_) | ImapError::TooLarge { .. } => (
+            ErrorKind::Server,
+            "the server's answer was not what IMAP allows; please report it with the line above".to_string(),
+        ),
+    };
+    SyncError {
+        kind,
+        account: account.to_string(),
+        folder: folder.map(str::to_string),
+        message: e.to_string(),
+        server_text: e.server_text().map(str::to_string),
+        hint,
+        retryable: e.is_retryable(),
+    }
+}
+
+pub(crate) fn from_session(account: &str, e: &SessionError) -> SyncError {
+    match e {
+        SessionError::Imap(i) => from_imap(account, None, i),
+        SessionError::Password(msg) => SyncError {
+            kind: ErrorKind::Config,
+            account: account.to_string(),
+            folder: None,
+            message: format!("cannot get the password: {msg}"),
+            server_text: None,
+            hint: "check password-command / password-env in the [imap] section".into(),
+            retryable: false,
+        },
+    }
+}
+
+pub(crate) fn local(account: &str, folder: Option<&str>, what: String) -> SyncError {
+    SyncError {
+        kind: ErrorKind::Local,
+        account: account.to_string(),
+        folder: folder.map(str::to_string),
+        message: what,
+        server_text: None,
+        hint: "check that the Maildir and the state directory are writable and the disk is not full".into(),
+        retryable: false,
+    }
+}

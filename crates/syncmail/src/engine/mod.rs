@@ -1,0 +1,235 @@
+//! The engine: one sync of one account, from lock to report.
+//!
+//! Order of work: take the account lock → connect and log in → learn the folders
+//! (LIST, with LIST-STATUS or pipelined STATUS) → for each folder whose mark moved, select
+//! it, plan ([`plan`]) and carry out the plan (`folder`). Errors of one folder are reported
+//! and the next folder goes on; a broken connection ends the run.
+
+mod errors;
+mod folder;
+pub mod plan;
+
+use crate::api::{CancelToken, ErrorKind, FolderReport, Progress, Step, SyncError, SyncFlags, SyncReport, SyncRequest};
+use crate::config::AccountConfig;
+use crate::far::{Mailbox, MailboxStatus, Session};
+use crate::state::State;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+
+/// Reports progress and errors and keeps the report.
+pub(crate) struct Ctx<'a> {
+    pub account: &'a AccountConfig,
+    pub req: &'a SyncRequest,
+    pub cancel: &'a CancelToken,
+    pub report: SyncReport,
+}
+
+impl Ctx<'_> {
+    pub fn progress(&self, step: Step, text: String, folder: Option<&str>, counts: (u64, u64), bytes: (u64, u64)) {
+        self.req.progress.progress(&Progress {
+            account: self.account.name.clone(),
+            step,
+            text,
+            folder: folder.map(str::to_string),
+            index: counts.0,
+            max: counts.1,
+            bytes: bytes.0,
+            bytes_max: bytes.1,
+        });
+    }
+
+    pub fn error(&mut self, e: SyncError) {
+        self.req.progress.error(&e);
+        self.report.errors.push(e);
+    }
+
+    pub fn name(&self) -> &str {
+        &self.account.name
+    }
+
+    fn simple_error(&mut self, kind: ErrorKind, folder: Option<&str>, message: String, hint: &str) {
+        let e = SyncError {
+            kind,
+            account: self.account.name.clone(),
+            folder: folder.map(str::to_string),
+            message,
+            server_text: None,
+            hint: hint.to_string(),
+            retryable: false,
+        };
+        self.error(e);
+    }
+}
+
+/// The account lock: an exclusive lock on `<state-dir>/lock`, holding the owner's pid.
+pub(crate) struct AccountLock {
+    _file: File,
+}
+
+impl AccountLock {
+    pub fn take(account: &AccountConfig) -> Result<AccountLock, String> {
+        let path = account.state_dir.join("lock");
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => {
+                let _ = f.set_len(0);
+                let _ = f.rewind();
+                let _ = write!(f, "{}", std::process::id());
+                Ok(AccountLock { _file: f })
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = f.read_to_string(&mut pid);
+                Err(format!("another sync of this account is running (pid {})", pid.trim()))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        }
+    }
+}
+
+/// Runs one sync to the end and returns its report; `done` is the caller's to call.
+pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelToken) -> SyncReport {
+    let mut ctx = Ctx {
+        account,
+        req,
+        cancel,
+        report: SyncReport { account: account.name.clone(), ..Default::default() },
+    };
+    let unsupported = req.flags.difference(SyncFlags::IMPLEMENTED);
+    for (name, _) in unsupported.iter_names() {
+        ctx.simple_error(
+            ErrorKind::Unsupported,
+            None,
+            format!("{name} is not supported by this version of syncmail; nothing was done for it"),
+            "leave the flag out of the request; the other flags are carried out",
+        );
+    }
+    let wanted = req.flags.intersection(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::DOWNLOAD_CONTENTS);
+    if wanted.is_empty() {
+        return ctx.report;
+    }
+    if let Err(e) = run_download(&mut ctx, wanted) {
+        ctx.error(e);
+    }
+    ctx.report
+}
+
+fn run_download(ctx: &mut Ctx<'_>, flags: SyncFlags) -> Result<(), SyncError> {
+    let account = ctx.account;
+    let name = account.name.clone();
+    ctx.progress(Step::Lock, "taking the account lock".into(), None, (0, 0), (0, 0));
+    fs::create_dir_all(&account.state_dir)
+        .map_err(|e| errors::local(&name, None, format!("cannot create {}: {e}", account.state_dir.display())))?;
+    let _lock = AccountLock::take(account).map_err(|m| SyncError {
+        kind: ErrorKind::Locked,
+        account: name.clone(),
+        folder: None,
+        message: m,
+        server_text: None,
+        hint: "wait for the other sync to finish, or stop it".into(),
+        retryable: true,
+    })?;
+    fs::create_dir_all(&account.maildir)
+        .map_err(|e| errors::local(&name, None, format!("cannot create {}: {e}", account.maildir.display())))?;
+    let mut state = State::open(&account.state_dir.join("state.sqlite"))
+        .map_err(|e| errors::local(&name, None, format!("cannot open the sync state: {e}")))?;
+
+    ctx.progress(
+        Step::Connect,
+        format!("connecting to {}:{}", account.imap.host, account.imap.port),
+        None,
+        (0, 0),
+        (0, 0),
+    );
+    let mut session = Session::open(&account.imap).map_err(|e| errors::from_session(&name, &e))?;
+
+    ctx.progress(Step::ListFolders, "reading the folder list".into(), None, (0, 0), (0, 0));
+    let result = sync_folders(ctx, &mut session, &mut state, flags);
+    ctx.report.bytes_received = session.bytes_read();
+    if result.is_ok() {
+        session.logout();
+    }
+    result
+}
+
+fn sync_folders(ctx: &mut Ctx<'_>, session: &mut Session, state: &mut State, flags: SyncFlags) -> Result<(), SyncError> {
+    let name = ctx.name().to_string();
+    let imap_err = |e: &syncmail_imap::Error| errors::from_imap(&name, None, e);
+    let local_err = |e: rusqlite::Error| errors::local(&name, None, format!("sync state: {e}"));
+
+    // The folders to sync: from the server's list (hierarchy) or the ones known already.
+    let mut mailboxes: Vec<Mailbox> = if flags.contains(SyncFlags::DOWNLOAD_HIERARCHY) {
+        session.list().map_err(|e| imap_err(&e))?
+    } else {
+        state
+            .folders()
+            .map_err(local_err)?
+            .into_iter()
+            .map(|f| Mailbox {
+                far_name: f.far_name,
+                display_name: f.display_name,
+                delimiter: f.delimiter,
+                selectable: true,
+                status: None,
+            })
+            .collect()
+    };
+    mailboxes.retain(|m| m.selectable && ctx.account.folders.matches(&m.display_name, m.delimiter));
+    if let Some(only) = &ctx.req.folders {
+        mailboxes.retain(|m| only.iter().any(|o| o == &m.display_name || o == &m.far_name));
+    }
+    // INBOX first: it is what people look at.
+    mailboxes.sort_by_key(|m| (!m.far_name.eq_ignore_ascii_case("INBOX"), m.display_name.clone()));
+
+    let need_status: Vec<String> = mailboxes.iter().filter(|m| m.status.is_none()).map(|m| m.far_name.clone()).collect();
+    let mut statuses = if need_status.is_empty() {
+        Default::default()
+    } else {
+        session.status_many(&need_status).map_err(|e| imap_err(&e))?
+    };
+
+    let total = mailboxes.len() as u64;
+    for (i, mb) in mailboxes.iter().enumerate() {
+        if ctx.cancel.is_cancelled() {
+            ctx.report.cancelled = true;
+            return Ok(());
+        }
+        let status: Option<MailboxStatus> = match mb.status {
+            Some(s) => Some(s),
+            None => match statuses.remove(&mb.far_name) {
+                Some(Ok(s)) => Some(s),
+                Some(Err(e)) => {
+                    ctx.error(errors::from_imap(&name, Some(&mb.display_name), &e));
+                    continue;
+                }
+                None => None,
+            },
+        };
+        ctx.progress(
+            Step::CheckFolder,
+            format!("checking {}", mb.display_name),
+            Some(&mb.display_name),
+            (i as u64, total),
+            (0, 0),
+        );
+        let created_allowed = flags.contains(SyncFlags::DOWNLOAD_HIERARCHY);
+        match folder::sync_folder(ctx, session, state, mb, status, created_allowed) {
+            Ok(Some(r)) => {
+                if r != (FolderReport { folder: r.folder.clone(), ..Default::default() }) {
+                    ctx.report.folders.push(r);
+                }
+            }
+            Ok(None) => {}
+            Err(folder::FolderError::Folder(e)) => ctx.error(e),
+            Err(folder::FolderError::Fatal(e)) => return Err(e),
+        }
+    }
+    ctx.progress(Step::Finish, "done".into(), None, (total, total), (0, 0));
+    Ok(())
+}

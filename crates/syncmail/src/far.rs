@@ -1,0 +1,398 @@
+//! The far side: what the engine asks of an IMAP server, in the terms of the sync
+//! (folder listings, status, changes since a mark, message bodies), over one session.
+//!
+//! Contract for callers:
+//! - Folder names are passed back exactly as [`Mailbox::far_name`] gave them.
+//! - [`Session::select`] must precede [`Session::changes`] and [`Session::fetch_bodies`]
+//!   on the same folder; those report only on the selected folder.
+//! - A server without CONDSTORE, QRESYNC, UIDPLUS, ESEARCH or LIST-STATUS gets the plain
+//!   IMAP4rev1 form of each request; the answers mean the same.
+
+use crate::config::ImapConfig;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use syncmail_imap::parse::{Code, Untagged};
+use syncmail_imap::{Client, ConnectOptions, Error, Flags, Limits, Result, parse_uid_set, quote, uid_set};
+
+/// A folder as the server lists it.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    /// The name as the server spells it (modified UTF-7, or UTF-8 after UTF8=ACCEPT).
+    pub far_name: String,
+    /// The name decoded to UTF-8, for people and for the local path.
+    pub display_name: String,
+    pub delimiter: Option<char>,
+    pub selectable: bool,
+    /// From LIST-STATUS, where the server offers it.
+    pub status: Option<MailboxStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailboxStatus {
+    pub messages: u32,
+    pub uidnext: u32,
+    pub uidvalidity: u32,
+    pub highestmodseq: Option<u64>,
+}
+
+/// What SELECT told us, plus what QRESYNC sent with it.
+#[derive(Debug, Clone, Default)]
+pub struct Selected {
+    pub exists: u32,
+    pub uidvalidity: u32,
+    pub uidnext: Option<u32>,
+    /// `None` when the server has no CONDSTORE or answered NOMODSEQ.
+    pub highestmodseq: Option<u64>,
+    /// QRESYNC: UIDs expunged since the given mark.
+    pub vanished: Vec<(u32, u32)>,
+    /// QRESYNC: flags of messages changed since the given mark.
+    pub changed: BTreeMap<u32, Flags>,
+    /// Whether QRESYNC data came with the SELECT.
+    pub qresync_used: bool,
+}
+
+pub struct Session {
+    client: Client,
+    pub condstore: bool,
+    pub qresync: bool,
+}
+
+fn flags_of(list: &[String]) -> Flags {
+    let mut f = Flags::empty();
+    for s in list {
+        f.insert_imap(s);
+    }
+    f
+}
+
+fn status_of(items: &[(String, u64)]) -> MailboxStatus {
+    let mut s = MailboxStatus::default();
+    for (k, v) in items {
+        match k.as_str() {
+            "MESSAGES" => s.messages = *v as u32,
+            "UIDNEXT" => s.uidnext = *v as u32,
+            "UIDVALIDITY" => s.uidvalidity = *v as u32,
+            "HIGHESTMODSEQ" => s.highestmodseq = Some(*v),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Refuses names that cannot be sent back in a quoted string.
+fn sendable(name: &str) -> bool {
+    !name.contains(['\r', '\n', '\0'])
+}
+
+impl Session {
+    /// Connects, logs in, and enables what the server offers that the sync uses.
+    pub fn open(cfg: &ImapConfig) -> std::result::Result<Session, SessionError> {
+        let opts = ConnectOptions {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            tls: cfg.tls,
+            ca_file: cfg.ca_file.clone(),
+            timeout: cfg.timeout,
+            limits: Limits::default(),
+        };
+        let mut client = Client::connect(&opts).map_err(SessionError::Imap)?;
+        let password = cfg.password.fetch().map_err(SessionError::Password)?;
+        client.login(&cfg.user, &password).map_err(SessionError::Imap)?;
+        let enabled = client.enable(&["QRESYNC", "UTF8=ACCEPT"]).map_err(SessionError::Imap)?;
+        let qresync = enabled.iter().any(|e| e.eq_ignore_ascii_case("QRESYNC"));
+        let condstore = qresync || client.has("CONDSTORE");
+        Ok(Session { client, condstore, qresync })
+    }
+
+    pub fn has(&self, cap: &str) -> bool {
+        self.client.has(cap)
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.client.bytes_read()
+    }
+
+    fn status_items(&self) -> &'static str {
+        if self.condstore { "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ" } else { "MESSAGES UIDNEXT UIDVALIDITY" }
+    }
+
+    /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
+    pub fn list(&mut self) -> Result<Vec<Mailbox>> {
+        let list_status = self.client.has("LIST-STATUS");
+        let cmd = if list_status {
+            format!("LIST \"\" \"*\" RETURN (STATUS ({}))", self.status_items())
+        } else {
+            "LIST \"\" \"*\"".to_string()
+        };
+        let mut out: Vec<Mailbox> = Vec::new();
+        let mut statuses: HashMap<Vec<u8>, MailboxStatus> = HashMap::new();
+        let mut bad: Option<String> = None;
+        {
+            let client = &mut self.client;
+            let mut entries = Vec::new();
+            client.run(&cmd, |u| {
+                match u {
+                    Untagged::List(e) => entries.push(e),
+                    Untagged::MailboxStatus { name, items } => {
+                        statuses.insert(name, status_of(&items));
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            for e in entries {
+                let selectable = !e.attributes.iter().any(|a| {
+                    a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent")
+                });
+                let far_name = match String::from_utf8(e.name.clone()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        bad.get_or_insert_with(|| String::from_utf8_lossy(&e.name).into_owned());
+                        continue;
+                    }
+                };
+                // Names that fail to decode are shown raw; the caller refuses them by path.
+                let display_name = client.decode_name(&e.name).unwrap_or_else(|_| far_name.clone());
+                out.push(Mailbox {
+                    status: statuses.get(&e.name).copied(),
+                    far_name,
+                    display_name,
+                    delimiter: e.delimiter,
+                    selectable,
+                });
+            }
+        }
+        for m in &mut out {
+            if m.status.is_none() {
+                m.status = statuses.get(m.far_name.as_bytes()).copied();
+            }
+        }
+        let _ = bad; // a name that is not UTF-8 cannot be sent back; it is skipped.
+        Ok(out)
+    }
+
+    /// STATUS for several folders in one round trip (all commands sent, then all answers read).
+    pub fn status_many(&mut self, names: &[String]) -> Result<HashMap<String, std::result::Result<MailboxStatus, Error>>> {
+        let mut tags = Vec::new();
+        for n in names {
+            if !sendable(n) {
+                continue;
+            }
+            let cmd = format!("STATUS {} ({})", quote(n), self.status_items());
+            tags.push((n.clone(), self.client.send(&cmd)?));
+        }
+        let mut got: HashMap<Vec<u8>, MailboxStatus> = HashMap::new();
+        let mut out = HashMap::new();
+        for (name, tag) in tags {
+            let r = self.client.complete(&tag, |u| {
+                if let Untagged::MailboxStatus { name, items } = u {
+                    got.insert(name, status_of(&items));
+                }
+                Ok(())
+            });
+            match r {
+                Ok(_) => {
+                    let s = got.get(name.as_bytes()).copied().unwrap_or_default();
+                    out.insert(name, Ok(s));
+                }
+                Err(e @ (Error::No { .. } | Error::Bad { .. })) => {
+                    out.insert(name, Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Selects a folder. With QRESYNC and a known mark, the server also reports what
+    /// changed since (RFC 7162 §3.2.5).
+    pub fn select(&mut self, far_name: &str, mark: Option<(u32, u64)>) -> Result<Selected> {
+        if !sendable(far_name) {
+            return Err(Error::Protocol(format!("folder name {far_name:?} cannot be sent to the server")));
+        }
+        let mut sel = Selected::default();
+        let cmd = match mark {
+            Some((uv, ms)) if self.qresync && uv != 0 && ms != 0 => {
+                sel.qresync_used = true;
+                format!("SELECT {} (QRESYNC ({uv} {ms}))", quote(far_name))
+            }
+            _ if self.condstore => format!("SELECT {} (CONDSTORE)", quote(far_name)),
+            _ => format!("SELECT {}", quote(far_name)),
+        };
+        let mut nomodseq = false;
+        self.client.run(&cmd, |u| {
+            match u {
+                Untagged::Exists(n) => sel.exists = n,
+                Untagged::Status { code: Some(code), .. } => match code {
+                    Code::UidValidity(v) => sel.uidvalidity = v,
+                    Code::UidNext(v) => sel.uidnext = Some(v),
+                    Code::HighestModSeq(v) => sel.highestmodseq = Some(v),
+                    Code::NoModSeq => nomodseq = true,
+                    _ => {}
+                },
+                Untagged::Vanished { uids, .. } => {
+                    let set = parse_uid_set(&uids)
+                        .ok_or_else(|| Error::Protocol(format!("VANISHED with an unreadable UID set: {uids}")))?;
+                    sel.vanished.extend(set);
+                }
+                Untagged::Fetch { data, .. } => {
+                    if let (Some(uid), Some(flags)) = (data.uid, data.flags) {
+                        sel.changed.insert(uid, flags_of(&flags));
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        })?;
+        if nomodseq {
+            sel.highestmodseq = None;
+        }
+        if sel.uidvalidity == 0 {
+            return Err(Error::Protocol(format!("the server sent no UIDVALIDITY for {far_name}")));
+        }
+        Ok(sel)
+    }
+
+    /// For the selected folder: flags of known messages (all of them, or those changed since
+    /// `since` with CONDSTORE) and the UIDs still present below `uidnext`, plus the listing
+    /// of messages from `uidnext` on (UID, size, flags). Requests are pipelined.
+    pub fn changes(&mut self, uidnext: u32, query: FlagQuery, need_uids: bool, list_new: bool) -> Result<Changes> {
+        let mut ch = Changes::default();
+        let old = uidnext.saturating_sub(1);
+        let mut tags = Vec::new();
+        if old >= 1 {
+            match query {
+                FlagQuery::Nothing if !need_uids => {}
+                FlagQuery::ChangedSince(_) | FlagQuery::Nothing => {
+                    if let FlagQuery::ChangedSince(ms) = query {
+                        tags.push(self.client.send(&format!("UID FETCH 1:{old} (UID FLAGS) (CHANGEDSINCE {ms})"))?);
+                    }
+                    if need_uids {
+                        let cmd = if self.client.has("ESEARCH") {
+                            format!("UID SEARCH RETURN (ALL) UID 1:{old}")
+                        } else {
+                            format!("UID SEARCH UID 1:{old}")
+                        };
+                        tags.push(self.client.send(&cmd)?);
+                        ch.present = Some(BTreeSet::new());
+                    }
+                }
+                FlagQuery::All => {
+                    // Without CONDSTORE the full flag listing also tells which UIDs remain.
+                    tags.push(self.client.send(&format!("UID FETCH 1:{old} (UID FLAGS)"))?);
+                    ch.present = Some(BTreeSet::new());
+                }
+            }
+        }
+        if list_new {
+            tags.push(self.client.send(&format!("UID FETCH {}:* (UID FLAGS RFC822.SIZE)", uidnext.max(1)))?);
+        }
+        let full_listing = query == FlagQuery::All;
+        for tag in tags {
+            let ch = &mut ch;
+            self.client.complete(&tag, |u| {
+                match u {
+                    Untagged::Fetch { data, .. } => {
+                        let (Some(uid), Some(flags)) = (data.uid, data.flags) else { return Ok(()) };
+                        let flags = flags_of(&flags);
+                        if uid >= uidnext {
+                            // `N:*` returns the last message even below N (RFC 3501 §6.4.8).
+                            if let Some(size) = data.size {
+                                ch.new.insert(uid, (size, flags));
+                            }
+                        } else {
+                            ch.flags.insert(uid, flags);
+                            if full_listing && let Some(p) = ch.present.as_mut() {
+                                p.insert(uid);
+                            }
+                        }
+                    }
+                    Untagged::Search(uids) => {
+                        if let Some(p) = ch.present.as_mut() {
+                            p.extend(uids);
+                        }
+                    }
+                    Untagged::Esearch { all, .. } => {
+                        if let (Some(all), Some(p)) = (all, ch.present.as_mut()) {
+                            let set = parse_uid_set(&all)
+                                .ok_or_else(|| Error::Protocol(format!("ESEARCH with an unreadable UID set: {all}")))?;
+                            for (a, b) in set {
+                                p.extend(a..=b);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+        Ok(ch)
+    }
+
+    /// Fetches whole messages by UID, pipelining up to `window` commands; `on_message` gets
+    /// each message as it arrives (UID, flags, bytes as sent). UIDs the server no longer
+    /// has are simply not reported. Data for UIDs not asked for is ignored.
+    pub fn fetch_bodies<F>(&mut self, uids: &[u32], chunk: usize, window: usize, mut on_message: F) -> Result<()>
+    where
+        F: FnMut(u32, Flags, &[u8]) -> std::result::Result<(), Error>,
+    {
+        let wanted: BTreeSet<u32> = uids.iter().copied().collect();
+        let chunks: Vec<&[u32]> = uids.chunks(chunk.max(1)).collect();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut next = 0;
+        while next < chunks.len() || !in_flight.is_empty() {
+            while next < chunks.len() && in_flight.len() < window.max(1) {
+                let cmd = format!("UID FETCH {} (UID FLAGS BODY.PEEK[])", uid_set(chunks[next]));
+                in_flight.push_back(self.client.send(&cmd)?);
+                next += 1;
+            }
+            if let Some(tag) = in_flight.pop_front() {
+                self.client.complete(&tag, |u| {
+                    if let Untagged::Fetch { data, .. } = u
+                        && let (Some(uid), Some(body)) = (data.uid, data.body)
+                        && wanted.contains(&uid)
+                    {
+                        let flags = data.flags.as_deref().map(flags_of).unwrap_or_default();
+                        on_message(uid, flags, body)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn logout(self) {
+        self.client.logout();
+    }
+}
+
+/// Which flags [`Session::changes`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagQuery {
+    /// None (QRESYNC already told, or nothing changed).
+    Nothing,
+    /// Those changed since this mod-sequence (CONDSTORE).
+    ChangedSince(u64),
+    /// All of them (no CONDSTORE); this also tells which UIDs remain.
+    All,
+}
+
+/// What [`Session::changes`] found.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Flags of known messages reported (all, or changed-since).
+    pub flags: BTreeMap<u32, Flags>,
+    /// UIDs below the old UIDNEXT still on the server, when asked for.
+    pub present: Option<BTreeSet<u32>>,
+    /// Messages from the old UIDNEXT on: UID → (size, flags).
+    pub new: BTreeMap<u32, (u64, Flags)>,
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Imap(Error),
+    #[error("cannot get the password: {0}")]
+    Password(String),
+}

@@ -1,0 +1,56 @@
+//! syncmail: an offline mail store that keeps itself in sync with IMAP servers in the
+//! background and tells its caller exactly what it is doing.
+//!
+//! The model is Outlook's `IMAPISync`: a [`Store`] (the local store of one account)
+//! exposes [`Store::synchronize_in_background`], which takes a [`SyncRequest`] (what to do,
+//! as [`SyncFlags`], and a [`SyncProgress`] receiver) and returns a [`SyncHandle`] to wait
+//! on, poll or cancel.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use syncmail::{Config, Store, SyncFlags, SyncProgress, SyncRequest, Progress, SyncError, SyncReport};
+//!
+//! struct Print;
+//! impl SyncProgress for Print {
+//!     fn progress(&self, p: &Progress) { println!("{} {}/{}", p.text, p.index, p.max); }
+//!     fn error(&self, e: &SyncError) { eprintln!("{e}: {}", e.hint); }
+//!     fn done(&self, r: &SyncReport) { println!("{} new messages", r.downloaded()); }
+//! }
+//!
+//! let config = Config::load(&syncmail::config::default_config_path())?;
+//! let account = config.select(&[])?.remove(0);
+//! let store = Store::open(account)?;
+//! let handle = store.synchronize_in_background(
+//!     SyncRequest::new(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::DOWNLOAD_CONTENTS)
+//!         .with_progress(Arc::new(Print)),
+//! );
+//! let report = handle.wait();
+//! assert!(report.is_success());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//! - [`api`]: the request, the flags, the progress trait, the handle.
+//! - [`store`]: the local store and its background thread.
+//! - `engine`: one sync of one account; `engine::plan` decides (pure, table-tested), the
+//!   rest of the engine carries the plan out with every step journaled.
+//! - [`far`]: the server side of a sync over IMAP.
+//! - [`state`]: the sync state in SQLite.
+//! - [`config`]: the TOML configuration.
+//!
+//! The Maildir side is the `syncmail-maildir` crate, the IMAP protocol `syncmail-imap`.
+
+pub mod api;
+pub mod config;
+mod engine;
+pub mod far;
+pub mod state;
+pub mod store;
+
+pub use api::{
+    CancelToken, ErrorKind, FolderReport, NoProgress, Progress, Step, SyncError, SyncFlags, SyncHandle, SyncProgress,
+    SyncReport, SyncRequest,
+};
+pub use config::{AccountConfig, Config, ConfigError};
+pub use engine::plan;
+pub use store::{Store, StoreError};

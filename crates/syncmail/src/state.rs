@@ -1,0 +1,271 @@
+//! Sync state in SQLite: per folder the server's UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ as
+//! last agreed, per message the pair (server UID ↔ Maildir unique name) with the flags
+//! both sides last agreed on.
+//!
+//! Durability: WAL with `synchronous = FULL`, so a committed transaction survives a crash.
+//! The engine writes and fsyncs message files *before* committing rows that point at them,
+//! and records a download as `pending` *before* writing its file, so a crash in between
+//! leaves a row that the next run resolves (adopt the file if it is there, else forget it)
+//! instead of a file nobody knows about.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
+use std::path::Path;
+use syncmail_imap::Flags;
+
+pub type Result<T> = std::result::Result<T, rusqlite::Error>;
+
+/// Migrations, append-only: entry i takes the schema from version i to i+1.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE folders (
+    id INTEGER PRIMARY KEY,
+    -- the name as the server sends it (modified UTF-7 or UTF-8), so commands use it as is
+    far_name TEXT NOT NULL UNIQUE,
+    -- the UTF-8 name shown to people
+    display_name TEXT NOT NULL,
+    -- the folder's directory relative to the Maildir root
+    near_path TEXT NOT NULL UNIQUE,
+    delimiter TEXT NOT NULL DEFAULT '',
+    uidvalidity INTEGER NOT NULL DEFAULT 0,
+    -- every server UID below this has been seen and is either in messages or gone
+    uidnext INTEGER NOT NULL DEFAULT 1,
+    highestmodseq INTEGER NOT NULL DEFAULT 0,
+    -- the server's message count when last in agreement
+    far_count INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE TABLE messages (
+    folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    -- the Maildir unique name (the file name before ':2,')
+    near_id TEXT NOT NULL,
+    -- flags both sides agreed on last (syncmail_imap::Flags bits)
+    flags INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL DEFAULT 0,
+    -- 1 while a download is under way: the file may or may not exist yet
+    pending INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (folder_id, uid)
+) STRICT;
+CREATE INDEX messages_near ON messages(folder_id, near_id);
+"#];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderRow {
+    pub id: i64,
+    pub far_name: String,
+    pub display_name: String,
+    pub near_path: String,
+    pub delimiter: Option<char>,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+    pub far_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub uid: u32,
+    pub near_id: String,
+    pub flags: Flags,
+    pub size: u64,
+    pub pending: bool,
+}
+
+/// What the server said of a folder when the two sides last agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FarMark {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+    pub far_count: u32,
+}
+
+pub struct State {
+    conn: Connection,
+}
+
+impl State {
+    pub fn open(path: &Path) -> Result<State> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut s = State { conn };
+        s.migrate()?;
+        Ok(s)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn folder_from_row(r: &rusqlite::Row<'_>) -> Result<FolderRow> {
+        let d: String = r.get(4)?;
+        Ok(FolderRow {
+            id: r.get(0)?,
+            far_name: r.get(1)?,
+            display_name: r.get(2)?,
+            near_path: r.get(3)?,
+            delimiter: d.chars().next(),
+            uidvalidity: r.get::<_, i64>(5)? as u32,
+            uidnext: r.get::<_, i64>(6)? as u32,
+            highestmodseq: r.get::<_, i64>(7)? as u64,
+            far_count: r.get::<_, i64>(8)? as u32,
+        })
+    }
+
+    const FOLDER_COLS: &'static str =
+        "id, far_name, display_name, near_path, delimiter, uidvalidity, uidnext, highestmodseq, far_count";
+
+    pub fn folders(&self) -> Result<Vec<FolderRow>> {
+        let mut st = self.conn.prepare(&format!("SELECT {} FROM folders ORDER BY id", Self::FOLDER_COLS))?;
+        st.query_map([], Self::folder_from_row)?.collect()
+    }
+
+    pub fn folder(&self, far_name: &str) -> Result<Option<FolderRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} FROM folders WHERE far_name = ?1", Self::FOLDER_COLS),
+                [far_name],
+                Self::folder_from_row,
+            )
+            .optional()
+    }
+
+    /// Records a folder that exists on both sides now.
+    pub fn add_folder(
+        &mut self,
+        far_name: &str,
+        display_name: &str,
+        near_path: &str,
+        delimiter: Option<char>,
+    ) -> Result<FolderRow> {
+        self.conn.execute(
+            "INSERT INTO folders (far_name, display_name, near_path, delimiter) VALUES (?1, ?2, ?3, ?4)",
+            params![far_name, display_name, near_path, delimiter.map(String::from).unwrap_or_default()],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.conn.query_row(
+            &format!("SELECT {} FROM folders WHERE id = ?1", Self::FOLDER_COLS),
+            [id],
+            Self::folder_from_row,
+        )
+    }
+
+    /// The folder whose directory is `near_path`, if any (to refuse two server folders
+    /// that would share one directory).
+    pub fn folder_by_path(&self, near_path: &str) -> Result<Option<FolderRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} FROM folders WHERE near_path = ?1", Self::FOLDER_COLS),
+                [near_path],
+                Self::folder_from_row,
+            )
+            .optional()
+    }
+
+    pub fn messages(&self, folder_id: i64) -> Result<BTreeMap<u32, MessageRow>> {
+        let mut st =
+            self.conn.prepare_cached("SELECT uid, near_id, flags, size, pending FROM messages WHERE folder_id = ?1")?;
+        let rows = st.query_map([folder_id], |r| {
+            Ok(MessageRow {
+                uid: r.get::<_, i64>(0)? as u32,
+                near_id: r.get(1)?,
+                flags: Flags::from_bits(r.get::<_, i64>(2)? as u8),
+                size: r.get::<_, i64>(3)? as u64,
+                pending: r.get::<_, i64>(4)? != 0,
+            })
+        })?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let r = r?;
+            out.insert(r.uid, r);
+        }
+        Ok(out)
+    }
+
+    /// Whether a download of this folder was interrupted (rows still pending).
+    pub fn has_pending(&self, folder_id: i64) -> Result<bool> {
+        self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE folder_id = ?1 AND pending = 1)",
+            [folder_id],
+            |r| r.get::<_, i64>(0).map(|v| v != 0),
+        )
+    }
+
+    /// Journals downloads about to start: each UID with the unique name its file will get.
+    pub fn add_pending(&mut self, folder_id: i64, items: &[(u32, String, u64)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, size, pending) VALUES (?1, ?2, ?3, ?4, 1)",
+            )?;
+            for (uid, near_id, size) in items {
+                st.execute(params![folder_id, uid, near_id, *size as i64])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// One atomic step: flags now agreed (also turning pending rows into synced ones), rows
+    /// to forget, and optionally the folder's new mark.
+    pub fn commit(&mut self, folder_id: i64, agreed: &[(u32, Flags)], forget: &[u32], mark: Option<FarMark>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut up = tx.prepare_cached("UPDATE messages SET flags = ?3, pending = 0 WHERE folder_id = ?1 AND uid = ?2")?;
+            for (uid, flags) in agreed {
+                up.execute(params![folder_id, uid, flags.bits() as i64])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
+            for uid in forget {
+                del.execute(params![folder_id, uid])?;
+            }
+            if let Some(m) = mark {
+                tx.execute(
+                    "UPDATE folders SET uidvalidity = ?2, uidnext = ?3, highestmodseq = ?4, far_count = ?5 WHERE id = ?1",
+                    params![folder_id, m.uidvalidity as i64, m.uidnext as i64, m.highestmodseq as i64, m.far_count as i64],
+                )?;
+            }
+        }
+        tx.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.sqlite");
+        {
+            let mut s = State::open(&p).unwrap();
+            let f = s.add_folder("Entw&APw-rfe", "Entwürfe", "Entwürfe", Some('.')).unwrap();
+            assert_eq!(f.uidnext, 1);
+            s.add_pending(f.id, &[(5, "u5".into(), 100), (6, "u6".into(), 200)]).unwrap();
+            s.commit(
+                f.id,
+                &[(5, Flags::SEEN)],
+                &[6],
+                Some(FarMark { uidvalidity: 9, uidnext: 7, highestmodseq: 3, far_count: 1 }),
+            )
+            .unwrap();
+        }
+        let s = State::open(&p).unwrap();
+        let f = s.folder("Entw&APw-rfe").unwrap().unwrap();
+        assert_eq!((f.uidvalidity, f.uidnext, f.highestmodseq, f.far_count), (9, 7, 3, 1));
+        assert_eq!(f.delimiter, Some('.'));
+        let m = s.messages(f.id).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[&5], MessageRow { uid: 5, near_id: "u5".into(), flags: Flags::SEEN, size: 100, pending: false });
+        assert!(s.folder_by_path("Entwürfe").unwrap().is_some());
+    }
+}

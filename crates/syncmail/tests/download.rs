@@ -1,0 +1,219 @@
+//! DOWNLOAD_HIERARCHY and DOWNLOAD_CONTENTS against a real Dovecot: an initial sync, then
+//! new messages, flag changes and expunges on the server, then a run that changes
+//! nothing; over plain TCP, STARTTLS and implicit TLS, and against a server that
+//! advertises nothing but IMAP4rev1.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use syncmail::{ErrorKind, Store, SyncFlags};
+use syncmail_imap::Flags;
+use syncmail_testkit::{Dovecot, Options, message};
+
+fn full_cycle(opts: Options, tls: Tls) {
+    let dv = Dovecot::start(opts);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), tls, "")).unwrap();
+
+    // Initial sync: everything arrives, byte for byte up to line ends, with its flags.
+    let r1 = sync_ok(&store);
+    assert!(r1.downloaded() > 0);
+    assert_same(&dv, tmp.path());
+    let server_total: usize = dv.server_messages().values().map(Vec::len).sum();
+    assert_eq!(r1.downloaded() as usize, server_total);
+    assert!(r1.folders.iter().any(|f| f.folder == "Lists.rust" && f.created));
+    assert!(tmp.path().join("mail/Lists/rust/cur").is_dir(), "verbatim layout: Lists.rust → Lists/rust");
+    assert!(tmp.path().join("mail/Ünïcödé Folder/cur").is_dir(), "names decoded from modified UTF-7");
+
+    // Changes on the server.
+    let inbox = dv.uids("INBOX");
+    let rust = dv.uids("Lists.rust");
+    dv.save("INBOX", &message("new one", "hello"));
+    dv.save("INBOX", &message("new two", "hello again"));
+    dv.save("Lists.rust", &message("new three", "in a folder"));
+    dv.flags_add("INBOX", inbox[0], "\\Flagged");
+    dv.flags_add("INBOX", inbox[1], "\\Seen \\Answered");
+    dv.flags_remove("Lists.rust", rust[0], "\\Seen");
+    dv.flags_add("Lists.rust", rust[0], "\\Draft");
+    dv.expunge("INBOX", inbox[2]);
+    dv.expunge("Lists.rust", rust[1]);
+    let r2 = sync_ok(&store);
+    assert_eq!(r2.downloaded(), 3, "{:#?}", r2.folders);
+    assert_eq!(r2.folders.iter().map(|f| f.deleted).sum::<u64>(), 2);
+    // inbox[1] may already carry \Seen in the corpus; at least three messages changed.
+    assert!(r2.folders.iter().map(|f| f.flags_changed).sum::<u64>() >= 2);
+    assert_same(&dv, tmp.path());
+
+    // A second run with nothing changed changes nothing.
+    let before = snapshot(tmp.path());
+    let r3 = sync_ok(&store);
+    assert_eq!(r3.downloaded(), 0);
+    assert!(r3.folders.iter().all(|f| f.flags_changed == 0 && f.deleted == 0), "{:#?}", r3.folders);
+    assert_eq!(before, snapshot(tmp.path()), "a sync with nothing to do touched the store");
+}
+
+/// Every file name under the Maildir root, sorted.
+fn snapshot(root: &std::path::Path) -> Vec<String> {
+    fn walk(p: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(&root.join("mail"), &mut v);
+    v.sort();
+    v
+}
+
+#[test]
+fn plain_full_capabilities() {
+    full_cycle(Options { messages: 120, ..Default::default() }, Tls::None);
+}
+
+#[test]
+fn implicit_tls_with_private_ca() {
+    full_cycle(Options { messages: 60, ..Default::default() }, Tls::Implicit);
+}
+
+#[test]
+fn starttls_with_private_ca() {
+    full_cycle(Options { messages: 60, ..Default::default() }, Tls::StartTls);
+}
+
+#[test]
+fn server_with_only_imap4rev1() {
+    full_cycle(Options { messages: 80, capability: Some("IMAP4rev1".into()), ..Default::default() }, Tls::None);
+}
+
+#[test]
+fn local_flag_change_survives_a_server_change_of_another_flag() {
+    let dv = Dovecot::start(Options::default());
+    dv.save("INBOX", &message("merge me", "x"));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Tls::None, "")).unwrap();
+    sync_ok(&store);
+    // The reader marks it \Flagged locally; the server marks it \Seen.
+    let inbox = syncmail_maildir::Folder::new(tmp.path().join("mail/INBOX"));
+    let (_, e) = inbox.scan().unwrap().into_iter().next().unwrap();
+    inbox.set_flags(&e, Flags::FLAGGED).unwrap();
+    dv.flags_add("INBOX", dv.uids("INBOX")[0], "\\Seen");
+    sync_ok(&store);
+    let (_, e) = inbox.scan().unwrap().into_iter().next().unwrap();
+    assert_eq!(e.flags, Flags::FLAGGED.union(Flags::SEEN), "per-flag merge");
+}
+
+#[test]
+fn incremental_run_transfers_only_what_changed() {
+    let dv = Dovecot::start(Options { messages: 100, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Tls::None, "")).unwrap();
+    let r1 = sync_ok(&store);
+    let big = dv.server_messages().values().flatten().map(|m| m.0.len() as u64).sum::<u64>();
+    assert!(r1.bytes_received >= big, "initial run received {} bytes for {big}", r1.bytes_received);
+    dv.save("INBOX", &message("only this", "small"));
+    let r2 = sync_ok(&store);
+    assert_eq!(r2.downloaded(), 1);
+    // One small message plus protocol chatter, nowhere near the mailbox's size.
+    assert!(r2.bytes_received < 20_000, "second run received {} bytes", r2.bytes_received);
+}
+
+#[test]
+fn folder_patterns_include_and_exclude() {
+    let dv = Dovecot::start(Options { messages: 60, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = "[accounts.test.folders]\nexclude = [\"Lists.%\", \"Trash\"]\n";
+    let store = Store::open(account(&dv, tmp.path(), Tls::None, extra)).unwrap();
+    let r = sync_ok(&store);
+    let names: Vec<&str> = r.folders.iter().map(|f| f.folder.as_str()).collect();
+    assert!(names.contains(&"INBOX") && names.contains(&"Sent"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("Lists") || *n == "Trash"), "{names:?}");
+    assert!(!tmp.path().join("mail/Lists").exists());
+}
+
+#[test]
+fn unsupported_flags_answer_with_an_error_and_done() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Tls::None, "")).unwrap();
+    let (r, rec) = sync(&store, SyncFlags::UPLOAD_CONTENTS | SyncFlags::DOWNLOAD_CONTENTS);
+    assert!(!r.is_success());
+    let errs = rec.errors.lock().unwrap();
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].kind, ErrorKind::Unsupported);
+    assert!(errs[0].message.contains("UPLOAD_CONTENTS"));
+}
+
+#[test]
+fn wrong_password_is_an_auth_error_with_the_server_words() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut acc = account(&dv, tmp.path(), Tls::None, "");
+    acc.imap.password = syncmail::config::PasswordSource::Plain(syncmail_imap::Secret::new("wrong-password"));
+    let store = Store::open(acc).unwrap();
+    let (r, _) = sync(&store, common::DOWNLOAD);
+    assert_eq!(r.errors.len(), 1);
+    let e = &r.errors[0];
+    assert_eq!(e.kind, ErrorKind::Auth);
+    assert!(e.server_text.as_deref().unwrap_or("").contains("AUTHENTICATIONFAILED") || e.server_text.is_some());
+    assert!(!format!("{e:?}").contains("wrong-password"), "the password leaked into the error");
+}
+
+#[test]
+fn untrusted_certificate_is_a_tls_error_that_says_what_to_do() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut acc = account(&dv, tmp.path(), Tls::Implicit, "");
+    acc.imap.ca_file = None;
+    let store = Store::open(acc).unwrap();
+    let (r, _) = sync(&store, common::DOWNLOAD);
+    let e = &r.errors[0];
+    assert_eq!(e.kind, ErrorKind::Tls, "{e:#?}");
+    assert!(e.message.contains("unknown issuer") && e.message.contains("ca-file"), "{}", e.message);
+}
+
+#[test]
+fn nothing_listening_is_a_network_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dv = Dovecot::start(Options::default());
+    let mut acc = account(&dv, tmp.path(), Tls::None, "");
+    drop(dv);
+    acc.imap.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = Store::open(acc).unwrap();
+    let (r, _) = sync(&store, common::DOWNLOAD);
+    assert_eq!(r.errors[0].kind, ErrorKind::Network);
+    assert!(r.errors[0].retryable);
+}
+
+#[test]
+fn cancel_stops_between_steps_and_a_resume_completes() {
+    let dv = Dovecot::start(Options { messages: 1200, corpus_args: vec!["--tiny".into()], ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Tls::None, "")).unwrap();
+    struct CancelOnDownload(std::sync::Mutex<Option<syncmail::CancelToken>>);
+    impl syncmail::SyncProgress for CancelOnDownload {
+        fn progress(&self, p: &syncmail::Progress) {
+            if p.step == syncmail::Step::Download
+                && let Some(t) = self.0.lock().unwrap().as_ref()
+            {
+                t.cancel();
+            }
+        }
+    }
+    let canceller = std::sync::Arc::new(CancelOnDownload(std::sync::Mutex::new(None)));
+    let h = store.synchronize_in_background(syncmail::SyncRequest::new(common::DOWNLOAD).with_progress(canceller.clone()));
+    *canceller.0.lock().unwrap() = Some(h.cancel_token());
+    let r = h.wait();
+    assert!(r.cancelled, "the sync should have been cancelled");
+    let server_total: usize = dv.server_messages().values().map(Vec::len).sum();
+    assert!((r.downloaded() as usize) < server_total, "cancel did not stop the sync");
+    // What is there is whole; the resume brings the rest, nothing twice.
+    let r2 = sync_ok(&store);
+    assert_eq!((r.downloaded() + r2.downloaded()) as usize, server_total);
+    assert_same(&dv, tmp.path());
+}

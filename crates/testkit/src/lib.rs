@@ -1,0 +1,284 @@
+//! A throwaway Dovecot for tests: its own directory, ports on 127.0.0.1, a static user
+//! `test`/`secret`, Maildir++ storage filled from the shared corpus, TLS with a private
+//! CA. Started per test, killed when dropped. The config template and the notes behind it
+//! are in `scripts/dovecot/`.
+//!
+//! Requires `dovecot` and `doveadm` (Debian's `dovecot-imapd`; `scripts/test.sh` installs
+//! it), `openssl`, `python3`, and root (Dovecot's mail processes run as `nobody`, so the
+//! files are chowned to it).
+#![allow(clippy::unwrap_used)] // a test harness: failing loudly is its job
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use syncmail_imap::Flags;
+
+pub const USER: &str = "test";
+pub const PASSWORD: &str = "secret";
+const NOBODY: u32 = 65534;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The corpus generator: `$SYNCMAIL_CORPUS_SCRIPT`, else `../shared/corpus/make-corpus.py`
+/// beside the repository.
+pub fn corpus_script() -> PathBuf {
+    if let Some(p) = std::env::var_os("SYNCMAIL_CORPUS_SCRIPT") {
+        return PathBuf::from(p);
+    }
+    let p = repo_root().join("../shared/corpus/make-corpus.py");
+    assert!(p.exists(), "the corpus generator is not at {} (set SYNCMAIL_CORPUS_SCRIPT)", p.display());
+    p
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Messages from the corpus generator (0: an empty INBOX only).
+    pub messages: u32,
+    /// Extra arguments for the corpus generator (`--tiny`, `--folders A,B`).
+    pub corpus_args: Vec<String>,
+    /// Advertise only this (`IMAP4rev1`) after login, to exercise the fallbacks.
+    pub capability: Option<String>,
+}
+
+pub struct Dovecot {
+    dir: tempfile::TempDir,
+    pub port_plain: u16,
+    pub port_tls: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn chown_tree(p: &Path) {
+    std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path());
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Dovecot {
+    pub fn start(opts: Options) -> Dovecot {
+        for bin in ["/usr/sbin/dovecot", "/usr/bin/doveadm"] {
+            assert!(
+                Path::new(bin).exists(),
+                "{bin} is missing: install Debian's dovecot-imapd (scripts/test.sh does it)"
+            );
+        }
+        let dir = tempfile::Builder::new().prefix("syncmail-dovecot-").tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["index", "control", "home"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let scripts = repo_root().join("scripts/dovecot");
+        run(Command::new("sh").arg(scripts.join("make-certs.sh")).arg(d.join("certs")));
+        if opts.messages > 0 {
+            run(Command::new("python3")
+                .arg(corpus_script())
+                .arg(d.join("mail"))
+                .arg("--messages")
+                .arg(opts.messages.to_string())
+                .args(&opts.corpus_args)
+                .stdout(Stdio::null()));
+        } else {
+            for s in ["cur", "new", "tmp"] {
+                std::fs::create_dir_all(d.join("mail").join(s)).unwrap();
+            }
+        }
+        for sub in ["mail", "index", "control", "home"] {
+            chown_tree(&d.join(sub));
+        }
+        let port_plain = free_port();
+        let port_tls = free_port();
+        let conf = std::fs::read_to_string(scripts.join("dovecot.conf.in"))
+            .unwrap()
+            .replace("@DIR@", d.to_str().unwrap())
+            .replace("@PORT_PLAIN@", &port_plain.to_string())
+            .replace("@PORT_TLS@", &port_tls.to_string())
+            .replace("@IMAP_CAPABILITY@", opts.capability.as_deref().unwrap_or(""));
+        std::fs::write(d.join("dovecot.conf"), conf).unwrap();
+        let mut dv = Dovecot { dir, port_plain, port_tls, child: None };
+        dv.launch();
+        dv
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("/usr/sbin/dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(self.conf())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        // Ready when the greeting arrives (sent only once auth is up).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port_plain)) {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 4];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"* OK" {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "dovecot did not start; see {}", self.dir.path().join("dovecot.log").display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server at once (SIGKILL to its process group).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // The shell's builtin kill, not procps' /usr/bin/kill: procps-ng 4.0.2 (Debian 12)
+            // mis-parses a negative PID after a signal option and signals every process.
+            let _ = Command::new("bash").arg("-c").arg(format!("kill -KILL -- -{}", c.id())).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("dovecot.conf")
+    }
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+    /// The server's Maildir++ root (INBOX itself; folders as `.Name`).
+    pub fn mail_dir(&self) -> PathBuf {
+        self.dir.path().join("mail")
+    }
+
+    /// Runs doveadm against this instance as user `test`; returns its output.
+    pub fn doveadm(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("/usr/bin/doveadm");
+        cmd.arg("-c").arg(self.conf());
+        let (sub, rest) = args.split_at(if args.first() == Some(&"mailbox") || args.first() == Some(&"flags") { 2 } else { 1 });
+        cmd.args(sub).arg("-u").arg(USER).args(rest);
+        run(&mut cmd)
+    }
+
+    /// Delivers a message into a folder (UTF-8 name, `.` separator).
+    pub fn save(&self, folder: &str, message: &[u8]) {
+        let mut cmd = Command::new("/usr/bin/doveadm");
+        cmd.arg("-c").arg(self.conf()).args(["save", "-u", USER, "-m", folder]);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(message).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "doveadm save failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// UIDs of a folder, in order.
+    pub fn uids(&self, folder: &str) -> Vec<u32> {
+        let out = self.doveadm(&["search", "mailbox", folder, "all"]);
+        out.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect()
+    }
+
+    pub fn flags_add(&self, folder: &str, uid: u32, flags: &str) {
+        self.doveadm(&["flags", "add", flags, "mailbox", folder, "uid", &uid.to_string()]);
+    }
+    pub fn flags_remove(&self, folder: &str, uid: u32, flags: &str) {
+        self.doveadm(&["flags", "remove", flags, "mailbox", folder, "uid", &uid.to_string()]);
+    }
+    pub fn expunge(&self, folder: &str, uid: u32) {
+        self.doveadm(&["expunge", "mailbox", folder, "uid", &uid.to_string()]);
+    }
+
+    /// Every message the server holds, read from its storage: server folder name (UTF-8,
+    /// `.` separator) → sorted list of (content with LF line ends, flags).
+    pub fn server_messages(&self) -> BTreeMap<String, Vec<(Vec<u8>, Flags)>> {
+        let mut out = BTreeMap::new();
+        let root = self.mail_dir();
+        out.insert("INBOX".to_string(), read_maildir(&root));
+        for e in std::fs::read_dir(&root).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            if let Some(raw) = name.strip_prefix('.')
+                && e.path().join("cur").is_dir()
+            {
+                let utf8 = syncmail_imap::utf7::decode(raw.as_bytes()).unwrap();
+                out.insert(utf8, read_maildir(&e.path()));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The messages of one Maildir folder: sorted (content with LF line ends, flags).
+pub fn read_maildir(dir: &Path) -> Vec<(Vec<u8>, Flags)> {
+    let mut v = Vec::new();
+    for sub in ["cur", "new"] {
+        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else { continue };
+        for e in rd {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let (_, info) = syncmail_maildir::split_name(&name);
+            let data = std::fs::read(e.path()).unwrap();
+            v.push((syncmail_maildir::crlf_to_lf(&data), Flags::from_maildir(info)));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// The local store's messages by server folder name, for comparison with
+/// [`Dovecot::server_messages`]: the verbatim layout maps `A.B` to `A/B`.
+pub fn local_messages(root: &Path, server_names: impl IntoIterator<Item = String>) -> BTreeMap<String, Vec<(Vec<u8>, Flags)>> {
+    server_names
+        .into_iter()
+        .map(|n| {
+            let rel: PathBuf = if n == "INBOX" { PathBuf::from("INBOX") } else { n.split('.').collect() };
+            let msgs = read_maildir(&root.join(rel));
+            (n, msgs)
+        })
+        .collect()
+}
+
+/// A small RFC 5322 message with a unique subject.
+pub fn message(subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Alice <alice@example.org>\r\nTo: test@example.org\r\nSubject: {subject}\r\n\
+         Message-ID: <{}@test>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\n{body}\r\n",
+        subject.replace(' ', ".")
+    )
+    .into_bytes()
+}
