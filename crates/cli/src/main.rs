@@ -22,6 +22,9 @@ struct Cli {
     /// instead of the progress display.
     #[arg(long, global = true)]
     json: bool,
+    /// Print nothing but errors and the summary.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,9 +43,6 @@ enum Command {
         /// Only these folders (the server's names, UTF-8); may be given several times.
         #[arg(long = "folder")]
         folders: Vec<String>,
-        /// Print nothing but errors and the summary.
-        #[arg(short, long)]
-        quiet: bool,
     },
 }
 
@@ -79,7 +79,7 @@ fn parse_flags(names: &[String]) -> Result<SyncFlags> {
 fn run(cli: Cli) -> Result<bool> {
     let config_path = cli.config.clone().unwrap_or_else(syncmail::config::default_config_path);
     match cli.command {
-        Command::Sync { accounts, flags, folders, quiet } => {
+        Command::Sync { accounts, flags, folders } => {
             let flags = parse_flags(&flags)?;
             if !config_path.exists() {
                 bail!(
@@ -94,7 +94,7 @@ fn run(cli: Cli) -> Result<bool> {
             }
             let mode = if cli.json {
                 display::Mode::Json
-            } else if quiet {
+            } else if cli.quiet {
                 display::Mode::Quiet
             } else {
                 display::Mode::Bars

@@ -364,11 +364,7 @@ impl Client {
 fn command_name(cmd: &str) -> String {
     let mut words = cmd.split(' ');
     let first = words.next().unwrap_or("");
-    if first.eq_ignore_ascii_case("UID") {
-        format!("UID {}", words.next().unwrap_or(""))
-    } else {
-        first.to_string()
-    }
+    if first.eq_ignore_ascii_case("UID") { format!("UID {}", words.next().unwrap_or("")) } else { first.to_string() }
 }
 
 /// An IMAP quoted string.

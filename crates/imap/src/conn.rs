@@ -100,11 +100,20 @@ pub fn tls_config(host: &str, ca_file: Option<&Path>) -> Result<Arc<rustls::Clie
     if let Some(path) = ca_file {
         use rustls::pki_types::pem::PemObject;
         let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| Error::Tls { host: host.into(), reason: format!("cannot read ca-file {}: {e}", path.display()) })?
+            .map_err(|e| Error::Tls {
+                host: host.into(),
+                reason: format!("cannot read ca-file {}: {e}", path.display()),
+            })?
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::Tls { host: host.into(), reason: format!("ca-file {} is not PEM: {e}", path.display()) })?;
+            .map_err(|e| Error::Tls {
+                host: host.into(),
+                reason: format!("ca-file {} is not PEM: {e}", path.display()),
+            })?;
         if certs.is_empty() {
-            return Err(Error::Tls { host: host.into(), reason: format!("ca-file {} holds no certificate", path.display()) });
+            return Err(Error::Tls {
+                host: host.into(),
+                reason: format!("ca-file {} holds no certificate", path.display()),
+            });
         }
         for c in certs {
             roots.add(c).map_err(|e| Error::Tls {

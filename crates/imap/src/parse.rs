@@ -125,22 +125,38 @@ pub struct ListEntry {
 /// An untagged (`*`) response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Untagged<'a> {
-    Status { status: Status, code: Option<Code>, text: String },
+    Status {
+        status: Status,
+        code: Option<Code>,
+        text: String,
+    },
     Capability(Vec<String>),
     List(ListEntry),
     Lsub(ListEntry),
     /// STATUS response: mailbox name as sent, and the items.
-    MailboxStatus { name: Vec<u8>, items: Vec<(String, u64)> },
+    MailboxStatus {
+        name: Vec<u8>,
+        items: Vec<(String, u64)>,
+    },
     Flags(Vec<String>),
     Exists(u32),
     Recent(u32),
     Expunge(u32),
-    Fetch { seq: u32, data: Fetch<'a> },
+    Fetch {
+        seq: u32,
+        data: Fetch<'a>,
+    },
     Search(Vec<u32>),
     /// RFC 4731 ESEARCH: the `ALL` set (as text) and `COUNT` where present.
-    Esearch { all: Option<String>, count: Option<u64> },
+    Esearch {
+        all: Option<String>,
+        count: Option<u64>,
+    },
     /// RFC 7162 VANISHED, as a UID set text.
-    Vanished { earlier: bool, uids: String },
+    Vanished {
+        earlier: bool,
+        uids: String,
+    },
     Enabled(Vec<String>),
     Other(String),
 }
@@ -207,10 +223,8 @@ impl<'a> Lexer<'a> {
                 self.pos += 1;
             } else if b == b'[' && self.pos > start {
                 // A section: BODY[HEADER.FIELDS (A B)] keeps its spaces and parentheses.
-                let close = self.buf[self.pos..]
-                    .iter()
-                    .position(|&c| c == b']')
-                    .ok_or("a '[' section is not closed")?;
+                let close =
+                    self.buf[self.pos..].iter().position(|&c| c == b']').ok_or("a '[' section is not closed")?;
                 self.pos += close + 1;
             } else {
                 break;
@@ -377,8 +391,10 @@ fn status_rest(lx: &mut Lexer<'_>) -> PResult<(Status, Option<Code>, String)> {
     let w = lx.atom()?;
     let status = status_word(w).ok_or("expected OK, NO, BAD, PREAUTH or BYE")?;
     lx.skip_spaces();
+    // The text keeps the response code: it is the server's own words, shown verbatim.
+    let text_start = lx.pos;
     let code = if lx.peek() == Some(b'[') { Some(code(lx)?) } else { None };
-    lx.skip_spaces();
+    lx.pos = text_start;
     Ok((status, code, lx.rest()))
 }
 
@@ -453,8 +469,9 @@ fn untagged<'a>(lx: &mut Lexer<'a>) -> PResult<Untagged<'a>> {
     let word = lx.atom()?;
     if let Some(status) = status_word(word) {
         lx.skip_spaces();
+        let text_start = lx.pos;
         let code = if lx.peek() == Some(b'[') { Some(code(lx)?) } else { None };
-        lx.skip_spaces();
+        lx.pos = text_start;
         return Ok(Untagged::Status { status, code, text: lx.rest() });
     }
     let kind = text(word).to_ascii_uppercase();
@@ -623,7 +640,7 @@ mod tests {
             Response::Untagged(Untagged::Status {
                 status: Status::Ok,
                 code: Some(Code::UidValidity(3857529045)),
-                text: "UIDs valid".into()
+                text: "[UIDVALIDITY 3857529045] UIDs valid".into()
             })
         );
         assert_eq!(
@@ -631,7 +648,7 @@ mod tests {
             Response::Untagged(Untagged::Status {
                 status: Status::Ok,
                 code: Some(Code::PermanentFlags(["\\Deleted", "\\Seen", "\\*"].map(String::from).to_vec())),
-                text: "Limited".into()
+                text: "[PERMANENTFLAGS (\\Deleted \\Seen \\*)] Limited".into()
             })
         );
         assert_eq!(
@@ -640,7 +657,7 @@ mod tests {
                 tag: "A142".into(),
                 status: Status::Ok,
                 code: Some(Code::ReadWrite),
-                text: "SELECT completed".into()
+                text: "[READ-WRITE] SELECT completed".into()
             }
         );
     }
@@ -735,7 +752,7 @@ mod tests {
                 tag: "A3".into(),
                 status: Status::Ok,
                 code: Some(Code::AppendUid(38505, "3955".into())),
-                text: "APPEND completed".into()
+                text: "[APPENDUID 38505 3955] APPEND completed".into()
             }
         );
         assert_eq!(
@@ -743,7 +760,7 @@ mod tests {
             Response::Untagged(Untagged::Status {
                 status: Status::Ok,
                 code: Some(Code::HighestModSeq(715194045007)),
-                text: "Highest".into()
+                text: "[HIGHESTMODSEQ 715194045007] Highest".into()
             })
         );
         assert_eq!(p(b"+ \r\n"), Response::Continue(String::new()));

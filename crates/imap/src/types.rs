@@ -117,11 +117,7 @@ impl Flags {
 
     /// Maildir info letters, in ASCII order as the Maildir spec asks.
     pub fn to_maildir(self) -> String {
-        let mut v: Vec<char> = Flags::ALL
-            .iter()
-            .filter(|(f, _, _)| self.contains(*f))
-            .map(|(_, _, c)| *c)
-            .collect();
+        let mut v: Vec<char> = Flags::ALL.iter().filter(|(f, _, _)| self.contains(*f)).map(|(_, _, c)| *c).collect();
         v.sort_unstable();
         v.into_iter().collect()
     }

@@ -155,11 +155,7 @@ impl std::fmt::Display for SyncError {
         if let Some(folder) = &self.folder {
             write!(f, "/{folder}")?;
         }
-        write!(f, ": {}", self.message)?;
-        if let Some(t) = &self.server_text {
-            write!(f, " (server said: {t})")?;
-        }
-        Ok(())
+        write!(f, ": {}", self.message)
     }
 }
 

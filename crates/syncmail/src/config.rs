@@ -239,9 +239,7 @@ impl Config {
                 "starttls" => TlsMode::StartTls,
                 "none" => TlsMode::None,
                 other => {
-                    return Err(invalid(format!(
-                        "tls = {other:?} is not one of \"implicit\", \"starttls\", \"none\""
-                    )));
+                    return Err(invalid(format!("tls = {other:?} is not one of \"implicit\", \"starttls\", \"none\"")));
                 }
             };
             let port = a.imap.port.unwrap_or(if tls == TlsMode::Implicit { 993 } else { 143 });
@@ -349,7 +347,10 @@ mod tests {
             ("[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\n", "needs password"),
             ("[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\ntls='ssl'\n", "tls"),
             ("[accounts.a]\nmaildir='x'\nfoo=1\n", "unknown field"),
-            ("[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\npassword-env='E'\n", "only one"),
+            (
+                "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\npassword-env='E'\n",
+                "only one",
+            ),
             ("not toml", "not valid"),
         ];
         for (text, want) in bad {

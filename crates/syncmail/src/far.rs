@@ -140,9 +140,10 @@ impl Session {
                 Ok(())
             })?;
             for e in entries {
-                let selectable = !e.attributes.iter().any(|a| {
-                    a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent")
-                });
+                let selectable = !e
+                    .attributes
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent"));
                 let far_name = match String::from_utf8(e.name.clone()) {
                     Ok(s) => s,
                     Err(_) => {
@@ -171,7 +172,10 @@ impl Session {
     }
 
     /// STATUS for several folders in one round trip (all commands sent, then all answers read).
-    pub fn status_many(&mut self, names: &[String]) -> Result<HashMap<String, std::result::Result<MailboxStatus, Error>>> {
+    pub fn status_many(
+        &mut self,
+        names: &[String],
+    ) -> Result<HashMap<String, std::result::Result<MailboxStatus, Error>>> {
         let mut tags = Vec::new();
         for n in names {
             if !sendable(n) {

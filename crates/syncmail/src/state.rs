@@ -216,10 +216,17 @@ impl State {
 
     /// One atomic step: flags now agreed (also turning pending rows into synced ones), rows
     /// to forget, and optionally the folder's new mark.
-    pub fn commit(&mut self, folder_id: i64, agreed: &[(u32, Flags)], forget: &[u32], mark: Option<FarMark>) -> Result<()> {
+    pub fn commit(
+        &mut self,
+        folder_id: i64,
+        agreed: &[(u32, Flags)],
+        forget: &[u32],
+        mark: Option<FarMark>,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut up = tx.prepare_cached("UPDATE messages SET flags = ?3, pending = 0 WHERE folder_id = ?1 AND uid = ?2")?;
+            let mut up =
+                tx.prepare_cached("UPDATE messages SET flags = ?3, pending = 0 WHERE folder_id = ?1 AND uid = ?2")?;
             for (uid, flags) in agreed {
                 up.execute(params![folder_id, uid, flags.bits() as i64])?;
             }

@@ -8,18 +8,18 @@ use syncmail::{Config, Progress, Store, SyncError, SyncFlags, SyncProgress, Sync
 use syncmail_testkit::Dovecot;
 
 #[derive(Clone, Copy, Debug)]
-pub enum Tls {
-    None,
+pub enum Conn {
+    Plain,
     StartTls,
     Implicit,
 }
 
 /// Writes a config for the test server and returns the account.
-pub fn account(dv: &Dovecot, root: &Path, tls: Tls, extra: &str) -> syncmail::AccountConfig {
+pub fn account(dv: &Dovecot, root: &Path, tls: Conn, extra: &str) -> syncmail::AccountConfig {
     let (mode, port) = match tls {
-        Tls::None => ("none", dv.port_plain),
-        Tls::StartTls => ("starttls", dv.port_plain),
-        Tls::Implicit => ("implicit", dv.port_tls),
+        Conn::Plain => ("none", dv.port_plain),
+        Conn::StartTls => ("starttls", dv.port_plain),
+        Conn::Implicit => ("implicit", dv.port_tls),
     };
     let text = format!(
         r#"
@@ -82,14 +82,5 @@ pub fn sync_ok(store: &Store) -> SyncReport {
 
 /// Asserts that the local store holds exactly the server's messages, with their flags.
 pub fn assert_same(dv: &Dovecot, root: &Path) {
-    let server = dv.server_messages();
-    let local = syncmail_testkit::local_messages(&root.join("mail"), server.keys().cloned());
-    for (folder, msgs) in &server {
-        let l = &local[folder];
-        assert_eq!(l.len(), msgs.len(), "{folder}: {} local messages, {} on the server", l.len(), msgs.len());
-        for (i, (a, b)) in msgs.iter().zip(l.iter()).enumerate() {
-            assert!(a.0 == b.0, "{folder}: message {i} differs in content");
-            assert_eq!(a.1, b.1, "{folder}: message {i} differs in flags");
-        }
-    }
+    syncmail_testkit::assert_store_matches(dv, &root.join("mail"));
 }

@@ -11,7 +11,7 @@ use syncmail::{ErrorKind, Store, SyncFlags};
 use syncmail_imap::Flags;
 use syncmail_testkit::{Dovecot, Options, message};
 
-fn full_cycle(opts: Options, tls: Tls) {
+fn full_cycle(opts: Options, tls: Conn) {
     let dv = Dovecot::start(opts);
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(account(&dv, tmp.path(), tls, "")).unwrap();
@@ -73,22 +73,22 @@ fn snapshot(root: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn plain_full_capabilities() {
-    full_cycle(Options { messages: 120, ..Default::default() }, Tls::None);
+    full_cycle(Options { messages: 120, ..Default::default() }, Conn::Plain);
 }
 
 #[test]
 fn implicit_tls_with_private_ca() {
-    full_cycle(Options { messages: 60, ..Default::default() }, Tls::Implicit);
+    full_cycle(Options { messages: 60, ..Default::default() }, Conn::Implicit);
 }
 
 #[test]
 fn starttls_with_private_ca() {
-    full_cycle(Options { messages: 60, ..Default::default() }, Tls::StartTls);
+    full_cycle(Options { messages: 60, ..Default::default() }, Conn::StartTls);
 }
 
 #[test]
 fn server_with_only_imap4rev1() {
-    full_cycle(Options { messages: 80, capability: Some("IMAP4rev1".into()), ..Default::default() }, Tls::None);
+    full_cycle(Options { messages: 80, capability: Some("IMAP4rev1".into()), ..Default::default() }, Conn::Plain);
 }
 
 #[test]
@@ -96,7 +96,7 @@ fn local_flag_change_survives_a_server_change_of_another_flag() {
     let dv = Dovecot::start(Options::default());
     dv.save("INBOX", &message("merge me", "x"));
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Tls::None, "")).unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
     sync_ok(&store);
     // The reader marks it \Flagged locally; the server marks it \Seen.
     let inbox = syncmail_maildir::Folder::new(tmp.path().join("mail/INBOX"));
@@ -112,7 +112,7 @@ fn local_flag_change_survives_a_server_change_of_another_flag() {
 fn incremental_run_transfers_only_what_changed() {
     let dv = Dovecot::start(Options { messages: 100, ..Default::default() });
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Tls::None, "")).unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
     let r1 = sync_ok(&store);
     let big = dv.server_messages().values().flatten().map(|m| m.0.len() as u64).sum::<u64>();
     assert!(r1.bytes_received >= big, "initial run received {} bytes for {big}", r1.bytes_received);
@@ -128,7 +128,7 @@ fn folder_patterns_include_and_exclude() {
     let dv = Dovecot::start(Options { messages: 60, ..Default::default() });
     let tmp = tempfile::tempdir().unwrap();
     let extra = "[accounts.test.folders]\nexclude = [\"Lists.%\", \"Trash\"]\n";
-    let store = Store::open(account(&dv, tmp.path(), Tls::None, extra)).unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, extra)).unwrap();
     let r = sync_ok(&store);
     let names: Vec<&str> = r.folders.iter().map(|f| f.folder.as_str()).collect();
     assert!(names.contains(&"INBOX") && names.contains(&"Sent"), "{names:?}");
@@ -140,7 +140,7 @@ fn folder_patterns_include_and_exclude() {
 fn unsupported_flags_answer_with_an_error_and_done() {
     let dv = Dovecot::start(Options::default());
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Tls::None, "")).unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
     let (r, rec) = sync(&store, SyncFlags::UPLOAD_CONTENTS | SyncFlags::DOWNLOAD_CONTENTS);
     assert!(!r.is_success());
     let errs = rec.errors.lock().unwrap();
@@ -153,7 +153,7 @@ fn unsupported_flags_answer_with_an_error_and_done() {
 fn wrong_password_is_an_auth_error_with_the_server_words() {
     let dv = Dovecot::start(Options::default());
     let tmp = tempfile::tempdir().unwrap();
-    let mut acc = account(&dv, tmp.path(), Tls::None, "");
+    let mut acc = account(&dv, tmp.path(), Conn::Plain, "");
     acc.imap.password = syncmail::config::PasswordSource::Plain(syncmail_imap::Secret::new("wrong-password"));
     let store = Store::open(acc).unwrap();
     let (r, _) = sync(&store, common::DOWNLOAD);
@@ -168,7 +168,7 @@ fn wrong_password_is_an_auth_error_with_the_server_words() {
 fn untrusted_certificate_is_a_tls_error_that_says_what_to_do() {
     let dv = Dovecot::start(Options::default());
     let tmp = tempfile::tempdir().unwrap();
-    let mut acc = account(&dv, tmp.path(), Tls::Implicit, "");
+    let mut acc = account(&dv, tmp.path(), Conn::Implicit, "");
     acc.imap.ca_file = None;
     let store = Store::open(acc).unwrap();
     let (r, _) = sync(&store, common::DOWNLOAD);
@@ -181,7 +181,7 @@ fn untrusted_certificate_is_a_tls_error_that_says_what_to_do() {
 fn nothing_listening_is_a_network_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dv = Dovecot::start(Options::default());
-    let mut acc = account(&dv, tmp.path(), Tls::None, "");
+    let mut acc = account(&dv, tmp.path(), Conn::Plain, "");
     drop(dv);
     acc.imap.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let store = Store::open(acc).unwrap();
@@ -194,7 +194,7 @@ fn nothing_listening_is_a_network_error() {
 fn cancel_stops_between_steps_and_a_resume_completes() {
     let dv = Dovecot::start(Options { messages: 1200, corpus_args: vec!["--tiny".into()], ..Default::default() });
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Tls::None, "")).unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
     struct CancelOnDownload(std::sync::Mutex<Option<syncmail::CancelToken>>);
     impl syncmail::SyncProgress for CancelOnDownload {
         fn progress(&self, p: &syncmail::Progress) {
@@ -206,7 +206,8 @@ fn cancel_stops_between_steps_and_a_resume_completes() {
         }
     }
     let canceller = std::sync::Arc::new(CancelOnDownload(std::sync::Mutex::new(None)));
-    let h = store.synchronize_in_background(syncmail::SyncRequest::new(common::DOWNLOAD).with_progress(canceller.clone()));
+    let h =
+        store.synchronize_in_background(syncmail::SyncRequest::new(common::DOWNLOAD).with_progress(canceller.clone()));
     *canceller.0.lock().unwrap() = Some(h.cancel_token());
     let r = h.wait();
     assert!(r.cancelled, "the sync should have been cancelled");

@@ -144,7 +144,11 @@ impl Dovecot {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "dovecot did not start; see {}", self.dir.path().join("dovecot.log").display());
+            assert!(
+                Instant::now() < deadline,
+                "dovecot did not start; see {}",
+                self.dir.path().join("dovecot.log").display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -184,7 +188,8 @@ impl Dovecot {
     pub fn doveadm(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("/usr/bin/doveadm");
         cmd.arg("-c").arg(self.conf());
-        let (sub, rest) = args.split_at(if args.first() == Some(&"mailbox") || args.first() == Some(&"flags") { 2 } else { 1 });
+        let (sub, rest) =
+            args.split_at(if args.first() == Some(&"mailbox") || args.first() == Some(&"flags") { 2 } else { 1 });
         cmd.args(sub).arg("-u").arg(USER).args(rest);
         run(&mut cmd)
     }
@@ -262,7 +267,10 @@ pub fn read_maildir(dir: &Path) -> Vec<(Vec<u8>, Flags)> {
 
 /// The local store's messages by server folder name, for comparison with
 /// [`Dovecot::server_messages`]: the verbatim layout maps `A.B` to `A/B`.
-pub fn local_messages(root: &Path, server_names: impl IntoIterator<Item = String>) -> BTreeMap<String, Vec<(Vec<u8>, Flags)>> {
+pub fn local_messages(
+    root: &Path,
+    server_names: impl IntoIterator<Item = String>,
+) -> BTreeMap<String, Vec<(Vec<u8>, Flags)>> {
     server_names
         .into_iter()
         .map(|n| {
@@ -271,6 +279,22 @@ pub fn local_messages(root: &Path, server_names: impl IntoIterator<Item = String
             (n, msgs)
         })
         .collect()
+}
+
+/// Asserts that the Maildir under `maildir_root` holds exactly the server's messages, folder
+/// by folder, byte for byte up to line ends, with the same flags: nothing missing, nothing
+/// twice.
+pub fn assert_store_matches(dv: &Dovecot, maildir_root: &Path) {
+    let server = dv.server_messages();
+    let local = local_messages(maildir_root, server.keys().cloned());
+    for (folder, msgs) in &server {
+        let l = &local[folder];
+        assert_eq!(l.len(), msgs.len(), "{folder}: {} local messages, {} on the server", l.len(), msgs.len());
+        for (i, (a, b)) in msgs.iter().zip(l.iter()).enumerate() {
+            assert!(a.0 == b.0, "{folder}: message {i} differs in content");
+            assert_eq!(a.1, b.1, "{folder}: message {i} differs in flags");
+        }
+    }
 }
 
 /// A small RFC 5322 message with a unique subject.

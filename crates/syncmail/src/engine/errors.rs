@@ -28,7 +28,13 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
             "check user and the password (password-command, password-env or password) in the [imap] section"
                 .to_string(),
         ),
-        ImapError::No { .. } => (ErrorKind::Server, "the server refused; its words are above".to_string()),
+        ImapError::No { command, .. } if matches!(command.as_str(), "SELECT" | "EXAMINE" | "STATUS") => (
+            ErrorKind::Server,
+            "the folder may have been deleted, or be unreadable, on the server; the server's own words say \
+             why, and its log may say more; the other folders are synced"
+                .to_string(),
+        ),
+        ImapError::No { .. } => (ErrorKind::Server, "the server's own words say why it refused".to_string()),
         ImapError::Bad { .. } | ImapError::Parse(_) | ImapError::Protocol(_) | ImapError::TooLarge { .. } => (
             ErrorKind::Server,
             "the server's answer was not what IMAP allows; please report it with the line above".to_string(),
@@ -38,10 +44,22 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
         kind,
         account: account.to_string(),
         folder: folder.map(str::to_string),
-        message: e.to_string(),
+        message: summary(e),
         server_text: e.server_text().map(str::to_string),
         hint,
         retryable: e.is_retryable(),
+    }
+}
+
+/// What failed, without the server's words (those go in `server_text`).
+fn summary(e: &ImapError) -> String {
+    match e {
+        ImapError::No { command, .. } => format!("the server refused {command}"),
+        ImapError::Bad { command, .. } => format!("the server rejected {command} as malformed"),
+        ImapError::Auth { user, .. } => format!("login as {user} failed"),
+        ImapError::Bye { .. } => "the server closed the connection".to_string(),
+        ImapError::Parse(p) => format!("cannot read the server's response: {}", p.reason),
+        other => other.to_string(),
     }
 }
 

@@ -80,7 +80,10 @@ pub(crate) fn sync_folder(
                     kind: ErrorKind::FolderName,
                     account: ctx.name().to_string(),
                     folder: Some(shown.to_string()),
-                    message: format!("folder {shown:?} would share the directory {path_str:?} with {:?}", other.display_name),
+                    message: format!(
+                        "folder {shown:?} would share the directory {path_str:?} with {:?}",
+                        other.display_name
+                    ),
                     server_text: None,
                     hint: "exclude one of the two in [accounts.NAME.folders]".into(),
                     retryable: false,
@@ -88,9 +91,7 @@ pub(crate) fn sync_folder(
             }
             Folder::new(ctx.account.maildir.join(&path)).create().map_err(|e| local_error(ctx, shown, e))?;
             report.created = true;
-            state
-                .add_folder(&mb.far_name, shown, &path_str, mb.delimiter)
-                .map_err(|e| local_error(ctx, shown, e))?
+            state.add_folder(&mb.far_name, shown, &path_str, mb.delimiter).map_err(|e| local_error(ctx, shown, e))?
         }
     };
     let dir = Folder::new(ctx.account.maildir.join(&row.near_path));
@@ -281,4 +282,3 @@ pub(crate) fn sync_folder(
     state.commit(row.id, &[], &[], Some(mark)).map_err(|e| local_error(ctx, shown, e))?;
     Ok(Some(report))
 }
-

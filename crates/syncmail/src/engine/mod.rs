@@ -5,6 +5,9 @@
 //! it, plan ([`plan`]) and carry out the plan (`folder`). Errors of one folder are reported
 //! and the next folder goes on; a broken connection ends the run.
 
+// Errors here are rare and end a folder or a run; boxing them would buy nothing.
+#![allow(clippy::result_large_err)]
+
 mod errors;
 mod folder;
 pub mod plan;
@@ -95,12 +98,8 @@ impl AccountLock {
 
 /// Runs one sync to the end and returns its report; `done` is the caller's to call.
 pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelToken) -> SyncReport {
-    let mut ctx = Ctx {
-        account,
-        req,
-        cancel,
-        report: SyncReport { account: account.name.clone(), ..Default::default() },
-    };
+    let mut ctx =
+        Ctx { account, req, cancel, report: SyncReport { account: account.name.clone(), ..Default::default() } };
     let unsupported = req.flags.difference(SyncFlags::IMPLEMENTED);
     for (name, _) in unsupported.iter_names() {
         ctx.simple_error(
@@ -158,7 +157,12 @@ fn run_download(ctx: &mut Ctx<'_>, flags: SyncFlags) -> Result<(), SyncError> {
     result
 }
 
-fn sync_folders(ctx: &mut Ctx<'_>, session: &mut Session, state: &mut State, flags: SyncFlags) -> Result<(), SyncError> {
+fn sync_folders(
+    ctx: &mut Ctx<'_>,
+    session: &mut Session,
+    state: &mut State,
+    flags: SyncFlags,
+) -> Result<(), SyncError> {
     let name = ctx.name().to_string();
     let imap_err = |e: &syncmail_imap::Error| errors::from_imap(&name, None, e);
     let local_err = |e: rusqlite::Error| errors::local(&name, None, format!("sync state: {e}"));
@@ -187,7 +191,8 @@ fn sync_folders(ctx: &mut Ctx<'_>, session: &mut Session, state: &mut State, fla
     // INBOX first: it is what people look at.
     mailboxes.sort_by_key(|m| (!m.far_name.eq_ignore_ascii_case("INBOX"), m.display_name.clone()));
 
-    let need_status: Vec<String> = mailboxes.iter().filter(|m| m.status.is_none()).map(|m| m.far_name.clone()).collect();
+    let need_status: Vec<String> =
+        mailboxes.iter().filter(|m| m.status.is_none()).map(|m| m.far_name.clone()).collect();
     let mut statuses = if need_status.is_empty() {
         Default::default()
     } else {

@@ -130,21 +130,58 @@ mod tests {
         plan_download(&known, &fv, &nm)
     }
 
+    /// (name, agreed, far, near, expected actions)
+    type Case = (&'static str, Flags, Option<Flags>, Option<Flags>, Vec<Action>);
+
     #[test]
     fn scenario_table() {
         use Action::*;
-        let cases: Vec<(&str, Flags, Option<Flags>, Option<Flags>, Vec<Action>)> = vec![
+        let cases: Vec<Case> = vec![
             ("nothing changed", S, Some(S), Some(S), vec![]),
-            ("far added a flag", NONE, Some(S), Some(NONE), vec![SetNearFlags { uid: 1, entry: entry(1, NONE), flags: S, agreed: S }]),
-            ("far removed a flag", S, Some(NONE), Some(S), vec![SetNearFlags { uid: 1, entry: entry(1, S), flags: NONE, agreed: NONE }]),
+            (
+                "far added a flag",
+                NONE,
+                Some(S),
+                Some(NONE),
+                vec![SetNearFlags { uid: 1, entry: entry(1, NONE), flags: S, agreed: S }],
+            ),
+            (
+                "far removed a flag",
+                S,
+                Some(NONE),
+                Some(S),
+                vec![SetNearFlags { uid: 1, entry: entry(1, S), flags: NONE, agreed: NONE }],
+            ),
             ("near changed only: left for upload", S, Some(S), Some(S.union(F)), vec![]),
-            ("both changed different flags: merged per flag", NONE, Some(S), Some(F),
-                vec![SetNearFlags { uid: 1, entry: entry(1, F), flags: S.union(F), agreed: S }]),
+            (
+                "both changed different flags: merged per flag",
+                NONE,
+                Some(S),
+                Some(F),
+                vec![SetNearFlags { uid: 1, entry: entry(1, F), flags: S.union(F), agreed: S }],
+            ),
             ("both made the same change", NONE, Some(R), Some(R), vec![Agree { uid: 1, flags: R }]),
-            ("far removed S while near added F", S, Some(NONE), Some(S.union(F)),
-                vec![SetNearFlags { uid: 1, entry: entry(1, S.union(F)), flags: F, agreed: NONE }]),
-            ("expunged on far, near unchanged: delete", S, None, Some(S), vec![DeleteNear { uid: 1, entry: entry(1, S) }]),
-            ("expunged on far, near changed: keep", S, None, Some(S.union(F)), vec![Forget { uid: 1, kept_local: true }]),
+            (
+                "far removed S while near added F",
+                S,
+                Some(NONE),
+                Some(S.union(F)),
+                vec![SetNearFlags { uid: 1, entry: entry(1, S.union(F)), flags: F, agreed: NONE }],
+            ),
+            (
+                "expunged on far, near unchanged: delete",
+                S,
+                None,
+                Some(S),
+                vec![DeleteNear { uid: 1, entry: entry(1, S) }],
+            ),
+            (
+                "expunged on far, near changed: keep",
+                S,
+                None,
+                Some(S.union(F)),
+                vec![Forget { uid: 1, kept_local: true }],
+            ),
             ("deleted on both", S, None, None, vec![Forget { uid: 1, kept_local: false }]),
             ("deleted on near, far changed: untouched", S, Some(S.union(F)), None, vec![]),
             ("deleted on near, far unchanged: untouched", S, Some(S), None, vec![]),

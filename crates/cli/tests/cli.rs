@@ -1,0 +1,163 @@
+//! The `syncmail` command as a user or a program runs it, against a real Dovecot.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use syncmail_testkit::{Dovecot, Options, assert_store_matches};
+
+fn write_config(dv: &Dovecot, root: &Path, password: &str) -> std::path::PathBuf {
+    let conf = root.join("config.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[accounts.t]\nmaildir = \"{}\"\nstate-dir = \"{}\"\n[accounts.t.imap]\nhost = \"127.0.0.1\"\n\
+             port = {}\ntls = \"implicit\"\nuser = \"test\"\npassword = \"{password}\"\nca-file = \"{}\"\n",
+            root.join("mail").display(),
+            root.join("state").display(),
+            dv.port_tls,
+            dv.ca_file().display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+fn syncmail() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_syncmail"))
+}
+
+fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn json_mode_prints_one_event_per_line_and_exits_zero() {
+    let dv = Dovecot::start(Options { messages: 40, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = write_config(&dv, tmp.path(), "secret");
+    let out = syncmail().arg("-c").arg(&conf).args(["--json", "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = json_lines(&out.stdout);
+    assert!(events.iter().all(|e| ["progress", "error", "done"].contains(&e["event"].as_str().unwrap())));
+    assert!(events.iter().any(|e| e["event"] == "progress" && e["step"] == "download"));
+    let done: Vec<_> = events.iter().filter(|e| e["event"] == "done").collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["success"], true);
+    assert_eq!(done[0]["downloaded"], 40);
+    assert_store_matches(&dv, &tmp.path().join("mail"));
+}
+
+#[test]
+fn failures_give_exit_status_one_and_say_what_to_do() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = write_config(&dv, tmp.path(), "not-the-password");
+    let out = syncmail().arg("-c").arg(&conf).arg("sync").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("login as test failed") && err.contains("server said:") && err.contains("what to do:"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-password"));
+    let out = syncmail().arg("-c").arg(&conf).args(["--json", "sync"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let events = json_lines(&out.stdout);
+    let e = events.iter().find(|e| e["event"] == "error").unwrap();
+    assert_eq!(e["kind"], "auth");
+    assert!(e["server_text"].as_str().unwrap().contains("AUTHENTICATIONFAILED"), "{e}");
+}
+
+#[test]
+fn usage_errors_give_exit_status_two() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = syncmail().arg("-c").arg(tmp.path().join("missing.toml")).arg("sync").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no configuration file"));
+    let conf = tmp.path().join("c.toml");
+    std::fs::write(&conf, "[accounts.a]\nmaildir='m'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n").unwrap();
+    let out = syncmail().arg("-c").arg(&conf).args(["sync", "--flags", "sideways"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = syncmail().arg("-c").arg(&conf).args(["sync", "nosuchaccount"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchaccount"));
+}
+
+/// kill -9 at several points of a long download, then a clean run: every message is
+/// there exactly once with its flags.
+#[test]
+fn killed_mid_download_then_resumed_loses_and_duplicates_nothing() {
+    let dv = Dovecot::start(Options { messages: 2500, corpus_args: vec!["--tiny".into()], ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = write_config(&dv, tmp.path(), "secret");
+    let mut downloaded_before = 0u64;
+    for kill_after in [1u64, 300, 700] {
+        let mut child = syncmail()
+            .arg("-c")
+            .arg(&conf)
+            .args(["--json", "sync"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut seen = 0u64;
+        for line in BufReader::new(stdout).lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if v["event"] == "progress" && v["step"] == "download" {
+                seen += 1;
+                if seen >= kill_after {
+                    child.kill().unwrap(); // SIGKILL
+                    break;
+                }
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "the run ended before it could be killed (after {seen} downloads)");
+        downloaded_before += seen;
+    }
+    assert!(downloaded_before > 0);
+    let out = syncmail().arg("-c").arg(&conf).args(["--json", "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_store_matches(&dv, &tmp.path().join("mail"));
+    // And a run after that has nothing to do.
+    let out = syncmail().arg("-c").arg(&conf).args(["--json", "sync"]).output().unwrap();
+    let events = json_lines(&out.stdout);
+    let done = events.iter().find(|e| e["event"] == "done").unwrap();
+    assert_eq!(done["downloaded"], 0, "{done}");
+}
+
+/// A Maildir mail reader (notmuch, from Debian's package) reads the synced store as it is:
+/// every message indexed, subjects readable, flags mapped to tags.
+#[test]
+fn notmuch_reads_the_synced_store() {
+    let dv = Dovecot::start(Options { messages: 80, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = write_config(&dv, tmp.path(), "secret");
+    let out = syncmail().arg("-c").arg(&conf).args(["-q", "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nm_conf = tmp.path().join("notmuch.conf");
+    std::fs::write(
+        &nm_conf,
+        format!("[database]\npath={}\n[maildir]\nsynchronize_flags=true\n", tmp.path().join("mail").display()),
+    )
+    .unwrap();
+    let notmuch = |args: &[&str]| {
+        let out = Command::new("notmuch").args(args).env("NOTMUCH_CONFIG", &nm_conf).output().unwrap();
+        assert!(out.status.success(), "notmuch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    notmuch(&["new", "--quiet"]);
+    let files: usize = notmuch(&["count", "--output=files"]).parse().unwrap();
+    assert_eq!(files, 80);
+    let server = dv.server_messages();
+    let flagged = server.values().flatten().filter(|m| m.1.contains(syncmail_imap::Flags::FLAGGED)).count();
+    let tagged: usize = notmuch(&["count", "--output=files", "tag:flagged"]).parse().unwrap();
+    assert_eq!(tagged, flagged, "\\Flagged on the server should be notmuch's flagged tag");
+    assert!(!notmuch(&["search", "--output=summary", "--limit=1", "*"]).is_empty());
+}
