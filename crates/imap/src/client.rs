@@ -40,6 +40,18 @@ pub struct ConnectOptions {
     pub limits: Limits,
 }
 
+/// How to log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMech {
+    /// AUTHENTICATE PLAIN where the server offers it, else the LOGIN command.
+    #[default]
+    Auto,
+    /// AUTHENTICATE PLAIN (RFC 4616), with SASL-IR where offered.
+    Plain,
+    /// The LOGIN command (RFC 3501 §6.2.3).
+    Login,
+}
+
 /// A command's successful completion.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -152,12 +164,18 @@ impl Client {
         self.conn.bytes_read
     }
 
-    /// Logs in with AUTHENTICATE PLAIN where offered, LOGIN otherwise.
-    pub fn login(&mut self, user: &str, password: &Secret) -> Result<()> {
+    /// Logs in: with [`AuthMech::Auto`], AUTHENTICATE PLAIN where offered, the LOGIN
+    /// command otherwise.
+    pub fn login(&mut self, user: &str, password: &Secret, mech: AuthMech) -> Result<()> {
         if user.contains(['\0', '\r', '\n']) || password.expose().contains(['\0', '\r', '\n']) {
             return Err(Error::Protocol("the user name or password contains a NUL or line break".into()));
         }
-        let result = if self.has("AUTH=PLAIN") {
+        let use_plain = match mech {
+            AuthMech::Auto => self.has("AUTH=PLAIN"),
+            AuthMech::Plain => true,
+            AuthMech::Login => false,
+        };
+        let result = if use_plain {
             let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{}", password.expose()));
             if self.has("SASL-IR") {
                 self.run_secret(&format!("AUTHENTICATE PLAIN {ir}"), "AUTHENTICATE PLAIN")
@@ -168,9 +186,18 @@ impl Client {
                 self.complete(&tag, |_| Ok(()))
             }
         } else if self.has("LOGINDISABLED") {
-            return Err(Error::Protocol(
-                "the server does not allow login on this connection (LOGINDISABLED); use TLS".into(),
-            ));
+            let offered: Vec<&str> = self.caps.iter().filter(|c| c.starts_with("AUTH=")).map(String::as_str).collect();
+            return Err(Error::Protocol(if self.is_tls() {
+                format!(
+                    "the server does not allow the LOGIN command (LOGINDISABLED) and syncmail speaks none of \
+                     the mechanisms it offers ({})",
+                    offered.join(" ")
+                )
+            } else {
+                "the server does not allow login on an unencrypted connection (LOGINDISABLED); \
+                 use tls = \"starttls\" or \"implicit\""
+                    .to_string()
+            }));
         } else {
             let tag = self.next_tag();
             let mut cmd = format!("{tag} LOGIN ").into_bytes();
@@ -390,5 +417,103 @@ mod tests {
         assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(command_name("UID FETCH 1:* (FLAGS)"), "UID FETCH");
         assert_eq!(command_name("SELECT \"INBOX\""), "SELECT");
+    }
+}
+
+/// Against scripted fake servers (the one place a fake is right: a real server cannot be
+/// made to stall or send garbage on cue).
+#[cfg(test)]
+mod fake_server_tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    fn serve(script: impl FnOnce(std::net::TcpStream) + Send + 'static) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((s, _)) = l.accept() {
+                script(s);
+            }
+        });
+        port
+    }
+
+    fn opts(port: u16, secs: u64) -> ConnectOptions {
+        ConnectOptions {
+            host: "127.0.0.1".into(),
+            port,
+            tls: TlsMode::None,
+            ca_file: None,
+            timeout: Duration::from_secs(secs),
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn a_silent_server_times_out() {
+        let port = serve(|s| {
+            std::thread::sleep(Duration::from_secs(5));
+            drop(s);
+        });
+        let t = std::time::Instant::now();
+        let e = Client::connect(&opts(port, 1)).err().unwrap();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_garbage_greeting_is_reported_with_the_line() {
+        let port = serve(|mut s| {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        });
+        let e = Client::connect(&opts(port, 5)).err().unwrap();
+        assert!(e.to_string().contains("HTTP/1.1 400 Bad Request"), "{e}");
+    }
+
+    #[test]
+    fn garbage_mid_session_is_an_error_with_the_line_not_a_panic() {
+        let port = serve(|mut s| {
+            let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1] hi\r\n");
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"* 1 FETCH (UID \x01\x02 garbage\r\nS1 OK done\r\n");
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let mut c = Client::connect(&opts(port, 5)).unwrap();
+        let e = c.run("NOOP", |_| Ok(())).unwrap_err();
+        assert!(matches!(e, Error::Parse(_)), "{e}");
+        assert!(e.to_string().contains("* 1 FETCH (UID"), "{e}");
+    }
+
+    #[test]
+    fn an_oversized_literal_is_refused_before_it_is_read() {
+        let port = serve(|mut s| {
+            let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1] hi\r\n");
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"* 1 FETCH (BODY[] {10000000000}\r\n");
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let mut c = Client::connect(&opts(port, 5)).unwrap();
+        let e = c.run("NOOP", |_| Ok(())).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { what: "literal", .. }), "{e}");
+    }
+
+    #[test]
+    fn bye_and_closed_connections_are_errors() {
+        let port = serve(|mut s| {
+            let _ = s.write_all(b"* OK hi\r\n");
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf); // CAPABILITY
+            let _ = s.write_all(b"* CAPABILITY IMAP4rev1\r\nS1 OK done\r\n");
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"* BYE going away\r\n");
+        });
+        let mut c = Client::connect(&opts(port, 5)).unwrap();
+        let e = c.run("NOOP", |_| Ok(())).unwrap_err();
+        assert!(matches!(e, Error::Bye { .. }), "{e}");
+        let e = c.run("NOOP", |_| Ok(())).unwrap_err();
+        assert!(e.is_retryable(), "{e}");
     }
 }

@@ -11,6 +11,7 @@
 //! password-command = "pass show mail/work"   # or: password = "...", password-env = "VAR"
 //! ca-file = "/path/to/ca.pem"                # optional
 //! timeout = 60                               # seconds, for every read and write
+//! auth-mech = "auto"                         # "auto" | "plain" (AUTHENTICATE PLAIN) | "login" (LOGIN)
 //! [accounts.work.folders]
 //! include = ["*"]                  # patterns: * any text, % any text without the delimiter
 //! exclude = ["Spam", "Lists.%"]
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use syncmail_imap::{Secret, TlsMode};
+use syncmail_imap::{AuthMech, Secret, TlsMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -65,6 +66,7 @@ struct RawImap {
     password_env: Option<String>,
     ca_file: Option<String>,
     timeout: Option<u64>,
+    auth_mech: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +130,7 @@ pub struct ImapConfig {
     pub password: PasswordSource,
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    pub auth_mech: AuthMech,
 }
 
 /// Include/exclude patterns over server folder names.
@@ -257,6 +260,14 @@ impl Config {
                 return Err(invalid("[imap] host is empty".into()));
             }
             let timeout = Duration::from_secs(a.imap.timeout.unwrap_or(60).max(1));
+            let auth_mech = match a.imap.auth_mech.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                None | Some("AUTO") => AuthMech::Auto,
+                Some("PLAIN") => AuthMech::Plain,
+                Some("LOGIN") => AuthMech::Login,
+                Some(other) => {
+                    return Err(invalid(format!("auth-mech = {other:?} is not one of \"auto\", \"plain\", \"login\"")));
+                }
+            };
             let state_dir = a.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(|| state_base.join(&name));
             let folders = FolderFilter {
                 include: a.folders.include.unwrap_or_else(|| vec!["*".into()]),
@@ -275,6 +286,7 @@ impl Config {
                         password,
                         ca_file: a.imap.ca_file.as_deref().map(|s| expand(s, &base)),
                         timeout,
+                        auth_mech,
                     },
                     folders,
                     name,

@@ -96,7 +96,7 @@ impl Session {
         };
         let mut client = Client::connect(&opts).map_err(SessionError::Imap)?;
         let password = cfg.password.fetch().map_err(SessionError::Password)?;
-        client.login(&cfg.user, &password).map_err(SessionError::Imap)?;
+        client.login(&cfg.user, &password, cfg.auth_mech).map_err(SessionError::Imap)?;
         let enabled = client.enable(&["QRESYNC", "UTF8=ACCEPT"]).map_err(SessionError::Imap)?;
         let qresync = enabled.iter().any(|e| e.eq_ignore_ascii_case("QRESYNC"));
         let condstore = qresync || client.has("CONDSTORE");

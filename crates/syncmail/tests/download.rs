@@ -49,6 +49,7 @@ fn full_cycle(opts: Options, tls: Conn) {
     let before = snapshot(tmp.path());
     let r3 = sync_ok(&store);
     assert_eq!(r3.downloaded(), 0);
+    assert!(r3.bytes_received < 64 * 1024, "a run with nothing to do received {} bytes", r3.bytes_received);
     assert!(r3.folders.iter().all(|f| f.flags_changed == 0 && f.deleted == 0), "{:#?}", r3.folders);
     assert_eq!(before, snapshot(tmp.path()), "a sync with nothing to do touched the store");
 }
@@ -89,6 +90,63 @@ fn starttls_with_private_ca() {
 #[test]
 fn server_with_only_imap4rev1() {
     full_cycle(Options { messages: 80, capability: Some("IMAP4rev1".into()), ..Default::default() }, Conn::Plain);
+}
+
+#[test]
+fn server_with_condstore_and_esearch_but_no_qresync() {
+    let caps = "IMAP4rev1 ENABLE CONDSTORE ESEARCH UIDPLUS LITERAL+";
+    full_cycle(Options { messages: 80, capability: Some(caps.into()), ..Default::default() }, Conn::Plain);
+}
+
+#[test]
+fn server_with_condstore_only() {
+    full_cycle(
+        Options { messages: 80, capability: Some("IMAP4rev1 CONDSTORE".into()), ..Default::default() },
+        Conn::Plain,
+    );
+}
+
+#[test]
+fn login_command_when_configured() {
+    let dv = Dovecot::start(Options { messages: 20, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::StartTls, "auth-mech = \"login\"")).unwrap();
+    assert_eq!(store.account().imap.auth_mech, syncmail_imap::AuthMech::Login);
+    sync_ok(&store);
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn login_disabled_is_a_clear_error() {
+    // With only AUTH=LOGIN (a mechanism syncmail does not speak), Dovecot also disables
+    // the LOGIN command: the error must say so, not hang or blame the password.
+    let dv = Dovecot::start(Options { auth_mechanisms: Some("login".into()), ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Implicit, "")).unwrap();
+    let (r, _) = sync(&store, common::DOWNLOAD);
+    assert_eq!(r.errors.len(), 1);
+    assert!(
+        r.errors[0].message.contains("LOGINDISABLED") && r.errors[0].message.contains("AUTH=LOGIN"),
+        "{}",
+        r.errors[0].message
+    );
+}
+
+/// The variants above really take the fallback paths: what the session detected.
+#[test]
+fn capability_detection_drives_the_fallbacks() {
+    for (caps, condstore, qresync, list_status) in [
+        (None, true, true, true),
+        (Some("IMAP4rev1 ENABLE CONDSTORE ESEARCH"), true, false, false),
+        (Some("IMAP4rev1"), false, false, false),
+    ] {
+        let dv = Dovecot::start(Options { capability: caps.map(str::to_string), ..Default::default() });
+        let tmp = tempfile::tempdir().unwrap();
+        let acc = account(&dv, tmp.path(), Conn::Plain, "");
+        let s = syncmail::far::Session::open(&acc.imap).unwrap();
+        assert_eq!((s.condstore, s.qresync, s.has("LIST-STATUS")), (condstore, qresync, list_status), "{caps:?}");
+        s.logout();
+    }
 }
 
 #[test]
@@ -188,6 +246,33 @@ fn nothing_listening_is_a_network_error() {
     let (r, _) = sync(&store, common::DOWNLOAD);
     assert_eq!(r.errors[0].kind, ErrorKind::Network);
     assert!(r.errors[0].retryable);
+}
+
+#[test]
+fn a_second_sync_of_the_same_account_says_who_holds_the_lock() {
+    let dv = Dovecot::start(Options { messages: 1500, corpus_args: vec!["--tiny".into()], ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    // The second sync starts from the first one's first download event: the first one
+    // holds the lock then, and is blocked in the callback until the second one is done.
+    struct Second(Store, std::sync::Mutex<Option<syncmail::SyncReport>>);
+    impl syncmail::SyncProgress for Second {
+        fn progress(&self, p: &syncmail::Progress) {
+            let mut slot = self.1.lock().unwrap();
+            if p.step == syncmail::Step::Download && slot.is_none() {
+                *slot = Some(self.0.synchronize(syncmail::SyncRequest::new(common::DOWNLOAD)));
+            }
+        }
+    }
+    let second = std::sync::Arc::new(Second(store.clone(), std::sync::Mutex::new(None)));
+    let first = store.synchronize(syncmail::SyncRequest::new(common::DOWNLOAD).with_progress(second.clone()));
+    assert!(first.is_success(), "{:#?}", first.errors);
+    let r = second.1.lock().unwrap().take().unwrap();
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    assert_eq!(r.errors[0].kind, ErrorKind::Locked);
+    assert!(r.errors[0].message.contains(&format!("pid {}", std::process::id())), "{}", r.errors[0].message);
+    assert_eq!(r.downloaded(), 0);
+    assert_same(&dv, tmp.path());
 }
 
 #[test]

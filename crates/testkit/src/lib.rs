@@ -44,6 +44,8 @@ pub struct Options {
     pub corpus_args: Vec<String>,
     /// Advertise only this (`IMAP4rev1`) after login, to exercise the fallbacks.
     pub capability: Option<String>,
+    /// SASL mechanisms offered (default `plain login`); `login` hides AUTH=PLAIN.
+    pub auth_mechanisms: Option<String>,
 }
 
 pub struct Dovecot {
@@ -115,7 +117,8 @@ impl Dovecot {
             .replace("@DIR@", d.to_str().unwrap())
             .replace("@PORT_PLAIN@", &port_plain.to_string())
             .replace("@PORT_TLS@", &port_tls.to_string())
-            .replace("@IMAP_CAPABILITY@", opts.capability.as_deref().unwrap_or(""));
+            .replace("@IMAP_CAPABILITY@", opts.capability.as_deref().unwrap_or(""))
+            .replace("@AUTH_MECHANISMS@", opts.auth_mechanisms.as_deref().unwrap_or("plain login"));
         std::fs::write(d.join("dovecot.conf"), conf).unwrap();
         let mut dv = Dovecot { dir, port_plain, port_tls, child: None };
         dv.launch();

@@ -35,7 +35,13 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
                 .to_string(),
         ),
         ImapError::No { .. } => (ErrorKind::Server, "the server's own words say why it refused".to_string()),
-        ImapError::Bad { .. } | ImapError::Parse(_) | ImapError::Protocol(_) | ImapError::TooLarge { .. } => (
+        ImapError::Protocol(_) => (
+            ErrorKind::Server,
+            "the message says what the server lacks or did; adjust tls, port or auth-mech in the [imap] \
+             section if it names a setting, or report it"
+                .to_string(),
+        ),
+        ImapError::Bad { .. } | ImapError::Parse(_) | ImapError::TooLarge { .. } => (
             ErrorKind::Server,
             "the server's answer was not what IMAP allows; please report it with the line above".to_string(),
         ),
