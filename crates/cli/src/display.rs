@@ -91,24 +91,30 @@ impl Display {
             for f in &r.folders {
                 let _ = writeln!(
                     err,
-                    "  {}/{}: {} new ({}), {} flag changes, {} deleted{}",
+                    "  {}/{}: down {} new ({}), {} flag changes, {} deleted; up {} new, {} flag changes, {} deleted{}{}",
                     r.account,
                     f.folder,
                     f.downloaded,
                     human_bytes(f.bytes_downloaded),
                     f.flags_changed,
                     f.deleted,
-                    if f.created { ", folder created" } else { "" }
+                    f.uploaded,
+                    f.far_flags_changed,
+                    f.far_deleted,
+                    if f.held_deletions > 0 { format!("; {} deletions held", f.held_deletions) } else { String::new() },
+                    if f.created { "; folder created" } else { "" }
                 );
             }
+            let up: u64 = r.uploaded();
             let _ = writeln!(
                 err,
-                "{}: {} new messages ({}), {} flag changes, {} deleted, {} folders created, {} errors{} in {:.1} s",
+                "{}: {} new messages down ({}), {} up, {} flag changes, {} deleted, {} folders created, {} errors{} in {:.1} s",
                 r.account,
                 down,
                 human_bytes(bytes),
-                flags,
-                deleted,
+                up,
+                flags + r.folders.iter().map(|f| f.far_flags_changed).sum::<u64>(),
+                deleted + r.folders.iter().map(|f| f.far_deleted).sum::<u64>(),
                 created,
                 r.errors.len(),
                 if r.cancelled { ", cancelled" } else { "" },
@@ -191,6 +197,10 @@ impl SyncProgress for Display {
                         "bytes_downloaded": f.bytes_downloaded,
                         "flags_changed": f.flags_changed,
                         "deleted": f.deleted,
+                        "uploaded": f.uploaded,
+                        "far_flags_changed": f.far_flags_changed,
+                        "far_deleted": f.far_deleted,
+                        "held_deletions": f.held_deletions,
                         "created": f.created,
                     })
                 })
@@ -202,6 +212,7 @@ impl SyncProgress for Display {
                 "cancelled": r.cancelled,
                 "errors": r.errors.len(),
                 "downloaded": r.downloaded(),
+                "uploaded": r.uploaded(),
                 "folders": folders,
             }));
         } else if let Some(b) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).get(&(r.account.clone(), None)) {

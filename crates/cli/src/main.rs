@@ -37,9 +37,13 @@ enum Command {
         /// What to do, as a comma-separated list of flags: download-hierarchy,
         /// download-contents, upload-hierarchy, upload-contents, outgoing-mail,
         /// headers-only, on-demand. The default is what this version carries out:
-        /// download-hierarchy,download-contents.
+        /// download-hierarchy,download-contents,upload-contents.
         #[arg(long, value_delimiter = ',')]
         flags: Vec<String>,
+        /// Carry out deletions that the mass-deletion guard held back (it reports them as
+        /// "deletions-held" errors).
+        #[arg(long)]
+        confirm_deletions: bool,
         /// Only these folders (the server's names, UTF-8); may be given several times.
         #[arg(long = "folder")]
         folders: Vec<String>,
@@ -60,7 +64,7 @@ fn main() -> ExitCode {
 
 fn parse_flags(names: &[String]) -> Result<SyncFlags> {
     if names.is_empty() {
-        return Ok(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::DOWNLOAD_CONTENTS);
+        return Ok(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS);
     }
     let mut flags = SyncFlags::empty();
     for n in names {
@@ -79,7 +83,7 @@ fn parse_flags(names: &[String]) -> Result<SyncFlags> {
 fn run(cli: Cli) -> Result<bool> {
     let config_path = cli.config.clone().unwrap_or_else(syncmail::config::default_config_path);
     match cli.command {
-        Command::Sync { accounts, flags, folders } => {
+        Command::Sync { accounts, flags, folders, confirm_deletions } => {
             let flags = parse_flags(&flags)?;
             if !config_path.exists() {
                 bail!(
@@ -105,6 +109,7 @@ fn run(cli: Cli) -> Result<bool> {
                 let name = account.name.clone();
                 let store = Store::open(account).with_context(|| format!("account {name}"))?;
                 let mut req = SyncRequest::new(flags).with_progress(display.clone());
+                req.confirm_deletions = confirm_deletions;
                 if !folders.is_empty() {
                     req = req.with_folders(folders.clone());
                 }

@@ -380,6 +380,55 @@ impl Client {
         }
     }
 
+    /// APPEND (RFC 3501 §6.3.11) of `message` (CRLF text) with `flags` (an IMAP flag
+    /// list without parentheses) to the mailbox `quoted_name` (already quoted). Uses a
+    /// non-synchronizing literal where LITERAL+ is offered, else waits for the server's
+    /// go-ahead. Returns the completion (its code may be APPENDUID, RFC 4315).
+    pub fn append(&mut self, quoted_name: &str, flags: &str, message: &[u8]) -> Result<Completion> {
+        let tag = self.next_tag();
+        let plus = self.has("LITERAL+");
+        let head = format!(
+            "{tag} APPEND {quoted_name} ({flags}) {{{}{}}}\r\n",
+            message.len(),
+            if plus { "+" } else { "" }
+        );
+        self.pending.insert(tag.clone(), "APPEND".into());
+        if plus {
+            let mut buf = Vec::with_capacity(head.len() + message.len() + 2);
+            buf.extend_from_slice(head.as_bytes());
+            buf.extend_from_slice(message);
+            buf.extend_from_slice(b"\r\n");
+            self.conn.write_all(&buf)?;
+        } else {
+            self.conn.write_all(head.as_bytes())?;
+            // The server answers "+" to go on, or completes the command at once (NO, e.g.
+            // for a message too large): then the literal must not be sent.
+            loop {
+                self.conn.read_response(&mut self.buf)?;
+                match parse_response(&self.buf)? {
+                    Response::Continue(_) => break,
+                    Response::Tagged { tag: t, status, code, text } if t == tag => {
+                        self.pending.remove(&tag);
+                        return match status {
+                            Status::Ok => Err(Error::Protocol("the server completed APPEND before the message was sent".into())),
+                            Status::No => Err(Error::No { command: "APPEND".into(), code, text }),
+                            _ => Err(Error::Bad { command: "APPEND".into(), text }),
+                        };
+                    }
+                    Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+                        return Err(Error::Bye { text });
+                    }
+                    _ => {}
+                }
+            }
+            let mut buf = Vec::with_capacity(message.len() + 2);
+            buf.extend_from_slice(message);
+            buf.extend_from_slice(b"\r\n");
+            self.conn.write_all(&buf)?;
+        }
+        self.complete(&tag, |_| Ok(()))
+    }
+
     /// Sends LOGOUT and closes the connection; errors are ignored, the session is over.
     pub fn logout(mut self) {
         let _ = self.run("LOGOUT", |_| Ok(()));

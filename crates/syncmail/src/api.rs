@@ -31,8 +31,10 @@ bitflags::bitflags! {
 impl SyncFlags {
     /// The flags this version carries out. Any other flag in a request is answered with an
     /// [`ErrorKind::Unsupported`] error, never silently ignored.
-    pub const IMPLEMENTED: SyncFlags =
-        SyncFlags::DOWNLOAD_HIERARCHY.union(SyncFlags::DOWNLOAD_CONTENTS).union(SyncFlags::ON_DEMAND);
+    pub const IMPLEMENTED: SyncFlags = SyncFlags::DOWNLOAD_HIERARCHY
+        .union(SyncFlags::DOWNLOAD_CONTENTS)
+        .union(SyncFlags::UPLOAD_CONTENTS)
+        .union(SyncFlags::ON_DEMAND);
 
     /// Parses a flag by its name (`download-contents` or `DOWNLOAD_CONTENTS`).
     pub fn from_flag_name(s: &str) -> Option<SyncFlags> {
@@ -53,8 +55,10 @@ pub enum Step {
     CheckFolder,
     /// Downloading new messages; `index`/`max` count messages, `bytes`/`bytes_max` bytes.
     Download,
-    /// Applying flag changes and expunges from the server.
+    /// Applying flag changes and deletions on either side.
     ApplyChanges,
+    /// Uploading new local messages; `index`/`max` count messages.
+    Upload,
     Finish,
 }
 
@@ -67,6 +71,7 @@ impl Step {
             Step::CheckFolder => "check-folder",
             Step::Download => "download",
             Step::ApplyChanges => "apply-changes",
+            Step::Upload => "upload",
             Step::Finish => "finish",
         }
     }
@@ -110,6 +115,10 @@ pub enum ErrorKind {
     UidValidity,
     /// Another sync of the same account is running.
     Locked,
+    /// Deletions were held back: too many at once (the mass-deletion guard).
+    DeletionsHeld,
+    /// A message could not be uploaded (the server refused it); the others went on.
+    Message,
     /// The caller cancelled the sync.
     Cancelled,
 }
@@ -127,6 +136,8 @@ impl ErrorKind {
             ErrorKind::FolderName => "folder-name",
             ErrorKind::UidValidity => "uidvalidity",
             ErrorKind::Locked => "locked",
+            ErrorKind::DeletionsHeld => "deletions-held",
+            ErrorKind::Message => "message",
             ErrorKind::Cancelled => "cancelled",
         }
     }
@@ -170,6 +181,14 @@ pub struct FolderReport {
     pub flags_changed: u64,
     /// Local messages deleted because the server expunged them.
     pub deleted: u64,
+    /// Local messages uploaded to the server.
+    pub uploaded: u64,
+    /// Server messages whose flags changed to follow the local ones.
+    pub far_flags_changed: u64,
+    /// Server messages deleted (by the deletion policy) because they were deleted locally.
+    pub far_deleted: u64,
+    /// Deletions held back by the mass-deletion guard.
+    pub held_deletions: u64,
     /// Whether the folder was created locally in this run.
     pub created: bool,
 }
@@ -195,6 +214,9 @@ impl SyncReport {
     pub fn downloaded(&self) -> u64 {
         self.folders.iter().map(|f| f.downloaded).sum()
     }
+    pub fn uploaded(&self) -> u64 {
+        self.folders.iter().map(|f| f.uploaded).sum()
+    }
 }
 
 /// Receives what a sync is doing. Calls come from the sync's own thread, in order; keep
@@ -219,11 +241,24 @@ pub struct SyncRequest {
     /// Limit the sync to these folders (server names in UTF-8); `None` for all.
     pub folders: Option<Vec<String>>,
     pub progress: Arc<dyn SyncProgress>,
+    /// Carry out deletions even where the mass-deletion guard would hold them back: the
+    /// person has seen the `deletions-held` error and confirms.
+    pub confirm_deletions: bool,
+    /// For crash tests: stop dead after this many journaled steps, as a kill would, and
+    /// report an `interrupted` error. Not for production use.
+    #[doc(hidden)]
+    pub interrupt_after: Option<u64>,
 }
 
 impl SyncRequest {
     pub fn new(flags: SyncFlags) -> SyncRequest {
-        SyncRequest { flags, folders: None, progress: Arc::new(NoProgress) }
+        SyncRequest {
+            flags,
+            folders: None,
+            progress: Arc::new(NoProgress),
+            confirm_deletions: false,
+            interrupt_after: None,
+        }
     }
     pub fn with_progress(mut self, p: Arc<dyn SyncProgress>) -> SyncRequest {
         self.progress = p;

@@ -12,6 +12,10 @@
 //! ca-file = "/path/to/ca.pem"                # optional
 //! timeout = 60                               # seconds, for every read and write
 //! auth-mech = "auto"                         # "auto" | "plain" (AUTHENTICATE PLAIN) | "login" (LOGIN)
+//! delete-policy = "expunge"       # what a locally deleted message becomes on the server:
+//!                                  # "expunge" (default) | "trash" | "flag" (\Deleted only)
+//! delete-guard = 50                # hold back deletions of more than 50% of a folder …
+//! delete-guard-min = 10            # … when they are at least 10 messages
 //! [accounts.work.folders]
 //! include = ["*"]                  # patterns: * any text, % any text without the delimiter
 //! exclude = ["Spam", "Lists.%"]
@@ -49,6 +53,10 @@ struct RawConfig {
 struct RawAccount {
     maildir: String,
     state_dir: Option<String>,
+    delete_policy: Option<String>,
+    trash_folder: Option<String>,
+    delete_guard: Option<u32>,
+    delete_guard_min: Option<u32>,
     imap: RawImap,
     #[serde(default)]
     folders: RawFolders,
@@ -171,6 +179,39 @@ fn pattern_match(p: &[u8], s: &[u8], delim: Option<char>) -> bool {
     }
 }
 
+/// What a message deleted locally becomes on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeletePolicy {
+    /// Marked \Deleted and expunged (only that message: UID EXPUNGE). The default.
+    #[default]
+    Expunge,
+    /// Moved to the Trash folder (special-use `\Trash`, else `trash-folder`, else "Trash").
+    Trash,
+    /// Only marked \Deleted; another client expunges it.
+    Flag,
+}
+
+/// When deletions are held back instead of carried out: more than `percent` of a folder's
+/// messages (and at least `min` of them) deleted on one side since the last sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteGuard {
+    pub percent: u32,
+    pub min: u32,
+}
+
+impl Default for DeleteGuard {
+    fn default() -> Self {
+        DeleteGuard { percent: 50, min: 10 }
+    }
+}
+
+impl DeleteGuard {
+    /// Whether `deleted` of `total` messages is a mass deletion.
+    pub fn trips(&self, deleted: usize, total: usize) -> bool {
+        deleted >= self.min as usize && deleted as u64 * 100 > total as u64 * self.percent as u64
+    }
+}
+
 /// One account, resolved: paths expanded, defaults applied.
 #[derive(Debug, Clone)]
 pub struct AccountConfig {
@@ -179,6 +220,10 @@ pub struct AccountConfig {
     pub state_dir: PathBuf,
     pub imap: ImapConfig,
     pub folders: FolderFilter,
+    pub delete_policy: DeletePolicy,
+    /// The server folder for `DeletePolicy::Trash`, when special-use does not tell.
+    pub trash_folder: Option<String>,
+    pub delete_guard: DeleteGuard,
 }
 
 #[derive(Debug, Clone)]
@@ -269,6 +314,26 @@ impl Config {
                 }
             };
             let state_dir = a.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(|| state_base.join(&name));
+            let delete_policy = match a.delete_policy.as_deref() {
+                None | Some("expunge") => DeletePolicy::Expunge,
+                Some("trash") => DeletePolicy::Trash,
+                Some("flag") => DeletePolicy::Flag,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "delete-policy = {other:?} is not one of \"expunge\", \"trash\", \"flag\""
+                    )));
+                }
+            };
+            let mut delete_guard = DeleteGuard::default();
+            if let Some(p) = a.delete_guard {
+                if p > 100 {
+                    return Err(invalid("delete-guard is a percentage, 0 to 100".into()));
+                }
+                delete_guard.percent = p;
+            }
+            if let Some(m) = a.delete_guard_min {
+                delete_guard.min = m;
+            }
             let folders = FolderFilter {
                 include: a.folders.include.unwrap_or_else(|| vec!["*".into()]),
                 exclude: a.folders.exclude,
@@ -289,6 +354,9 @@ impl Config {
                         auth_mech,
                     },
                     folders,
+                    delete_policy,
+                    trash_folder: a.trash_folder,
+                    delete_guard,
                     name,
                 },
             );

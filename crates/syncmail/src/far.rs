@@ -8,7 +8,7 @@
 //! - A server without CONDSTORE, QRESYNC, UIDPLUS, ESEARCH or LIST-STATUS gets the plain
 //!   IMAP4rev1 form of each request; the answers mean the same.
 
-use crate::config::ImapConfig;
+use crate::config::{DeletePolicy, ImapConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use syncmail_imap::parse::{Code, Untagged};
 use syncmail_imap::{Client, ConnectOptions, Error, Flags, Limits, Result, parse_uid_set, quote, uid_set};
@@ -22,6 +22,8 @@ pub struct Mailbox {
     pub display_name: String,
     pub delimiter: Option<char>,
     pub selectable: bool,
+    /// LIST attributes, as sent (special-use such as `\\Trash` among them).
+    pub attributes: Vec<String>,
     /// From LIST-STATUS, where the server offers it.
     pub status: Option<MailboxStatus>,
 }
@@ -154,6 +156,7 @@ impl Session {
                 // Names that fail to decode are shown raw; the caller refuses them by path.
                 let display_name = client.decode_name(&e.name).unwrap_or_else(|_| far_name.clone());
                 out.push(Mailbox {
+                    attributes: e.attributes.clone(),
                     status: statuses.get(&e.name).copied(),
                     far_name,
                     display_name,
@@ -363,6 +366,141 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Uploads a message (CRLF text) with its flags. Returns its UID where the server says
+    /// (APPENDUID, RFC 4315) and the UIDVALIDITY matches `uidvalidity`; `None` otherwise.
+    pub fn append(&mut self, far_name: &str, uidvalidity: u32, flags: Flags, message: &[u8]) -> Result<Option<u32>> {
+        if !sendable(far_name) {
+            return Err(Error::Protocol(format!("folder name {far_name:?} cannot be sent to the server")));
+        }
+        let done = self.client.append(&quote(far_name), &flags.to_imap(), message)?;
+        Ok(match done.code {
+            Some(Code::AppendUid(v, uids)) if v == uidvalidity => uids.parse().ok(),
+            _ => None,
+        })
+    }
+
+    /// Finds a message this client appended, in the selected folder, among UIDs at or
+    /// above `floor` and not in `exclude`: by Message-ID (where it has one) and size, then
+    /// by content where several candidates remain. `message` is the CRLF text sent.
+    pub fn find_appended(
+        &mut self,
+        floor: u32,
+        message_id: &str,
+        message: &[u8],
+        exclude: &BTreeSet<u32>,
+    ) -> Result<Option<u32>> {
+        let floor = floor.max(1);
+        let mut candidates: BTreeSet<u32> = BTreeSet::new();
+        let search = if message_id.is_empty() || !message_id.is_ascii() || message_id.contains(['\r', '\n']) {
+            format!("UID SEARCH UID {floor}:*")
+        } else {
+            format!("UID SEARCH UID {floor}:* HEADER Message-ID {}", quote(message_id))
+        };
+        self.client.run(&search, |u| {
+            if let Untagged::Search(uids) = u {
+                candidates.extend(uids.into_iter().filter(|u| *u >= floor));
+            }
+            Ok(())
+        })?;
+        candidates.retain(|u| !exclude.contains(u));
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        // Same size first (cheap), then the same bytes.
+        let mut sized = Vec::new();
+        let want = message.len() as u64;
+        self.client.run(&format!("UID FETCH {} (UID RFC822.SIZE)", uid_set(&candidates.iter().copied().collect::<Vec<_>>())), |u| {
+            if let Untagged::Fetch { data, .. } = u
+                && let (Some(uid), Some(size)) = (data.uid, data.size)
+                && size == want
+                && candidates.contains(&uid)
+            {
+                sized.push(uid);
+            }
+            Ok(())
+        })?;
+        sized.sort_unstable();
+        let mut found = None;
+        if !sized.is_empty() {
+            self.client.run(&format!("UID FETCH {} (UID BODY.PEEK[])", uid_set(&sized)), |u| {
+                if let Untagged::Fetch { data, .. } = u
+                    && let (Some(uid), Some(body)) = (data.uid, data.body)
+                    && body == message
+                    && found.is_none_or(|f| uid < f)
+                {
+                    found = Some(uid);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(found)
+    }
+
+    /// Adds and removes flags on messages of the selected folder: one pipelined round trip
+    /// for all of them. `+FLAGS`/`-FLAGS` leave flags syncmail does not manage (keywords)
+    /// as they are.
+    pub fn store_flags(&mut self, changes: &[(u32, Flags, Flags)]) -> Result<()> {
+        let mut tags = Vec::new();
+        for (uid, add, remove) in changes {
+            if !add.is_empty() {
+                tags.push(self.client.send(&format!("UID STORE {uid} +FLAGS.SILENT ({})", add.to_imap()))?);
+            }
+            if !remove.is_empty() {
+                tags.push(self.client.send(&format!("UID STORE {uid} -FLAGS.SILENT ({})", remove.to_imap()))?);
+            }
+        }
+        for t in tags {
+            self.client.complete(&t, |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes messages of the selected folder by `policy`. Returns a warning where the
+    /// policy could not be carried out in full (the messages are then marked \Deleted).
+    pub fn delete(&mut self, uids: &[u32], policy: DeletePolicy, trash: Option<&str>) -> Result<Option<String>> {
+        if uids.is_empty() {
+            return Ok(None);
+        }
+        let set = uid_set(uids);
+        if policy == DeletePolicy::Trash {
+            let Some(trash) = trash.filter(|t| sendable(t)) else {
+                self.client.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"), |_| Ok(()))?;
+                return Ok(Some("no Trash folder was found on the server; the messages were marked \\Deleted".into()));
+            };
+            if self.client.has("MOVE") {
+                self.client.run(&format!("UID MOVE {set} {}", quote(trash)), |_| Ok(()))?;
+                return Ok(None);
+            }
+            self.client.run(&format!("UID COPY {set} {}", quote(trash)), |_| Ok(()))?;
+        }
+        self.client.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"), |_| Ok(()))?;
+        if policy == DeletePolicy::Flag {
+            return Ok(None);
+        }
+        if self.client.has("UIDPLUS") {
+            self.client.run(&format!("UID EXPUNGE {set}"), |_| Ok(()))?;
+            return Ok(None);
+        }
+        // Without UIDPLUS, EXPUNGE removes every \Deleted message of the folder: only when
+        // those are exactly ours.
+        let mut deleted = BTreeSet::new();
+        self.client.run("UID SEARCH DELETED", |u| {
+            if let Untagged::Search(v) = u {
+                deleted.extend(v);
+            }
+            Ok(())
+        })?;
+        let ours: BTreeSet<u32> = uids.iter().copied().collect();
+        if deleted.is_subset(&ours) {
+            self.client.run("EXPUNGE", |_| Ok(()))?;
+            Ok(None)
+        } else {
+            Ok(Some(
+                "the server lacks UIDPLUS and other messages are marked \\Deleted too; the messages were marked \\Deleted, not expunged".into(),
+            ))
+        }
     }
 
     pub fn logout(self) {

@@ -46,6 +46,20 @@ CREATE TABLE messages (
     PRIMARY KEY (folder_id, uid)
 ) STRICT;
 CREATE INDEX messages_near ON messages(folder_id, near_id);
+"#, r#"
+-- Uploads under way: journaled before the APPEND is sent, removed when its UID is known.
+CREATE TABLE appends (
+    folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    near_id TEXT NOT NULL,
+    -- flags sent with the APPEND
+    flags INTEGER NOT NULL DEFAULT 0,
+    -- the size as sent (CRLF line ends) and the Message-ID, to find the message again
+    size INTEGER NOT NULL DEFAULT 0,
+    message_id TEXT NOT NULL DEFAULT '',
+    -- a UID floor: the message, if it arrived, has a UID at or above this
+    uid_floor INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (folder_id, near_id)
+) STRICT;
 "#];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +82,16 @@ pub struct MessageRow {
     pub flags: Flags,
     pub size: u64,
     pub pending: bool,
+}
+
+/// An upload under way (see the `appends` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRow {
+    pub near_id: String,
+    pub flags: Flags,
+    pub size: u64,
+    pub message_id: String,
+    pub uid_floor: u32,
 }
 
 /// What the server said of a folder when the two sides last agreed.
@@ -210,6 +234,47 @@ impl State {
             for (uid, near_id, size) in items {
                 st.execute(params![folder_id, uid, near_id, *size as i64])?;
             }
+        }
+        tx.commit()
+    }
+
+    pub fn appends(&self, folder_id: i64) -> Result<Vec<AppendRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT near_id, flags, size, message_id, uid_floor FROM appends WHERE folder_id = ?1 ORDER BY near_id",
+        )?;
+        let rows = st.query_map([folder_id], |r| {
+            Ok(AppendRow {
+                near_id: r.get(0)?,
+                flags: Flags::from_bits(r.get::<_, i64>(1)? as u8),
+                size: r.get::<_, i64>(2)? as u64,
+                message_id: r.get(3)?,
+                uid_floor: r.get::<_, i64>(4)? as u32,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Journals an upload before it is sent.
+    pub fn journal_append(&mut self, folder_id: i64, a: &AppendRow) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO appends (folder_id, near_id, flags, size, message_id, uid_floor) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![folder_id, a.near_id, a.flags.bits() as i64, a.size as i64, a.message_id, a.uid_floor as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Ends an upload: the journal row goes; with a UID, the message is known from now on
+    /// with `flags` agreed. One transaction.
+    pub fn finish_append(&mut self, folder_id: i64, a: &AppendRow, uid: Option<u32>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM appends WHERE folder_id = ?1 AND near_id = ?2", params![folder_id, a.near_id])?;
+        if let Some(uid) = uid {
+            tx.execute(
+                "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, flags, size, pending) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                params![folder_id, uid, a.near_id, a.flags.bits() as i64, a.size as i64],
+            )?;
         }
         tx.commit()
     }

@@ -1,26 +1,29 @@
-//! One folder's download: select, learn what changed, plan, carry out, record.
+//! One folder's sync: select, learn what changed on each side, plan, carry out, record.
 //!
-//! Crash safety, step by step (each step is durable before the next begins):
-//! 1. flag renames and deletions of local files, then an fsync of `cur/` and `new/`,
-//!    then one state commit recording the new agreed flags and forgotten UIDs;
-//! 2. per batch of new messages: the batch is journaled as `pending` rows (UID → the
-//!    unique name its file will get); the files are written to `tmp/`, fsynced, moved into
-//!    `new/`/`cur/`, the directories fsynced; then one commit turns the rows into synced
-//!    ones and moves the folder's UIDNEXT mark past the batch;
-//! 3. last, the folder's mark (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) is committed.
-//!
-//! Killed anywhere, the next run redoes at most the step in hand: a pending row whose file
-//! exists is adopted, one whose file does not is downloaded again, and a HIGHESTMODSEQ
-//! not yet moved makes the flag pass run again, which is idempotent.
+//! Crash safety, step by step (each step is durable before the next begins, and each
+//! ends with `Ctx::step`, where the crash tests interrupt):
+//! 1. uploads interrupted by a crash are resolved first: each journaled APPEND is looked
+//!    for on the server (Message-ID, size, then content) and adopted, or dropped so that
+//!    the message is planned again;
+//! 2. flag renames and deletions of local files, flag stores and deletions on the server,
+//!    then an fsync of `cur/` and `new/` and one state commit. A crash before that commit
+//!    leaves both sides changed the same way, which the next plan reads as agreement;
+//! 3. per new local message: the upload is journaled, sent, and its UID recorded;
+//! 4. per batch of new server messages: the batch is journaled as `pending` rows (UID →
+//!    the unique name its file will get); the files are written to `tmp/`, fsynced, moved
+//!    into `new/`/`cur/`, the directories fsynced; then one commit turns the rows into
+//!    synced ones and moves the folder's UIDNEXT mark past the batch;
+//! 5. last, the folder's mark (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) is committed.
 
-use super::plan::{Action, FarView, plan_download};
+use super::message::{header, lf_to_crlf};
+use super::plan::{Action, FarView, Mode, plan};
 use super::{Ctx, errors};
 use crate::api::{ErrorKind, FolderReport, Step, SyncError};
 use crate::far::{FlagQuery, Mailbox, MailboxStatus, Session};
-use crate::state::{FarMark, State};
-use std::collections::BTreeSet;
+use crate::state::{AppendRow, FarMark, FolderRow, State};
+use std::collections::{BTreeSet, HashMap};
 use syncmail_imap::Error as ImapError;
-use syncmail_maildir::{self as maildir, Folder, folder_path};
+use syncmail_maildir::{self as maildir, Entry, Folder, folder_path};
 
 /// Messages per state commit (one journal step).
 const BATCH: usize = 500;
@@ -35,6 +38,12 @@ pub(crate) enum FolderError {
     Fatal(SyncError),
 }
 
+impl From<SyncError> for FolderError {
+    fn from(e: SyncError) -> Self {
+        FolderError::Fatal(e)
+    }
+}
+
 fn imap_error(ctx: &Ctx<'_>, folder: &str, e: &ImapError) -> FolderError {
     let se = errors::from_imap(ctx.name(), Some(folder), e);
     match e {
@@ -47,6 +56,63 @@ fn local_error(ctx: &Ctx<'_>, folder: &str, what: impl std::fmt::Display) -> Fol
     FolderError::Fatal(errors::local(ctx.name(), Some(folder), what.to_string()))
 }
 
+/// Finds the folder's state row, creating the folder locally (and the row) when the
+/// hierarchy may be downloaded. `None`: unknown and not to be created.
+pub(crate) fn ensure_folder(
+    ctx: &mut Ctx<'_>,
+    state: &mut State,
+    mb: &Mailbox,
+    may_create: bool,
+) -> Result<Option<(FolderRow, bool)>, FolderError> {
+    let shown = mb.display_name.as_str();
+    if let Some(r) = state.folder(&mb.far_name).map_err(|e| local_error(ctx, shown, e))? {
+        return Ok(Some((r, false)));
+    }
+    if !may_create {
+        return Ok(None);
+    }
+    let path = folder_path(shown, mb.delimiter).map_err(|e| {
+        FolderError::Folder(SyncError {
+            kind: ErrorKind::FolderName,
+            account: ctx.name().to_string(),
+            folder: Some(shown.to_string()),
+            message: e.to_string(),
+            server_text: Some(mb.far_name.clone()),
+            hint: "the folder is skipped, the rest of the account syncs; rename it on the server \
+                   or exclude it in [accounts.NAME.folders]"
+                .into(),
+            retryable: false,
+        })
+    })?;
+    let path_str = path.to_string_lossy().into_owned();
+    if let Some(other) = state.folder_by_path(&path_str).map_err(|e| local_error(ctx, shown, e))? {
+        return Err(FolderError::Folder(SyncError {
+            kind: ErrorKind::FolderName,
+            account: ctx.name().to_string(),
+            folder: Some(shown.to_string()),
+            message: format!("folder {shown:?} would share the directory {path_str:?} with {:?}", other.display_name),
+            server_text: None,
+            hint: "exclude one of the two in [accounts.NAME.folders]".into(),
+            retryable: false,
+        }));
+    }
+    Folder::new(ctx.account.maildir.join(&path)).create().map_err(|e| local_error(ctx, shown, e))?;
+    let row =
+        state.add_folder(&mb.far_name, shown, &path_str, mb.delimiter).map_err(|e| local_error(ctx, shown, e))?;
+    Ok(Some((row, true)))
+}
+
+/// Whether the Maildir holds exactly what the state agreed on: every known message's file
+/// with its agreed flags, no other file, no upload or download under way.
+fn near_unchanged(
+    known: &std::collections::BTreeMap<u32, crate::state::MessageRow>,
+    near: &HashMap<String, Entry>,
+) -> bool {
+    near.len() == known.len()
+        && known.values().all(|r| !r.pending && near.get(&r.near_id).is_some_and(|e| e.flags == r.flags))
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sync_folder(
     ctx: &mut Ctx<'_>,
     session: &mut Session,
@@ -54,60 +120,38 @@ pub(crate) fn sync_folder(
     mb: &Mailbox,
     status: Option<MailboxStatus>,
     may_create: bool,
+    mode: Mode,
+    trash: Option<&str>,
 ) -> Result<Option<FolderReport>, FolderError> {
     let shown = mb.display_name.as_str();
-    let mut report = FolderReport { folder: shown.to_string(), ..Default::default() };
-    let row = match state.folder(&mb.far_name).map_err(|e| local_error(ctx, shown, e))? {
-        Some(r) => r,
-        None if !may_create => return Ok(None),
-        None => {
-            let path = folder_path(shown, mb.delimiter).map_err(|e| {
-                FolderError::Folder(SyncError {
-                    kind: ErrorKind::FolderName,
-                    account: ctx.name().to_string(),
-                    folder: Some(shown.to_string()),
-                    message: e.to_string(),
-                    server_text: Some(mb.far_name.clone()),
-                    hint: "the folder is skipped, the rest of the account syncs; rename it on the server \
-                           or exclude it in [accounts.NAME.folders]"
-                        .into(),
-                    retryable: false,
-                })
-            })?;
-            let path_str = path.to_string_lossy().into_owned();
-            if let Some(other) = state.folder_by_path(&path_str).map_err(|e| local_error(ctx, shown, e))? {
-                return Err(FolderError::Folder(SyncError {
-                    kind: ErrorKind::FolderName,
-                    account: ctx.name().to_string(),
-                    folder: Some(shown.to_string()),
-                    message: format!(
-                        "folder {shown:?} would share the directory {path_str:?} with {:?}",
-                        other.display_name
-                    ),
-                    server_text: None,
-                    hint: "exclude one of the two in [accounts.NAME.folders]".into(),
-                    retryable: false,
-                }));
-            }
-            Folder::new(ctx.account.maildir.join(&path)).create().map_err(|e| local_error(ctx, shown, e))?;
-            report.created = true;
-            state.add_folder(&mb.far_name, shown, &path_str, mb.delimiter).map_err(|e| local_error(ctx, shown, e))?
-        }
-    };
+    let Some((row, created)) = ensure_folder(ctx, state, mb, may_create)? else { return Ok(None) };
+    let mut report = FolderReport { folder: shown.to_string(), created, ..Default::default() };
     let dir = Folder::new(ctx.account.maildir.join(&row.near_path));
-    if !dir.exists() {
+    let dir_existed = dir.exists();
+    if !dir_existed {
         dir.create().map_err(|e| local_error(ctx, shown, e))?;
+    }
+    let lerr = |ctx: &Ctx<'_>, e: &dyn std::fmt::Display| local_error(ctx, shown, e);
+
+    // Upload needs the local listing to know whether anything changed; download alone
+    // reads it only when the server changed.
+    let mut near: Option<HashMap<String, Entry>> = None;
+    let mut known = state.messages(row.id).map_err(|e| lerr(ctx, &e))?;
+    let mut journal = state.appends(row.id).map_err(|e| lerr(ctx, &e))?;
+    if mode.upload {
+        near = Some(dir.scan().map_err(|e| lerr(ctx, &e))?);
     }
 
     // An unchanged mark (CONDSTORE) means nothing changed on the server: no SELECT at all.
-    if let Some(s) = status
-        && row.uidvalidity != 0
-        && s.uidvalidity == row.uidvalidity
-        && s.uidnext == row.uidnext
-        && s.highestmodseq.is_some_and(|m| m == row.highestmodseq)
-        && s.messages == row.far_count
-        && !state.has_pending(row.id).map_err(|e| local_error(ctx, shown, e))?
-    {
+    let far_unchanged = status.is_some_and(|s| {
+        row.uidvalidity != 0
+            && s.uidvalidity == row.uidvalidity
+            && s.uidnext == row.uidnext
+            && s.highestmodseq.is_some_and(|m| m == row.highestmodseq)
+            && s.messages == row.far_count
+    });
+    let near_quiet = near.as_ref().is_none_or(|n| near_unchanged(&known, n));
+    if far_unchanged && near_quiet && journal.is_empty() && !state.has_pending(row.id).map_err(|e| lerr(ctx, &e))? {
         return Ok(Some(report));
     }
 
@@ -132,13 +176,41 @@ pub(crate) fn sync_folder(
     let first_time = row.uidvalidity == 0;
     if first_time {
         let mark = FarMark { uidvalidity: sel.uidvalidity, uidnext: 1, highestmodseq: 0, far_count: 0 };
-        state.commit(row.id, &[], &[], Some(mark)).map_err(|e| local_error(ctx, shown, e))?;
+        state.commit(row.id, &[], &[], Some(mark)).map_err(|e| lerr(ctx, &e))?;
+    }
+    // A UID floor for this session's uploads: they all get UIDs at or above it.
+    let floor = sel.uidnext.unwrap_or_else(|| known.keys().next_back().map_or(1, |u| u.saturating_add(1)));
+
+    let near = match near {
+        Some(n) => n,
+        None => dir.scan().map_err(|e| lerr(ctx, &e))?,
+    };
+
+    // Step 1: uploads a crash interrupted.
+    if !journal.is_empty() {
+        for a in std::mem::take(&mut journal) {
+            let found = match near.get(&a.near_id) {
+                Some(e) => {
+                    let data = lf_to_crlf(&dir.read(e).map_err(|e| lerr(ctx, &e))?);
+                    let exclude: BTreeSet<u32> = known.keys().copied().collect();
+                    session
+                        .find_appended(a.uid_floor, &a.message_id, &data, &exclude)
+                        .map_err(|e| imap_error(ctx, shown, &e))?
+                }
+                // The file went away meanwhile: nothing to compare with; a copy that did
+                // arrive comes down as new mail.
+                None => None,
+            };
+            state.finish_append(row.id, &a, found).map_err(|e| lerr(ctx, &e))?;
+            ctx.step()?;
+        }
+        known = state.messages(row.id).map_err(|e| lerr(ctx, &e))?;
     }
 
-    let known = state.messages(row.id).map_err(|e| local_error(ctx, shown, e))?;
+    // What changed on the server.
     let modseq_known = !first_time && row.highestmodseq != 0 && sel.highestmodseq.is_some();
     let query = if sel.qresync_used || (modseq_known && sel.highestmodseq == Some(row.highestmodseq)) {
-        FlagQuery::Nothing
+        crate::far::FlagQuery::Nothing
     } else if modseq_known {
         FlagQuery::ChangedSince(row.highestmodseq)
     } else {
@@ -152,10 +224,9 @@ pub(crate) fn sync_folder(
     } else {
         session.changes(row.uidnext, query, need_uids, list_new).map_err(|e| imap_error(ctx, shown, &e))?
     };
-
     let mut far = FarView { new: changes.new, ..Default::default() };
     if sel.qresync_used {
-        far.flags = sel.changed.into_iter().filter(|(u, _)| *u < row.uidnext).collect();
+        far.flags = sel.changed.iter().filter(|(u, _)| **u < row.uidnext).map(|(u, f)| (*u, *f)).collect();
         for (a, b) in &sel.vanished {
             far.gone.extend(known.range(*a..=*b).map(|(u, _)| *u));
         }
@@ -165,49 +236,247 @@ pub(crate) fn sync_folder(
     if let Some(present) = &changes.present {
         far.gone.extend(known.keys().filter(|u| **u < row.uidnext && !present.contains(u)));
     }
-    // A pending row at or above the old UIDNEXT that the listing no longer shows is gone.
-    let near = dir.scan().map_err(|e| local_error(ctx, shown, e))?;
-    let actions = plan_download(&known, &far, &near);
 
-    // Step 1: local flag changes and deletions, then one commit.
+    let mut actions = plan(&known, &far, &near, &BTreeSet::new(), mode);
+    hold_mass_deletions(ctx, &mut actions, &mut report, known.len(), dir_existed, shown);
+
+    // Step 2: flags and deletions on both sides, then one commit.
     let mut agreed = Vec::new();
     let mut forget = Vec::new();
+    let mut far_flags = Vec::new();
+    let mut far_deletes = Vec::new();
+    let mut appends = Vec::new();
     let mut downloads = Vec::new();
     let mut touched = false;
     for a in actions {
         match a {
-            Action::SetNearFlags { uid, entry, flags, agreed: ag } => {
-                dir.set_flags(&entry, flags).map_err(|e| local_error(ctx, shown, e))?;
-                agreed.push((uid, ag));
+            Action::SetNearFlags { entry, flags, .. } => {
+                dir.set_flags(&entry, flags).map_err(|e| lerr(ctx, &e))?;
                 report.flags_changed += 1;
                 touched = true;
+                ctx.step()?;
             }
+            Action::SetFarFlags { uid, add, remove } => far_flags.push((uid, add, remove)),
             Action::Agree { uid, flags } => agreed.push((uid, flags)),
             Action::DeleteNear { uid, entry } => {
-                dir.remove(&entry).map_err(|e| local_error(ctx, shown, e))?;
+                dir.remove(&entry).map_err(|e| lerr(ctx, &e))?;
                 forget.push(uid);
                 report.deleted += 1;
                 touched = true;
+                ctx.step()?;
+            }
+            Action::DeleteFar { uid } => {
+                far_deletes.push(uid);
+                forget.push(uid);
             }
             Action::Forget { uid, .. } => forget.push(uid),
+            Action::Append { entry } => appends.push(entry),
             Action::Download { uid, size } => downloads.push((uid, size)),
         }
     }
-    if !agreed.is_empty() || !forget.is_empty() {
+    if !far_flags.is_empty() {
+        session.store_flags(&far_flags).map_err(|e| imap_error(ctx, shown, &e))?;
+        report.far_flags_changed = far_flags.len() as u64;
+        ctx.step()?;
+    }
+    if !far_deletes.is_empty() {
+        let warning = session
+            .delete(&far_deletes, ctx.account.delete_policy, trash)
+            .map_err(|e| imap_error(ctx, shown, &e))?;
+        report.far_deleted = far_deletes.len() as u64;
+        if let Some(w) = warning {
+            ctx.error(SyncError {
+                kind: ErrorKind::Server,
+                account: ctx.name().to_string(),
+                folder: Some(shown.to_string()),
+                message: w,
+                server_text: None,
+                hint: "set delete-policy = \"flag\" to keep this behaviour quietly, or expunge on the server".into(),
+                retryable: false,
+            });
+        }
+        ctx.step()?;
+    }
+    if !agreed.is_empty() || !forget.is_empty() || touched {
         ctx.progress(
             Step::ApplyChanges,
-            format!("{} flag changes, {} deletions from the server", report.flags_changed, report.deleted),
+            format!(
+                "{} flag changes and {} deletions here, {} flag changes and {} deletions on the server",
+                report.flags_changed, report.deleted, report.far_flags_changed, report.far_deleted
+            ),
             Some(shown),
             (0, 0),
             (0, 0),
         );
         if touched {
-            dir.sync().map_err(|e| local_error(ctx, shown, e))?;
+            dir.sync().map_err(|e| lerr(ctx, &e))?;
         }
-        state.commit(row.id, &agreed, &forget, None).map_err(|e| local_error(ctx, shown, e))?;
+        state.commit(row.id, &agreed, &forget, None).map_err(|e| lerr(ctx, &e))?;
+        ctx.step()?;
     }
 
-    // Step 2: downloads, batch by batch.
+    // Step 3: uploads, one journaled APPEND each.
+    let total_up = appends.len() as u64;
+    for (i, entry) in appends.iter().enumerate() {
+        if ctx.cancel.is_cancelled() {
+            ctx.report.cancelled = true;
+            return Ok(Some(report));
+        }
+        let data = lf_to_crlf(&dir.read(entry).map_err(|e| lerr(ctx, &e))?);
+        if data.contains(&0) {
+            ctx.error(message_error(ctx, shown, entry, "it contains a NUL byte, which IMAP cannot carry", None));
+            continue;
+        }
+        let a = AppendRow {
+            near_id: entry.unique().to_string(),
+            flags: entry.flags,
+            size: data.len() as u64,
+            message_id: header(&data, "Message-ID").unwrap_or_default(),
+            uid_floor: floor,
+        };
+        state.journal_append(row.id, &a).map_err(|e| lerr(ctx, &e))?;
+        ctx.step()?;
+        ctx.progress(
+            Step::Upload,
+            format!("uploading {total_up} new messages"),
+            Some(shown),
+            (i as u64 + 1, total_up),
+            (0, 0),
+        );
+        let uid = match session.append(&mb.far_name, sel.uidvalidity, entry.flags, &data) {
+            Ok(Some(uid)) => Some(uid),
+            Ok(None) => {
+                let exclude: BTreeSet<u32> = known.keys().copied().collect();
+                session.find_appended(floor, &a.message_id, &data, &exclude).map_err(|e| imap_error(ctx, shown, &e))?
+            }
+            Err(e @ (ImapError::No { .. } | ImapError::Bad { .. })) => {
+                let words = e.server_text().map(str::to_string);
+                ctx.error(message_error(ctx, shown, entry, "the server refused it", words));
+                state.finish_append(row.id, &a, None).map_err(|e| lerr(ctx, &e))?;
+                continue;
+            }
+            Err(e) => return Err(imap_error(ctx, shown, &e)),
+        };
+        ctx.step()?;
+        state.finish_append(row.id, &a, uid).map_err(|e| lerr(ctx, &e))?;
+        if let Some(uid) = uid {
+            known.insert(
+                uid,
+                crate::state::MessageRow {
+                    uid,
+                    near_id: a.near_id.clone(),
+                    flags: a.flags,
+                    size: a.size,
+                    pending: false,
+                },
+            );
+        }
+        report.uploaded += 1;
+        ctx.step()?;
+    }
+
+    // Step 4: downloads, batch by batch.
+    let max_uid = download(ctx, session, state, &row, &dir, &downloads, &mut report, sel.uidvalidity, first_time)?;
+    if ctx.report.cancelled {
+        return Ok(Some(report));
+    }
+
+    // Step 5: the folder's new mark.
+    let mark = FarMark {
+        uidvalidity: sel.uidvalidity,
+        uidnext: sel.uidnext.unwrap_or(0).max(max_uid.saturating_add(1)).max(row.uidnext),
+        highestmodseq: sel.highestmodseq.unwrap_or(0),
+        far_count: sel.exists,
+    };
+    state.commit(row.id, &[], &[], Some(mark)).map_err(|e| lerr(ctx, &e))?;
+    ctx.step()?;
+    Ok(Some(report))
+}
+
+fn message_error(ctx: &Ctx<'_>, folder: &str, entry: &Entry, why: &str, words: Option<String>) -> SyncError {
+    SyncError {
+        kind: ErrorKind::Message,
+        account: ctx.name().to_string(),
+        folder: Some(folder.to_string()),
+        message: format!("cannot upload {}: {why}", entry.file_name),
+        server_text: words,
+        hint: "the message stays in the local folder and is tried again on the next sync; \
+               move it elsewhere if it cannot go to the server"
+            .into(),
+        retryable: false,
+    }
+}
+
+/// The mass-deletion guard: when one side lost more of the folder than the account's
+/// guard allows (or the local folder vanished), those deletions are not carried out.
+/// The messages stay known, so nothing is forgotten, and the error says how to confirm.
+fn hold_mass_deletions(
+    ctx: &mut Ctx<'_>,
+    actions: &mut Vec<Action>,
+    report: &mut FolderReport,
+    total: usize,
+    dir_existed: bool,
+    folder: &str,
+) {
+    if ctx.req.confirm_deletions {
+        return;
+    }
+    let guard = ctx.account.delete_guard;
+    let far = actions.iter().filter(|a| matches!(a, Action::DeleteFar { .. })).count();
+    let near = actions.iter().filter(|a| matches!(a, Action::DeleteNear { .. })).count();
+    let hold_far = far > 0 && (!dir_existed || guard.trips(far, total));
+    let hold_near = guard.trips(near, total);
+    if hold_far {
+        actions.retain(|a| !matches!(a, Action::DeleteFar { .. }));
+        report.held_deletions += far as u64;
+        let why = if dir_existed {
+            format!("{far} of the {total} messages were deleted locally since the last sync")
+        } else {
+            format!("the local folder had vanished, which would delete all {far} of its messages")
+        };
+        ctx.error(SyncError {
+            kind: ErrorKind::DeletionsHeld,
+            account: ctx.name().to_string(),
+            folder: Some(folder.to_string()),
+            message: format!("{why}; the deletions were not carried out on the server"),
+            server_text: None,
+            hint: "if you meant it, run `syncmail sync --confirm-deletions`; if not, restore the files \
+                   (the server still has every message)"
+                .into(),
+            retryable: false,
+        });
+    }
+    if hold_near {
+        actions.retain(|a| !matches!(a, Action::DeleteNear { .. }));
+        report.held_deletions += near as u64;
+        ctx.error(SyncError {
+            kind: ErrorKind::DeletionsHeld,
+            account: ctx.name().to_string(),
+            folder: Some(folder.to_string()),
+            message: format!(
+                "the server expunged {near} of the {total} messages since the last sync; the local copies were kept"
+            ),
+            server_text: None,
+            hint: "if that is right, run `syncmail sync --confirm-deletions` to delete the local copies too".into(),
+            retryable: false,
+        });
+    }
+}
+
+/// Downloads new messages in journaled batches; returns the highest UID asked for.
+#[allow(clippy::too_many_arguments)]
+fn download(
+    ctx: &mut Ctx<'_>,
+    session: &mut Session,
+    state: &mut State,
+    row: &FolderRow,
+    dir: &Folder,
+    downloads: &[(u32, u64)],
+    report: &mut FolderReport,
+    uidvalidity: u32,
+    first_time: bool,
+) -> Result<u32, FolderError> {
+    let shown = row.display_name.as_str();
     let total = downloads.len() as u64;
     let total_bytes: u64 = downloads.iter().map(|(_, s)| *s).sum();
     let mut done_bytes = 0u64;
@@ -216,32 +485,33 @@ pub(crate) fn sync_folder(
     for batch in downloads.chunks(BATCH) {
         if ctx.cancel.is_cancelled() {
             ctx.report.cancelled = true;
-            return Ok(Some(report));
+            return Ok(max_uid);
         }
         let journal: Vec<(u32, String, u64)> =
             batch.iter().map(|(uid, size)| (*uid, maildir::new_unique(), *size)).collect();
         state.add_pending(row.id, &journal).map_err(|e| local_error(ctx, shown, e))?;
-        let names: std::collections::HashMap<u32, &str> = journal.iter().map(|(u, n, _)| (*u, n.as_str())).collect();
+        ctx.step()?;
+        let names: HashMap<u32, &str> = journal.iter().map(|(u, n, _)| (*u, n.as_str())).collect();
         let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
         let mut staged = Vec::with_capacity(batch.len());
+        let mut seen = BTreeSet::new();
         let mut failure: Option<FolderError> = None;
-        let progress_name = shown.to_string();
         let fetched = session.fetch_bodies(&uids, FETCH_CHUNK, FETCH_WINDOW, |uid, flags, body| {
-            if failure.is_some() || staged.iter().any(|(u, _, _)| *u == uid) {
+            if failure.is_some() || !seen.insert(uid) {
                 return Ok(());
             }
             let Some(unique) = names.get(&uid) else { return Ok(()) };
             let data = maildir::crlf_to_lf(body);
             match dir.stage(unique, &data) {
                 Ok(s) => staged.push((uid, flags, s)),
-                Err(e) => failure = Some(local_error(ctx, &progress_name, e)),
+                Err(e) => failure = Some(local_error(ctx, shown, e)),
             }
             done += 1;
             done_bytes += body.len() as u64;
             ctx.progress(
                 Step::Download,
                 format!("downloading {total} new messages"),
-                Some(&progress_name),
+                Some(shown),
                 (done, total),
                 (done_bytes, total_bytes.max(done_bytes)),
             );
@@ -259,26 +529,18 @@ pub(crate) fn sync_folder(
         }
         report.bytes_downloaded = done_bytes;
         dir.sync().map_err(|e| local_error(ctx, shown, e))?;
-        let got: BTreeSet<u32> = agreed.iter().map(|(u, _)| *u).collect();
+        ctx.step()?;
         // Asked for but not sent: expunged since the listing.
-        let missing: Vec<u32> = uids.iter().copied().filter(|u| !got.contains(u)).collect();
+        let missing: Vec<u32> = uids.iter().copied().filter(|u| !seen.contains(u)).collect();
         max_uid = max_uid.max(uids.iter().copied().max().unwrap_or(0));
         let mark = FarMark {
-            uidvalidity: sel.uidvalidity,
-            uidnext: max_uid + 1,
+            uidvalidity,
+            uidnext: max_uid.saturating_add(1).max(row.uidnext),
             highestmodseq: if first_time { 0 } else { row.highestmodseq },
             far_count: row.far_count,
         };
         state.commit(row.id, &agreed, &missing, Some(mark)).map_err(|e| local_error(ctx, shown, e))?;
+        ctx.step()?;
     }
-
-    // Step 3: the folder's new mark.
-    let mark = FarMark {
-        uidvalidity: sel.uidvalidity,
-        uidnext: sel.uidnext.unwrap_or(0).max(max_uid + 1).max(row.uidnext),
-        highestmodseq: sel.highestmodseq.unwrap_or(0),
-        far_count: sel.exists,
-    };
-    state.commit(row.id, &[], &[], Some(mark)).map_err(|e| local_error(ctx, shown, e))?;
-    Ok(Some(report))
+    Ok(max_uid)
 }

@@ -10,6 +10,7 @@
 
 mod errors;
 mod folder;
+mod message;
 pub mod plan;
 
 use crate::api::{CancelToken, ErrorKind, FolderReport, Progress, Step, SyncError, SyncFlags, SyncReport, SyncRequest};
@@ -25,9 +26,29 @@ pub(crate) struct Ctx<'a> {
     pub req: &'a SyncRequest,
     pub cancel: &'a CancelToken,
     pub report: SyncReport,
+    /// Journaled steps done so far, for `SyncRequest::interrupt_after`.
+    steps: u64,
 }
 
 impl Ctx<'_> {
+    /// Marks the end of a journaled step (a durable change on either side or in the
+    /// state). With `interrupt_after`, stops the run dead there, as a kill would.
+    pub fn step(&mut self) -> Result<(), SyncError> {
+        self.steps += 1;
+        match self.req.interrupt_after {
+            Some(k) if self.steps >= k => Err(SyncError {
+                kind: ErrorKind::Cancelled,
+                account: self.account.name.clone(),
+                folder: None,
+                message: format!("interrupted after step {} (test hook)", self.steps),
+                server_text: None,
+                hint: "run the sync again".into(),
+                retryable: true,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     pub fn progress(&self, step: Step, text: String, folder: Option<&str>, counts: (u64, u64), bytes: (u64, u64)) {
         self.req.progress.progress(&Progress {
             account: self.account.name.clone(),
@@ -99,7 +120,7 @@ impl AccountLock {
 /// Runs one sync to the end and returns its report; `done` is the caller's to call.
 pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelToken) -> SyncReport {
     let mut ctx =
-        Ctx { account, req, cancel, report: SyncReport { account: account.name.clone(), ..Default::default() } };
+        Ctx { account, req, cancel, report: SyncReport { account: account.name.clone(), ..Default::default() }, steps: 0 };
     let unsupported = req.flags.difference(SyncFlags::IMPLEMENTED);
     for (name, _) in unsupported.iter_names() {
         ctx.simple_error(
@@ -109,17 +130,19 @@ pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelTok
             "leave the flag out of the request; the other flags are carried out",
         );
     }
-    let wanted = req.flags.intersection(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::DOWNLOAD_CONTENTS);
+    let wanted = req
+        .flags
+        .intersection(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS);
     if wanted.is_empty() {
         return ctx.report;
     }
-    if let Err(e) = run_download(&mut ctx, wanted) {
+    if let Err(e) = run_sync(&mut ctx, wanted) {
         ctx.error(e);
     }
     ctx.report
 }
 
-fn run_download(ctx: &mut Ctx<'_>, flags: SyncFlags) -> Result<(), SyncError> {
+fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags) -> Result<(), SyncError> {
     let account = ctx.account;
     let name = account.name.clone();
     ctx.progress(Step::Lock, "taking the account lock".into(), None, (0, 0), (0, 0));
@@ -180,10 +203,19 @@ fn sync_folders(
                 display_name: f.display_name,
                 delimiter: f.delimiter,
                 selectable: true,
+                attributes: Vec::new(),
                 status: None,
             })
             .collect()
     };
+    // The Trash folder for the "trash" deletion policy: special-use, else configured,
+    // else one named Trash.
+    let trash = mailboxes
+        .iter()
+        .find(|m| m.attributes.iter().any(|a| a.eq_ignore_ascii_case("\\Trash")))
+        .map(|m| m.far_name.clone())
+        .or_else(|| ctx.account.trash_folder.clone())
+        .or_else(|| mailboxes.iter().find(|m| m.display_name.eq_ignore_ascii_case("Trash")).map(|m| m.far_name.clone()));
     mailboxes.retain(|m| m.selectable && ctx.account.folders.matches(&m.display_name, m.delimiter));
     if let Some(only) = &ctx.req.folders {
         mailboxes.retain(|m| only.iter().any(|o| o == &m.display_name || o == &m.far_name));
@@ -224,7 +256,20 @@ fn sync_folders(
             (0, 0),
         );
         let created_allowed = flags.contains(SyncFlags::DOWNLOAD_HIERARCHY);
-        match folder::sync_folder(ctx, session, state, mb, status, created_allowed) {
+        let mode = plan::Mode {
+            download: flags.contains(SyncFlags::DOWNLOAD_CONTENTS),
+            upload: flags.contains(SyncFlags::UPLOAD_CONTENTS),
+        };
+        if !mode.download && !mode.upload {
+            // Hierarchy only: the folder exists locally now, its contents wait.
+            if let Err(folder::FolderError::Folder(e) | folder::FolderError::Fatal(e)) =
+                folder::ensure_folder(ctx, state, mb, created_allowed).map(|_| ())
+            {
+                ctx.error(e);
+            }
+            continue;
+        }
+        match folder::sync_folder(ctx, session, state, mb, status, created_allowed, mode, trash.as_deref()) {
             Ok(Some(r)) => {
                 if r != (FolderReport { folder: r.folder.clone(), ..Default::default() }) {
                     ctx.report.folders.push(r);

@@ -2,21 +2,25 @@
 //! what the near side (the Maildir) holds go in; the list of actions comes out. No I/O,
 //! so the rules are pinned by table tests.
 //!
-//! The rules for the download direction, each compared against the last agreed state
-//! (three-way), never far against near:
-//! - **New on far** (UID at or above the recorded UIDNEXT, not known): download it.
-//! - **Pending download** (journaled, then interrupted): if its file is there, adopt it
-//!   with the flags its name carries; if not, download it again if the server still has
-//!   it, else forget it.
-//! - **Flags changed on far**: per flag, a flag the server changed takes the server's
-//!   value; a flag the server left alone keeps the local value, so a local change made
-//!   meanwhile survives (and is what upload will push). The agreed flags become the
-//!   server's.
-//! - **Expunged on far**: a local copy still as agreed is deleted; a local copy whose flags
-//!   changed since is kept and forgotten, so it is treated as new local mail (a deletion
-//!   on one side and a change on the other keeps the message). Gone on both: forgotten.
-//! - **Deleted locally**, still on far: left as it is (the local deletion is upload's to
-//!   carry out); a download never brings it back.
+//! Every rule compares each side with the last agreed state (three-way), never far with
+//! near, so a change is never mistaken for its opposite:
+//! - **New on one side** (a server UID at or above the recorded UIDNEXT; a Maildir file
+//!   the state does not know): copied to the other side.
+//! - **Flags**: merged per flag. A flag one side changed takes that side's value; a flag
+//!   neither changed keeps the agreed value; both sides can only change a flag the same way.
+//! - **Deleted on one side, unchanged on the other**: deleted on the other side too (the
+//!   server side by the account's deletion policy).
+//! - **Deleted on one side, changed on the other** (flags): the message is kept. Expunged
+//!   on the server but changed locally: the local copy is uploaded again. Deleted locally
+//!   but changed on the server: it is downloaded again.
+//! - **Deleted on both**: forgotten.
+//! - **Pending download** (journaled, then interrupted): if its file is there it is
+//!   adopted with the flags its name carries; if not, it is downloaded again while the
+//!   server has it, else forgotten.
+//!
+//! A direction that is not asked for (download-only or upload-only) leaves its side alone;
+//! the agreed state then records what the other side holds, so the skipped changes are
+//! found again on the next run in that direction.
 
 use crate::state::MessageRow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,7 +31,7 @@ use syncmail_maildir::Entry;
 #[derive(Debug, Default, Clone)]
 pub struct FarView {
     /// Current flags of known messages the server reported (all of them, or only those
-    /// changed since the last HIGHESTMODSEQ).
+    /// changed since the last HIGHESTMODSEQ: silence means unchanged).
     pub flags: BTreeMap<u32, Flags>,
     /// Known UIDs the server no longer has.
     pub gone: BTreeSet<u32>,
@@ -35,23 +39,57 @@ pub struct FarView {
     pub new: BTreeMap<u32, (u64, Flags)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Fetch a message from the server and store it.
-    Download { uid: u32, size: u64 },
-    /// Rename the local file to carry `flags`, then record `agreed`.
-    SetNearFlags { uid: u32, entry: Entry, flags: Flags, agreed: Flags },
-    /// Record new agreed flags; the local file already carries what it should.
-    Agree { uid: u32, flags: Flags },
-    /// Delete the local file, then forget the message.
-    DeleteNear { uid: u32, entry: Entry },
-    /// Forget the message (the local file, if any, stays as new local mail).
-    Forget { uid: u32, kept_local: bool },
+/// Which directions a sync carries out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub download: bool,
+    pub upload: bool,
 }
 
-/// Plans the download direction for one folder.
-pub fn plan_download(known: &BTreeMap<u32, MessageRow>, far: &FarView, near: &HashMap<String, Entry>) -> Vec<Action> {
+impl Mode {
+    pub const DOWNLOAD: Mode = Mode { download: true, upload: false };
+    pub const UPLOAD: Mode = Mode { download: false, upload: true };
+    pub const BOTH: Mode = Mode { download: true, upload: true };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Fetch a message from the server and store it (replacing the row of a known UID).
+    Download { uid: u32, size: u64 },
+    /// Rename the local file so that it carries `flags`.
+    SetNearFlags { uid: u32, entry: Entry, flags: Flags },
+    /// Add and remove flags on the server.
+    SetFarFlags { uid: u32, add: Flags, remove: Flags },
+    /// Record new agreed flags (after the actions above for the same UID).
+    Agree { uid: u32, flags: Flags },
+    /// Delete the local file; the message is forgotten.
+    DeleteNear { uid: u32, entry: Entry },
+    /// Delete the message on the server (by the account's policy); it is forgotten.
+    DeleteFar { uid: u32 },
+    /// Forget the message; the local file, if any, stays.
+    Forget { uid: u32, kept_local: bool },
+    /// Upload a local message the state does not know.
+    Append { entry: Entry },
+}
+
+fn merge(agreed: Flags, far: Flags, near: Flags) -> Flags {
+    let fc = Flags::from_bits(far.bits() ^ agreed.bits());
+    let nc = Flags::from_bits(near.bits() ^ agreed.bits());
+    far.intersection(fc).union(near.intersection(nc)).union(agreed.difference(fc.union(nc)))
+}
+
+/// Plans one folder. `near` holds every local file by unique name; `journaled` the unique
+/// names of uploads under way (resolved elsewhere, never planned again here).
+pub fn plan(
+    known: &BTreeMap<u32, MessageRow>,
+    far: &FarView,
+    near: &HashMap<String, Entry>,
+    journaled: &BTreeSet<String>,
+    mode: Mode,
+) -> Vec<Action> {
     let mut out = Vec::new();
+    let mut appends = Vec::new();
+    let mut redownload = Vec::new();
     for (uid, row) in known {
         let local = near.get(&row.near_id);
         if row.pending {
@@ -62,35 +100,76 @@ pub fn plan_download(known: &BTreeMap<u32, MessageRow>, far: &FarView, near: &Ha
             }
             continue;
         }
+        let a = row.flags;
         if far.gone.contains(uid) {
-            out.push(match local {
-                None => Action::Forget { uid: *uid, kept_local: false },
-                Some(e) if e.flags == row.flags => Action::DeleteNear { uid: *uid, entry: e.clone() },
-                Some(_) => Action::Forget { uid: *uid, kept_local: true },
-            });
-            continue;
-        }
-        let Some(&far_flags) = far.flags.get(uid) else { continue };
-        if far_flags == row.flags {
-            continue;
-        }
-        match local {
-            None => {} // deleted locally: upload's business
-            Some(e) => {
-                let changed = Flags::from_bits(far_flags.bits() ^ row.flags.bits());
-                let merged = far_flags.intersection(changed).union(e.flags.difference(changed));
-                if merged == e.flags {
-                    out.push(Action::Agree { uid: *uid, flags: far_flags });
-                } else {
-                    out.push(Action::SetNearFlags { uid: *uid, entry: e.clone(), flags: merged, agreed: far_flags });
+            match local {
+                None => out.push(Action::Forget { uid: *uid, kept_local: false }),
+                Some(e) if e.flags == a => {
+                    if mode.download {
+                        out.push(Action::DeleteNear { uid: *uid, entry: e.clone() });
+                    }
+                }
+                Some(e) => {
+                    out.push(Action::Forget { uid: *uid, kept_local: true });
+                    if mode.upload {
+                        appends.push(Action::Append { entry: e.clone() });
+                    }
                 }
             }
+            continue;
+        }
+        let f = far.flags.get(uid).copied().unwrap_or(a);
+        let Some(e) = local else {
+            if f == a {
+                if mode.upload {
+                    out.push(Action::DeleteFar { uid: *uid });
+                }
+            } else if mode.download {
+                redownload.push(Action::Download { uid: *uid, size: row.size });
+            }
+            continue;
+        };
+        let n = e.flags;
+        let merged = merge(a, f, n);
+        let near_target = if mode.download { merged } else { n };
+        let far_target = if mode.upload { merged } else { f };
+        if near_target != n {
+            out.push(Action::SetNearFlags { uid: *uid, entry: e.clone(), flags: near_target });
+        }
+        if far_target != f {
+            out.push(Action::SetFarFlags {
+                uid: *uid,
+                add: far_target.difference(f),
+                remove: f.difference(far_target),
+            });
+        }
+        let agreed = match (mode.download, mode.upload) {
+            (true, true) => merged,
+            (true, false) => far_target,
+            _ => near_target,
+        };
+        if agreed != a {
+            out.push(Action::Agree { uid: *uid, flags: agreed });
         }
     }
-    for (uid, (size, _)) in &far.new {
-        let have = known.get(uid).is_some_and(|r| !r.pending || near.contains_key(&r.near_id));
-        if !have {
-            out.push(Action::Download { uid: *uid, size: *size });
+    if mode.upload {
+        let known_ids: BTreeSet<&str> = known.values().map(|r| r.near_id.as_str()).collect();
+        let mut fresh: Vec<&Entry> = near
+            .iter()
+            .filter(|(id, _)| !known_ids.contains(id.as_str()) && !journaled.contains(id.as_str()))
+            .map(|(_, e)| e)
+            .collect();
+        fresh.sort_by(|x, y| x.file_name.cmp(&y.file_name));
+        appends.extend(fresh.into_iter().map(|e| Action::Append { entry: e.clone() }));
+    }
+    out.extend(appends);
+    out.extend(redownload);
+    if mode.download {
+        for (uid, (size, _)) in &far.new {
+            let have = known.get(uid).is_some_and(|r| !r.pending || near.contains_key(&r.near_id));
+            if !have {
+                out.push(Action::Download { uid: *uid, size: *size });
+            }
         }
     }
     out
@@ -105,6 +184,9 @@ mod tests {
     const F: Flags = Flags::FLAGGED;
     const R: Flags = Flags::ANSWERED;
     const NONE: Flags = Flags::empty();
+    const D: Mode = Mode::DOWNLOAD;
+    const U: Mode = Mode::UPLOAD;
+    const B: Mode = Mode::BOTH;
 
     fn row(uid: u32, flags: Flags) -> MessageRow {
         MessageRow { uid, near_id: format!("u{uid}"), flags, size: 10, pending: false }
@@ -113,9 +195,8 @@ mod tests {
         Entry { sub: Sub::Cur, file_name: format!("u{uid}:2,{}", flags.to_maildir()), flags }
     }
 
-    /// One scenario: (agreed, far, near) → expected action, for a single message uid 1.
-    /// `far`: None = expunged; `near`: None = file deleted.
-    fn one(agreed: Flags, far: Option<Flags>, near: Option<Flags>) -> Vec<Action> {
+    /// One known message, UID 1: (agreed, far, near) → actions. `far`/`near` None = gone.
+    fn one(mode: Mode, agreed: Flags, far: Option<Flags>, near: Option<Flags>) -> Vec<Action> {
         let known = BTreeMap::from([(1, row(1, agreed))]);
         let mut fv = FarView::default();
         match far {
@@ -127,67 +208,76 @@ mod tests {
             }
         }
         let nm: HashMap<String, Entry> = near.map(|f| ("u1".to_string(), entry(1, f))).into_iter().collect();
-        plan_download(&known, &fv, &nm)
+        plan(&known, &fv, &nm, &BTreeSet::new(), mode)
     }
 
-    /// (name, agreed, far, near, expected actions)
-    type Case = (&'static str, Flags, Option<Flags>, Option<Flags>, Vec<Action>);
+    /// (name, mode, agreed, far, near, expected actions)
+    type Case = (&'static str, Mode, Flags, Option<Flags>, Option<Flags>, Vec<Action>);
 
     #[test]
     fn scenario_table() {
         use Action::*;
+        let sf = S.union(F);
         let cases: Vec<Case> = vec![
-            ("nothing changed", S, Some(S), Some(S), vec![]),
-            (
-                "far added a flag",
-                NONE,
-                Some(S),
-                Some(NONE),
-                vec![SetNearFlags { uid: 1, entry: entry(1, NONE), flags: S, agreed: S }],
-            ),
-            (
-                "far removed a flag",
-                S,
-                Some(NONE),
-                Some(S),
-                vec![SetNearFlags { uid: 1, entry: entry(1, S), flags: NONE, agreed: NONE }],
-            ),
-            ("near changed only: left for upload", S, Some(S), Some(S.union(F)), vec![]),
-            (
-                "both changed different flags: merged per flag",
-                NONE,
-                Some(S),
-                Some(F),
-                vec![SetNearFlags { uid: 1, entry: entry(1, F), flags: S.union(F), agreed: S }],
-            ),
-            ("both made the same change", NONE, Some(R), Some(R), vec![Agree { uid: 1, flags: R }]),
-            (
-                "far removed S while near added F",
-                S,
-                Some(NONE),
-                Some(S.union(F)),
-                vec![SetNearFlags { uid: 1, entry: entry(1, S.union(F)), flags: F, agreed: NONE }],
-            ),
-            (
-                "expunged on far, near unchanged: delete",
-                S,
-                None,
-                Some(S),
-                vec![DeleteNear { uid: 1, entry: entry(1, S) }],
-            ),
-            (
-                "expunged on far, near changed: keep",
-                S,
-                None,
-                Some(S.union(F)),
-                vec![Forget { uid: 1, kept_local: true }],
-            ),
-            ("deleted on both", S, None, None, vec![Forget { uid: 1, kept_local: false }]),
-            ("deleted on near, far changed: untouched", S, Some(S.union(F)), None, vec![]),
-            ("deleted on near, far unchanged: untouched", S, Some(S), None, vec![]),
+            ("nothing changed", B, S, Some(S), Some(S), vec![]),
+            // Flags on one side.
+            ("far added a flag", B, NONE, Some(S), Some(NONE),
+                vec![SetNearFlags { uid: 1, entry: entry(1, NONE), flags: S }, Agree { uid: 1, flags: S }]),
+            ("far removed a flag", B, S, Some(NONE), Some(S),
+                vec![SetNearFlags { uid: 1, entry: entry(1, S), flags: NONE }, Agree { uid: 1, flags: NONE }]),
+            ("near added a flag", B, S, Some(S), Some(sf),
+                vec![SetFarFlags { uid: 1, add: F, remove: NONE }, Agree { uid: 1, flags: sf }]),
+            ("near removed a flag", B, sf, Some(sf), Some(F),
+                vec![SetFarFlags { uid: 1, add: NONE, remove: S }, Agree { uid: 1, flags: F }]),
+            // Flags on both sides.
+            ("both changed different flags: merged per flag", B, NONE, Some(S), Some(F), vec![
+                SetNearFlags { uid: 1, entry: entry(1, F), flags: sf },
+                SetFarFlags { uid: 1, add: F, remove: NONE },
+                Agree { uid: 1, flags: sf },
+            ]),
+            ("both made the same change", B, NONE, Some(R), Some(R), vec![Agree { uid: 1, flags: R }]),
+            ("far removed S while near added F", B, S, Some(NONE), Some(sf), vec![
+                SetNearFlags { uid: 1, entry: entry(1, sf), flags: F },
+                SetFarFlags { uid: 1, add: F, remove: NONE },
+                Agree { uid: 1, flags: F },
+            ]),
+            // One direction only: the other side is left alone, the agreed state follows
+            // the side that was read, so the skipped change is found again later.
+            ("download only, near changed: left for upload", D, S, Some(S), Some(sf), vec![]),
+            ("download only, both changed", D, NONE, Some(S), Some(F),
+                vec![SetNearFlags { uid: 1, entry: entry(1, F), flags: sf }, Agree { uid: 1, flags: S }]),
+            ("upload only, far changed: left for download", U, NONE, Some(S), Some(NONE), vec![]),
+            ("upload only, both changed", U, NONE, Some(S), Some(F),
+                vec![SetFarFlags { uid: 1, add: F, remove: NONE }, Agree { uid: 1, flags: F }]),
+            // Deletions.
+            ("expunged on far, near unchanged: delete", B, S, None, Some(S),
+                vec![DeleteNear { uid: 1, entry: entry(1, S) }]),
+            ("expunged on far, near changed: kept and uploaded again", B, S, None, Some(sf),
+                vec![Forget { uid: 1, kept_local: true }, Append { entry: entry(1, sf) }]),
+            ("expunged on far, upload only: left for download", U, S, None, Some(S), vec![]),
+            ("deleted on near, far unchanged: delete on far", B, S, Some(S), None, vec![DeleteFar { uid: 1 }]),
+            ("deleted on near, far changed: downloaded again", B, S, Some(sf), None,
+                vec![Download { uid: 1, size: 10 }]),
+            ("deleted on near, download only: left for upload", D, S, Some(S), None, vec![]),
+            ("deleted on both", B, S, None, None, vec![Forget { uid: 1, kept_local: false }]),
+            ("deleted on both, download only", D, S, None, None, vec![Forget { uid: 1, kept_local: false }]),
         ];
-        for (name, agreed, far, near, want) in cases {
-            assert_eq!(one(agreed, far, near), want, "{name}");
+        for (name, mode, agreed, far, near, want) in cases {
+            assert_eq!(one(mode, agreed, far, near), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn merge_is_per_flag() {
+        // Exhaustive over single flags: a flag changed by one side wins, else agreed.
+        for a in [NONE, S] {
+            for f in [NONE, S] {
+                for n in [NONE, S] {
+                    let m = merge(a, f, n);
+                    let want = if f != a { f } else if n != a { n } else { a };
+                    assert_eq!(m, want, "agreed {a:?} far {f:?} near {n:?}");
+                }
+            }
         }
     }
 
@@ -196,27 +286,44 @@ mod tests {
         // CONDSTORE reports only changed messages; silence is "no change".
         let known = BTreeMap::from([(1, row(1, S))]);
         let near = HashMap::from([("u1".to_string(), entry(1, NONE))]);
-        assert_eq!(plan_download(&known, &FarView::default(), &near), vec![]);
+        assert_eq!(
+            plan(&known, &FarView::default(), &near, &BTreeSet::new(), B),
+            vec![Action::SetFarFlags { uid: 1, add: NONE, remove: S }, Action::Agree { uid: 1, flags: NONE }]
+        );
+        assert_eq!(plan(&known, &FarView::default(), &near, &BTreeSet::new(), D), vec![]);
+    }
+
+    #[test]
+    fn new_on_each_side() {
+        let known = BTreeMap::new();
+        let near = HashMap::from([("local-new".to_string(), entry(9, S)), ("busy".to_string(), entry(8, NONE))]);
+        let mut far = FarView::default();
+        far.new.insert(3, (30, F));
+        let journaled = BTreeSet::from(["busy".to_string()]);
+        assert_eq!(
+            plan(&known, &far, &near, &journaled, B),
+            vec![Action::Append { entry: entry(9, S) }, Action::Download { uid: 3, size: 30 }]
+        );
+        assert_eq!(plan(&known, &far, &near, &journaled, D), vec![Action::Download { uid: 3, size: 30 }]);
+        assert_eq!(plan(&known, &far, &near, &journaled, U), vec![Action::Append { entry: entry(9, S) }]);
     }
 
     #[test]
     fn new_and_pending() {
         let mut known = BTreeMap::new();
-        let mut p1 = row(5, NONE);
-        p1.pending = true;
-        let mut p2 = row(6, NONE);
-        p2.pending = true;
-        let mut p3 = row(7, NONE);
-        p3.pending = true;
-        known.insert(5, p1); // file written before the crash
-        known.insert(6, p2); // file never written, still on server
-        known.insert(7, p3); // file never written, expunged since
+        for uid in [5, 6, 7] {
+            let mut r = row(uid, NONE);
+            r.pending = true;
+            known.insert(uid, r);
+        }
+        // 5: file written before the crash; 6: never written, still on server; 7: never
+        // written, expunged since.
         let near = HashMap::from([("u5".to_string(), entry(5, S))]);
         let mut far = FarView::default();
         far.new.insert(5, (10, S));
         far.new.insert(6, (20, NONE));
         far.new.insert(8, (30, F));
-        let got = plan_download(&known, &far, &near);
+        let got = plan(&known, &far, &near, &BTreeSet::new(), B);
         assert_eq!(
             got,
             vec![

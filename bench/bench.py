@@ -1,0 +1,873 @@
+#!/usr/bin/env python3
+"""syncmail benchmark: syncmail against mbsync (isync) and offlineimap3, download only,
+from a private Dovecot on 127.0.0.1 over plain IMAP. Run it through bench/run.sh;
+bench/README.md says what it measures and why it is built this way.
+
+Python 3 standard library only. Needs root (Dovecot's mail processes run as nobody).
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+BENCH = ROOT / "bench"
+DOVECOT_TEMPLATE = ROOT / "scripts" / "dovecot" / "dovecot.conf.in"
+MAKE_CERTS = ROOT / "scripts" / "dovecot" / "make-certs.sh"
+CORPUS = Path(os.environ.get("SYNCMAIL_CORPUS_SCRIPT", ROOT.parent / "shared" / "corpus" / "make-corpus.py"))
+TIME = "/usr/bin/time"  # GNU time: the shell's `time` keyword cannot report peak RSS
+
+TOOLS = ["syncmail", "mbsync", "offlineimap"]
+# Debian packages that provide what the harness runs.
+PACKAGES = {"dovecot": "dovecot-imapd", "mbsync": "isync", "offlineimap": "offlineimap3", "time": "time"}
+
+# What each scenario is called in the report.
+SCENARIOS = {
+    "initial": "Initial sync into an empty store",
+    "resync": "Resync, nothing changed",
+    "change": "Change sync",
+}
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    """Runs a command that must succeed (setup steps, not measured)."""
+    kw.setdefault("check", True)
+    return subprocess.run(cmd, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copytree(src, dst):
+    """cp -a: keeps owners (the server's files belong to 65534) and times."""
+    run(["cp", "-a", str(src), str(dst)])
+
+
+def rmtree(path):
+    if path.exists():
+        shutil.rmtree(path)
+
+
+# --------------------------------------------------------------------------------------
+# Counting what a Maildir tree holds: the check that a tool really synced everything.
+
+
+def maildir_counts(root):
+    """(messages, flagged, seen) over every cur/ and new/ below root, in any layout
+    (the server's Maildir++, syncmail's and mbsync's verbatim, offlineimap's)."""
+    messages = flagged = seen = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if os.path.basename(dirpath) in ("cur", "new"):
+            dirnames[:] = []  # a message directory has no folders inside
+            for name in filenames:
+                messages += 1
+                _, sep, info = name.partition(":2,")
+                if sep:
+                    flagged += "F" in info
+                    seen += "S" in info
+        elif os.path.basename(dirpath) == "tmp":
+            dirnames[:] = []
+    return messages, flagged, seen
+
+
+def du_bytes(root):
+    total = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+# --------------------------------------------------------------------------------------
+# The server: a private Dovecot, as scripts/demo.sh and scripts/dovecot/README.md start it.
+
+
+class Server:
+    """Dovecot under `dir` (live state) with snapshots of mail/index/control/home under
+    `snapdir`. Restarted around every restore so that no imap process sees files swapped
+    under it."""
+
+    STATE = ["mail", "index", "control", "home"]
+
+    def __init__(self, dir, snapdir):
+        self.dir = dir
+        self.snapdir = snapdir
+        self.proc = None
+        self.port = free_port()
+        self.port_tls = free_port()
+        self.conf = dir / "dovecot.conf"
+
+    def create(self, corpus_args):
+        rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        os.chmod(self.dir, 0o755)  # the mail processes run as nobody and must get in
+        for d in ("index", "control", "home"):
+            (self.dir / d).mkdir()
+        run(["bash", str(MAKE_CERTS), str(self.dir / "certs")])
+        run([sys.executable, str(CORPUS), str(self.dir / "mail")] + corpus_args, stdout=subprocess.DEVNULL)
+        self.chown()
+        text = DOVECOT_TEMPLATE.read_text()
+        for k, v in {"@DIR@": str(self.dir), "@PORT_PLAIN@": str(self.port), "@PORT_TLS@": str(self.port_tls),
+                     "@IMAP_CAPABILITY@": "", "@AUTH_MECHANISMS@": "plain login"}.items():
+            text = text.replace(k, v)
+        self.conf.write_text(text)
+
+    def chown(self):
+        run(["chown", "-R", "65534:65534"] + [str(self.dir / d) for d in self.STATE])
+
+    def start(self):
+        assert self.proc is None
+        # Own session, so that the whole group (master, auth, imap, ...) can be killed at
+        # once with os.killpg; never /usr/bin/kill (see README).
+        self.proc = subprocess.Popen(["/usr/sbin/dovecot", "-F", "-c", str(self.conf)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            # The port accepts before auth is up; the greeting comes only once it is.
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                    if s.recv(4) == b"* OK":
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise SystemExit(f"Dovecot did not start; see {self.dir / 'dovecot.log'}")
+
+    def stop(self, graceful=False):
+        """graceful: SIGTERM to the master and wait (it lets imap processes finish their
+        index writes; used before snapshots). Otherwise SIGKILL to the whole group: the
+        live state is thrown away before the next run anyway."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # session leader: its pid is the group id
+        if graceful:
+            time.sleep(0.2)  # let imap processes of a client that just logged out finish
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.proc = None
+
+    def snapshot(self, name):
+        self.stop(graceful=True)
+        dst = self.snapdir / name
+        rmtree(dst)
+        dst.mkdir(parents=True)
+        for d in self.STATE:
+            copytree(self.dir / d, dst / d)
+
+    def restore(self, name):
+        """The server's storage exactly as in snapshot `name`, and Dovecot running on it."""
+        self.stop()
+        for d in self.STATE:
+            rmtree(self.dir / d)
+            copytree(self.snapdir / name / d, self.dir / d)
+        self.start()
+
+    def doveadm(self, *args, stdin=None):
+        return run(["doveadm", "-c", str(self.conf)] + list(args), stdin=stdin, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, text=True)
+
+    def counts(self):
+        return maildir_counts(self.dir / "mail")
+
+
+# --------------------------------------------------------------------------------------
+# The clients. Each gets its own directory: `live` (what the tool reads and writes: the
+# Maildir and, where the tool keeps it apart, its state) and `base` (a synced copy, the
+# starting point of resync and change runs). Configurations live outside `live`.
+
+
+class Tool:
+    name = "?"
+
+    def __init__(self, home, server):
+        self.home = home
+        self.server = server
+        self.live = home / "live"
+        self.base = home / "base"
+        self.maildir = self.live / "Mail"
+        home.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+
+    def write_config(self):
+        pass
+
+    def command(self):
+        raise NotImplementedError
+
+    def env(self):
+        # HOME inside the bench so that no tool reads or writes the user's dotfiles.
+        return dict(os.environ, HOME=str(self.home))
+
+    def reset_empty(self):
+        rmtree(self.live)
+        self.maildir.mkdir(parents=True)
+
+    def save_base(self):
+        rmtree(self.base)
+        copytree(self.live, self.base)
+
+    def restore_base(self):
+        rmtree(self.live)
+        copytree(self.base, self.live)
+
+
+class Syncmail(Tool):
+    name = "syncmail"
+
+    def __init__(self, home, server, binary):
+        self.binary = binary
+        super().__init__(home, server)
+
+    def write_config(self):
+        (self.home / "config.toml").write_text(f"""\
+[accounts.bench]
+maildir = "{self.maildir}"
+state-dir = "{self.live / 'state'}"
+[accounts.bench.imap]
+host = "127.0.0.1"
+port = {self.server.port}
+tls = "none"
+user = "test"
+password = "secret"
+""")
+
+    def command(self):
+        return [str(self.binary), "-c", str(self.home / "config.toml"), "-q", "sync"]
+
+
+class Mbsync(Tool):
+    name = "mbsync"
+
+    def write_config(self):
+        # Sync Pull: download only, like syncmail today. Pull includes Delete, which only
+        # marks a message expunged on the server as deleted (T) here; Expunge Near then
+        # removes those files, the same end state as syncmail's. FSync yes is the default,
+        # written out because it matters for the comparison (syncmail fsyncs too).
+        # AuthMechs LOGIN: mbsync refuses to send a password in clear without an explicit
+        # mechanism when SSLType is None.
+        (self.home / "mbsyncrc").write_text(f"""\
+FSync yes
+
+IMAPAccount bench
+Host 127.0.0.1
+Port {self.server.port}
+User test
+Pass secret
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore bench-far
+Account bench
+
+MaildirStore bench-near
+Path {self.maildir}/
+Inbox {self.maildir}/INBOX
+SubFolders Verbatim
+
+Channel bench
+Far :bench-far:
+Near :bench-near:
+Patterns *
+Create Near
+Sync Pull
+Expunge Near
+SyncState *
+""")
+
+    def command(self):
+        return ["mbsync", "-c", str(self.home / "mbsyncrc"), "-a", "-q"]
+
+
+class Offlineimap(Tool):
+    name = "offlineimap"
+
+    def write_config(self):
+        # readonly on the remote: offlineimap's download-only mode (it never writes to the
+        # server). Everything else is left at offlineimap's defaults: fsync on, one IMAP
+        # connection (maxconnections 1), sqlite status, no compression.
+        (self.home / "offlineimaprc").write_text(f"""\
+[general]
+accounts = bench
+metadata = {self.live / 'metadata'}
+
+[Account bench]
+localrepository = bench-local
+remoterepository = bench-remote
+
+[Repository bench-local]
+type = Maildir
+localfolders = {self.maildir}
+sep = /
+
+[Repository bench-remote]
+type = IMAP
+remotehost = 127.0.0.1
+remoteport = {self.server.port}
+remoteuser = test
+remotepass = secret
+ssl = no
+starttls = no
+readonly = True
+createfolders = False
+""")
+
+    def command(self):
+        return ["offlineimap", "-c", str(self.home / "offlineimaprc"), "-o", "-u", "quiet"]
+
+
+class CopyLimit(Tool):
+    """Not a sync tool: `cp -r` of the server's Maildir tree then `sync`, the most this
+    disk can do for the initial case."""
+    name = "cp -r + sync"
+
+    def command(self):
+        dst = self.maildir / "copy"
+        return ["sh", "-c", f"cp -r {shlex.quote(str(self.server.dir / 'mail'))} {shlex.quote(str(dst))} && sync"]
+
+
+# --------------------------------------------------------------------------------------
+# Measuring.
+
+
+class Result:
+    def __init__(self, wall, user, sys_, rss_kb, ok, note):
+        self.wall, self.user, self.sys, self.rss_kb, self.ok, self.note = wall, user, sys_, rss_kb, ok, note
+
+    @property
+    def cpu(self):
+        return self.user + self.sys
+
+
+def timed(tool, logfile, timeout):
+    """One run of the tool under GNU time: wall, user, sys seconds and peak RSS (KiB)."""
+    tfile = logfile.with_suffix(".time")
+    cmd = [TIME, "-f", "%e %U %S %M", "-o", str(tfile), "--"] + tool.command()
+    with open(logfile, "wb") as out:
+        # Own process group, so that a run that hangs can be killed with all it started.
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=tool.env(),
+                             start_new_session=True)
+        try:
+            rc = p.wait(timeout=timeout)
+        except BaseException as e:  # timeout, or ^C: leave nothing running
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+            if isinstance(e, subprocess.TimeoutExpired):
+                return None, f"timed out after {timeout} s"
+            raise
+    # GNU time writes "Command exited with non-zero status N" before the figures.
+    fields = tfile.read_text().split("\n")
+    figures = [l for l in fields if re.fullmatch(r"[\d.]+ [\d.]+ [\d.]+ \d+", l.strip())]
+    if not figures:
+        return None, f"no timing from GNU time: {tfile.read_text().strip()!r}"
+    wall, user, sys_, rss = figures[-1].split()
+    return (float(wall), float(user), float(sys_), int(rss), rc), None
+
+
+def tail(path, n=5):
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+# --------------------------------------------------------------------------------------
+# The harness.
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = args.workdir
+        self.warnings = []
+        self.sections = []  # markdown, in order
+        self.results = {}  # (corpus, scenario, tool) -> [Result]
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+        log("WARNING: " + msg)
+
+    # ---- one corpus: server, warm-up, the three scenarios
+
+    def corpus(self, key, title, corpus_args):
+        a = self.args
+        cdir = self.work / key
+        rmtree(cdir)
+        server = Server(cdir / "server", cdir / "snapshots")
+        self.server = server
+        log(f"{title}: writing the corpus")
+        server.create(corpus_args)
+        server.start()
+        msgs, flagged, _ = server.counts()
+        size = du_bytes(server.dir / "mail")
+        folders = sum(1 for _ in server.doveadm("mailbox", "list", "-u", "test").stdout.splitlines())
+        log(f"{title}: {msgs} messages, {folders} folders, {size / 1e6:.0f} MB")
+
+        tools = []
+        for name in TOOLS:
+            if name in a.skip:
+                continue
+            home = cdir / "tools" / name
+            if name == "syncmail":
+                tools.append(Syncmail(home, server, a.syncmail_bin))
+            elif name == "mbsync":
+                tools.append(Mbsync(home, server))
+            else:
+                tools.append(Offlineimap(home, server))
+        copy = CopyLimit(cdir / "tools" / "cp", server)
+
+        # Warm-up: one untimed initial sync per tool. It makes Dovecot build its indexes
+        # and caches the fields each client asks for, moves the corpus from new/ to cur/,
+        # and fills the page cache, so that no timed run pays for those and all runs see
+        # the same server. It also checks each configuration once before timing anything.
+        for t in tools:
+            log(f"{title}: warm-up {t.name}")
+            t.reset_empty()
+            os.sync()
+            r = self.one_run(t, key, "warmup", 0, (msgs, flagged))
+            if r is None or not r.ok:
+                self.warn(f"{title}: warm-up of {t.name} failed; its figures below are suspect")
+        server.snapshot("pristine")
+        expected = server.counts()[:2]
+
+        runs = {t.name: (a.offlineimap_runs if t.name == "offlineimap" else a.runs) for t in tools}
+        section = [f"## {title}", "",
+                   f"{msgs:,} messages in {folders} folders, {size / 1e6:,.0f} MB on the server "
+                   f"(`make-corpus.py {' '.join(corpus_args)}`).", ""]
+
+        # (a) initial sync. Runs are interleaved (run 1 of every tool, then run 2, ...) so
+        # that a burst of load from elsewhere on the machine hits all tools alike.
+        log(f"{title}: initial sync")
+        order = tools + ([copy] if not a.skip_copy else [])
+        runs[copy.name] = a.runs
+        for i in range(max(runs[t.name] for t in order)):
+            for t in order:
+                if i >= runs[t.name]:
+                    continue
+                server.restore("pristine")
+                t.reset_empty()
+                os.sync()  # no dirty pages from the preparation flushed during the run
+                self.record(key, "initial", t, self.one_run(t, key, "initial", i + 1, expected))
+        for t in tools:
+            t.save_base()  # the synced copy that resync and change runs start from
+        section += self.table(key, "initial", order, expected,
+                              "Every run starts from an empty local store (and empty state: syncmail's "
+                              "state dir, mbsync's SyncState, offlineimap's metadata). "
+                              "`cp -r + sync` copies the server's Maildir tree and flushes it: "
+                              "the disk's own limit for this case.")
+
+        # (b) resync, nothing changed
+        log(f"{title}: resync")
+        for i in range(max(runs[t.name] for t in tools)):
+            for t in tools:
+                if i >= runs[t.name]:
+                    continue
+                server.restore("pristine")
+                t.restore_base()
+                os.sync()
+                self.record(key, "resync", t, self.one_run(t, key, "resync", i + 1, expected))
+        section += self.table(key, "resync", tools, expected,
+                              "Every run starts from the tool's own synced copy of the same server.")
+
+        # (c) change sync. The change is made once with doveadm on a copy of the pristine
+        # server and snapshotted; every run restores that snapshot, so every tool and run
+        # sees byte for byte the same server (same files, UIDs, mod-sequences), and starts
+        # from its own copy synced before the change.
+        log(f"{title}: preparing the change")
+        server.restore("pristine")
+        change_text = self.make_change(server, key, msgs)
+        server.snapshot("changed")
+        expected_change = server.counts()[:2]
+        log(f"{title}: change sync")
+        for i in range(max(runs[t.name] for t in tools)):
+            for t in tools:
+                if i >= runs[t.name]:
+                    continue
+                server.restore("changed")
+                t.restore_base()
+                os.sync()
+                self.record(key, "change", t, self.one_run(t, key, "change", i + 1, expected_change))
+        section += self.table(key, "change", tools, expected_change, change_text)
+
+        server.stop()
+        self.sections.append("\n".join(section))
+        if not a.keep:
+            rmtree(cdir)
+
+    def make_change(self, server, key, msgs):
+        """On the running server: 100 new messages, 1% of the messages get \\Flagged, 50
+        expunged. Deterministic (fixed seed); returns a sentence for the report."""
+        a = self.args
+        rng = random.Random(42)
+        listing = server.doveadm("-f", "tab", "fetch", "-u", "test", "mailbox uid flags", "all").stdout
+        rows = []
+        for line in listing.splitlines()[1:]:  # header: mailbox uid flags
+            mailbox, uid, flags = line.split("\t")
+            rows.append((mailbox, int(uid), flags.split()))
+        n_flag = max(1, round(len(rows) * a.change_flags_pct / 100))
+        unflagged = [r for r in rows if "\\Flagged" not in r[2]]
+        to_flag = rng.sample(unflagged, min(n_flag, len(unflagged)))
+        chosen = {(r[0], r[1]) for r in to_flag}  # expunge other messages than those flagged
+        rest = [r for r in rows if (r[0], r[1]) not in chosen]
+        to_expunge = rng.sample(rest, min(a.change_expunge, len(rest)))
+
+        def by_mailbox(sel):
+            out = {}
+            for r in sel:
+                out.setdefault(r[0], []).append(r[1])
+            return out
+
+        for mailbox, uids in sorted(by_mailbox(to_flag).items()):
+            server.doveadm("flags", "add", "-u", "test", "\\Flagged", "mailbox", mailbox, "uid", uidset(uids))
+        for mailbox, uids in sorted(by_mailbox(to_expunge).items()):
+            server.doveadm("expunge", "-u", "test", "mailbox", mailbox, "uid", uidset(uids))
+
+        # New mail: another corpus of the same kind (another seed), delivered to INBOX when
+        # INBOX holds mail, else spread over the folders (the --folders corpus has no INBOX
+        # mail).
+        newdir = self.work / key / "newmail"
+        rmtree(newdir)
+        extra = ["--tiny"] if key == "tiny" else []
+        run([sys.executable, str(CORPUS), str(newdir), "--messages", str(a.change_new), "--seed", "7"] + extra,
+            stdout=subprocess.DEVNULL)
+        files = sorted(p for p in newdir.rglob("*") if p.is_file() and p.parent.name in ("cur", "new"))
+        inbox = [r for r in rows if r[0] == "INBOX"]
+        targets = ["INBOX"] if inbox else sorted({r[0] for r in rows})
+        for i, f in enumerate(files):
+            with open(f, "rb") as fh:
+                server.doveadm("save", "-u", "test", "-m", targets[i % len(targets)], stdin=fh)
+        rmtree(newdir)
+        where = "INBOX" if inbox else f"{len(targets)} folders, round robin"
+        return (f"The change, made on the server with doveadm: {len(files)} new messages (into {where}), "
+                f"`\\Flagged` added to {len(to_flag)} messages ({a.change_flags_pct:g}%), "
+                f"{len(to_expunge)} messages expunged. Every run starts from the tool's own copy synced "
+                f"before the change, against the same changed server.")
+
+    # ---- one run of one tool, checked
+
+    def one_run(self, tool, key, scenario, i, expected):
+        logdir = self.work / "logs"
+        logdir.mkdir(parents=True, exist_ok=True)
+        logfile = logdir / f"{key}-{scenario}-{tool.name.split()[0]}-{i}.log"
+        figures, err = timed(tool, logfile, self.args.timeout)
+        what = f"{key} {scenario} run {i}: {tool.name}"
+        if figures is None:
+            self.warn(f"{what}: {err}")
+            return None
+        wall, user, sys_, rss, rc = figures
+        got = maildir_counts(tool.maildir)[:2]
+        ok = True
+        notes = []
+        if rc != 0:
+            ok = False
+            notes.append(f"exit status {rc}")
+            self.warn(f"{what}: exit status {rc}: {tail(logfile)}")
+        if got != expected:
+            ok = False
+            notes.append(f"{got[0]}/{expected[0]} msgs, {got[1]}/{expected[1]} flagged")
+            self.warn(f"{what}: has {got[0]} messages ({got[1]} flagged), the server has {expected[0]} "
+                      f"({expected[1]} flagged)")
+        log(f"{what}: {wall:.2f} s wall, {user + sys_:.2f} s CPU, {rss / 1024:.0f} MiB"
+            + ("" if ok else "  [" + "; ".join(notes) + "]"))
+        return Result(wall, user, sys_, rss, ok, "; ".join(notes))
+
+    def record(self, key, scenario, tool, result):
+        self.results.setdefault((key, scenario, tool.name), []).append(result)
+
+    # ---- report
+
+    def table(self, key, scenario, tools, expected, text):
+        def med(rs, f):
+            return statistics.median(f(r) for r in rs)
+
+        rows = ["### " + SCENARIOS[scenario], "", text, "",
+                "| tool | runs | wall s (median) | wall min–max | CPU s user+sys | peak RSS MiB "
+                "| wall ÷ syncmail | CPU ÷ syncmail | all messages? |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        base = [r for r in self.results.get((key, scenario, "syncmail"), []) if r]
+        for t in tools:
+            rs = [r for r in self.results.get((key, scenario, t.name), []) if r]
+            n = len(self.results.get((key, scenario, t.name), []))
+            if not rs:
+                rows.append(f"| {t.name} | {n} | – | – | – | – | – | – | **no successful run** |")
+                continue
+            wall, cpu = med(rs, lambda r: r.wall), med(rs, lambda r: r.cpu)
+            rss = med(rs, lambda r: r.rss_kb) / 1024
+            if base and t.name != "syncmail":
+                bw, bc = med(base, lambda r: r.wall), med(base, lambda r: r.cpu)
+                rw = f"{wall / bw:.2f}" if bw > 0 else "–"
+                rc = f"{cpu / bc:.2f}" if bc > 0 else "–"
+            elif t.name == "syncmail":
+                rw = rc = "1"
+            else:
+                rw = rc = "–"
+            bad = [r for r in self.results[(key, scenario, t.name)] if r is None or not r.ok]
+            check = f"yes ({expected[0]:,})" if not bad else f"**NO** in {len(bad)} of {n} runs: " + \
+                "; ".join(sorted({r.note if r else 'failed' for r in bad}))
+            rows.append(f"| {t.name} | {len(rs)} | {wall:.2f} | {min(r.wall for r in rs):.2f}–"
+                        f"{max(r.wall for r in rs):.2f} | {cpu:.2f} | {rss:.0f} | {rw} | {rc} | {check} |")
+        return rows + [""]
+
+
+def uidset(uids):
+    """1,2,3,7 -> '1:3,7' (an IMAP sequence set, what doveadm's `uid` search key takes)."""
+    uids = sorted(uids)
+    out, start, prev = [], uids[0], uids[0]
+    for u in uids[1:] + [None]:
+        if u is not None and u == prev + 1:
+            prev = u
+            continue
+        out.append(f"{start}:{prev}" if start != prev else str(start))
+        if u is not None:
+            start = prev = u
+    return ",".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# Setup: packages, the syncmail binary, what the machine and the tools are.
+
+
+def install(args):
+    """Debian packages for whatever is missing (apt-get update once, only if needed)."""
+    need = []
+    if not (Path("/usr/sbin/dovecot").exists() and shutil.which("doveadm")):
+        need.append(PACKAGES["dovecot"])
+    if not Path(TIME).exists():
+        need.append(PACKAGES["time"])
+    if "mbsync" not in args.skip and not shutil.which("mbsync"):
+        need.append(PACKAGES["mbsync"])
+    if "offlineimap" not in args.skip and not shutil.which("offlineimap"):
+        need.append(PACKAGES["offlineimap"])
+    if not shutil.which("openssl"):
+        need.append("openssl")
+    if not need:
+        return
+    if args.no_install:
+        raise SystemExit(f"missing: {' '.join(need)} (install them, or drop --no-install)")
+    log(f"installing {' '.join(need)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-qq"], env=env)
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + need, env=env, stdout=subprocess.DEVNULL)
+
+
+def build(args):
+    """The syncmail binary to measure, copied into the work dir so that a build started
+    elsewhere during the benchmark cannot swap it mid-run."""
+    src = args.syncmail
+    if src is None:
+        log("building syncmail (cargo build --release --locked -p syncmail-cli)")
+        run(["cargo", "build", "--release", "--locked", "-q", "-p", "syncmail-cli"], cwd=ROOT)
+        src = ROOT / "target" / "release" / "syncmail"
+    dst = args.workdir / "bin" / "syncmail"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+    return dst
+
+
+def output(cmd):
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+        return p.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"({e})"
+
+
+def machine(args):
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    df = output(["df", "-hT", str(args.workdir)]).splitlines()[-1].split()
+    mount = output(["findmnt", "-no", "OPTIONS", "-T", str(args.workdir)])
+    return [
+        f"- CPU: {output(['nproc'])} cores available (nproc), {cpu}",
+        f"- memory: {mem_kb / 1024 / 1024:.1f} GiB",
+        f"- kernel: {platform.system()} {platform.release()}, {output(['sh', '-c', '. /etc/os-release && echo $PRETTY_NAME'])}",
+        f"- disk of the work dir: {df[0]} {df[1]}, {df[2]} total, {df[4]} free ({df[5]} used), "
+        f"mounted on {df[6]}" + (f" ({mount})" if mount else ""),
+        f"- load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+    ]
+
+
+def versions(args):
+    git = output(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    v = [f"- syncmail: {output([str(args.syncmail_bin), '--version'])} (git {git}"
+         + (", built from the working tree)" if args.syncmail is None else f", binary {args.syncmail})"),
+         f"- Dovecot: {output(['/usr/sbin/dovecot', '--version'])}"]
+    if "mbsync" not in args.skip:
+        v.append(f"- mbsync: {output(['mbsync', '--version'])}")
+    if "offlineimap" not in args.skip:
+        v.append(f"- offlineimap: {output(['offlineimap', '--version'])} (offlineimap3, "
+                 f"{output(['/usr/bin/python3', '--version'])})")
+    v.append(f"- GNU time: {output([TIME, '--version']).splitlines()[0]}")
+    return v
+
+
+# --------------------------------------------------------------------------------------
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        prog="bench/run.sh", description="Benchmark syncmail against mbsync and offlineimap3 (download only, "
+        "plain IMAP on 127.0.0.1). See bench/README.md.")
+    p.add_argument("--quick", action="store_true",
+                   help="small corpora (1,000 messages; 10,000 tiny), 3 runs: to try the harness")
+    p.add_argument("--runs", type=int, help="timed runs per tool and scenario (default 5; --quick 3)")
+    p.add_argument("--offlineimap-runs", type=int,
+                   help="timed runs for offlineimap, which is slow (default 2; --quick: as --runs)")
+    p.add_argument("--skip", action="append", default=[], metavar="TOOL",
+                   help="leave out a tool: mbsync, offlineimap, or cp (the cp -r + sync row); "
+                        "may be repeated or comma-separated")
+    p.add_argument("--corpus", default="normal,tiny",
+                   help="which corpora: normal (realistic mix), tiny (many small messages in folders); "
+                        "default both")
+    p.add_argument("--messages", type=int, help="size of the normal corpus (default 10000; --quick 1000)")
+    p.add_argument("--tiny-messages", type=int, help="size of the tiny corpus (default 100000; --quick 10000)")
+    p.add_argument("--tiny-folders", type=int, default=10, help="folders of the tiny corpus (default 10)")
+    p.add_argument("--change-new", type=int, default=100, help="new messages in the change (default 100)")
+    p.add_argument("--change-expunge", type=int, default=50, help="messages expunged in the change (default 50)")
+    p.add_argument("--change-flags-pct", type=float, default=1.0,
+                   help="percent of messages that get \\Flagged in the change (default 1)")
+    p.add_argument("--syncmail", type=Path, metavar="BIN", help="measure this binary instead of building one")
+    p.add_argument("--no-install", action="store_true", help="never run apt-get; fail if something is missing")
+    p.add_argument("--workdir", type=Path, default=BENCH / "work",
+                   help="where servers, snapshots and local stores go (default bench/work; needs about "
+                        "10x the corpus size)")
+    p.add_argument("--results", type=Path, default=BENCH / "results", help="where the report goes")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (stores, logs) for inspection")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds before one run is killed (default 3600)")
+    a = p.parse_args()
+    a.skip = {s.strip() for v in a.skip for s in v.split(",") if s.strip()}
+    unknown = a.skip - {"syncmail", "mbsync", "offlineimap", "cp"}
+    if unknown:
+        p.error(f"--skip: unknown tool(s) {', '.join(sorted(unknown))}")
+    a.skip_copy = "cp" in a.skip
+    a.corpora = [c.strip() for c in a.corpus.split(",") if c.strip()]
+    if not a.corpora or set(a.corpora) - {"normal", "tiny"}:
+        p.error("--corpus takes normal, tiny or normal,tiny")
+    if a.runs is None:
+        a.runs = 3 if a.quick else 5
+    if a.offlineimap_runs is None:
+        a.offlineimap_runs = a.runs if a.quick else min(2, a.runs)
+    if a.messages is None:
+        a.messages = 1000 if a.quick else 10000
+    if a.tiny_messages is None:
+        a.tiny_messages = 10000 if a.quick else 100000
+    if a.runs < 1 or a.offlineimap_runs < 1:
+        p.error("runs must be at least 1")
+    a.workdir = a.workdir.resolve()
+    return a
+
+
+def main():
+    a = parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: Dovecot's mail processes run as nobody (uid 65534)")
+    if not CORPUS.exists():
+        raise SystemExit(f"the corpus generator is not at {CORPUS} (set SYNCMAIL_CORPUS_SCRIPT)")
+    command = os.environ.get("SYNCMAIL_BENCH_COMMAND") or shlex.join(["bench/bench.py"] + sys.argv[1:])
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.monotonic()
+
+    install(a)
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    a.syncmail_bin = build(a)
+    bench = Bench(a)
+
+    # SIGTERM as ^C, so that the finally below stops Dovecot.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    head = [f"# syncmail benchmark, {started:%Y-%m-%d %H:%M} UTC", "",
+            f"Command: `{command}`", "", "Machine:", ""] + machine(a) + ["", "Versions:", ""] + versions(a)
+    try:
+        if "normal" in a.corpora:
+            bench.corpus("normal", f"Corpus: {a.messages:,} messages, realistic mix",
+                         ["--messages", str(a.messages)])
+        if "tiny" in a.corpora:
+            folders = ",".join(f"F{i}" for i in range(a.tiny_folders))
+            bench.corpus("tiny", f"Corpus: {a.tiny_messages:,} small messages in {a.tiny_folders} folders",
+                         ["--messages", str(a.tiny_messages), "--tiny", "--folders", folders])
+    finally:
+        if getattr(bench, "server", None):
+            bench.server.stop()
+
+    minutes = (time.monotonic() - t0) / 60
+    tools = [t for t in TOOLS if t not in a.skip]
+    how = [
+        "How: every tool downloads from the same private Dovecot over **plain IMAP (no TLS) on 127.0.0.1**, "
+        "so that the comparison is about sync, not crypto, and each syncs into its own local directory. "
+        f"Tools: {', '.join(tools)}; download only (syncmail only downloads today): mbsync `Sync Pull` + "
+        "`Expunge Near`, offlineimap with a `readonly` remote. Both keep their default fsync on, as syncmail "
+        "fsyncs. Before any timed run each tool made one untimed warm-up sync (server indexes and page cache "
+        "warm), and every timed run starts from a copy of the same server directory.",
+        "",
+        f"Figures: medians of {a.runs} runs per tool and scenario"
+        + (f" (offlineimap: {a.offlineimap_runs}, it is slow)" if "offlineimap" in tools
+           and a.offlineimap_runs != a.runs else "")
+        + ", measured with GNU time (`%e %U %S %M`): wall seconds, CPU seconds (user + sys of the client "
+        "only: Dovecot's own CPU is not counted), peak RSS of the client. Ratios are tool ÷ syncmail: "
+        "above 1 means syncmail is faster. Runs are interleaved across tools. \"all messages?\" counts the "
+        "message files (and the flagged ones) in each local store after each run against the server's.",
+        "",
+        f"Load average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}; "
+        f"the whole benchmark took {minutes:.1f} min.",
+    ]
+    warn = ["## Warnings", ""] + [f"- WARNING: {w}" for w in bench.warnings] + [""] if bench.warnings else []
+    report = "\n".join(head + [""] + how + [""] + warn + bench.sections) + "\n"
+    print(report)
+
+    a.results.mkdir(parents=True, exist_ok=True)
+    stem = f"{started:%Y-%m-%d}" + ("-quick" if a.quick else "")
+    out = a.results / f"{stem}.md"
+    n = 2
+    while out.exists():
+        out = a.results / f"{stem}-{n}.md"
+        n += 1
+    out.write_text(report)
+    log(f"report written to {out}")
+    if not a.keep:
+        rmtree(a.workdir)
+    else:
+        log(f"work dir kept: {a.workdir}")
+    return 1 if bench.warnings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
