@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,32 +73,22 @@ def rmtree(path):
 
 
 def maildir_counts(root):
-    """(messages, flagged, seen) over every cur/ and new/ below root, in any layout
-    (the server's Maildir++, syncmail's and mbsync's verbatim, offlineimap's)."""
-    messages = flagged = seen = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        if os.path.basename(dirpath) in ("cur", "new"):
+    """(messages, flagged, bytes) over every cur/ and new/ below root, in any layout (the
+    server's Maildir++, syncmail's and mbsync's verbatim, offlineimap's)."""
+    messages = flagged = size = 0
+    for dirpath, dirnames, _ in os.walk(root):
+        name = os.path.basename(dirpath)
+        if name in ("cur", "new", "tmp"):
             dirnames[:] = []  # a message directory has no folders inside
-            for name in filenames:
+        if name not in ("cur", "new"):
+            continue
+        with os.scandir(dirpath) as it:
+            for e in it:
                 messages += 1
-                _, sep, info = name.partition(":2,")
-                if sep:
-                    flagged += "F" in info
-                    seen += "S" in info
-        elif os.path.basename(dirpath) == "tmp":
-            dirnames[:] = []
-    return messages, flagged, seen
-
-
-def du_bytes(root):
-    total = 0
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except FileNotFoundError:
-                pass
-    return total
+                size += e.stat(follow_symlinks=False).st_size
+                _, sep, info = e.name.partition(":2,")
+                flagged += bool(sep) and "F" in info
+    return messages, flagged, size
 
 
 # --------------------------------------------------------------------------------------
@@ -372,31 +363,50 @@ class Result:
 
 
 def timed(tool, logfile, timeout):
-    """One run of the tool under GNU time: wall, user, sys seconds and peak RSS (KiB)."""
+    """One run of the tool under GNU time. Returns (wall, user, sys, peak RSS KiB, exit
+    status), or None and why not.
+
+    GNU time (`-f '%e %U %S %M'`) prints seconds with two decimals, too coarse for runs
+    that take a few milliseconds (resyncs). So the figures are read here from the same
+    source GNU time reads, at full resolution: wall from a monotonic clock around the
+    process, user/sys/max RSS from wait4() on the `time` process (its rusage includes the
+    tool it waited for). GNU time's own line stays in the run's .time file as a check.
+    """
     tfile = logfile.with_suffix(".time")
     cmd = [TIME, "-f", "%e %U %S %M", "-o", str(tfile), "--"] + tool.command()
+    done = []
     with open(logfile, "wb") as out:
+        t0 = time.perf_counter()
         # Own process group, so that a run that hangs can be killed with all it started.
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=tool.env(),
                              start_new_session=True)
+
+        def reap():
+            _, status, ru = os.wait4(p.pid, 0)
+            done.append((time.perf_counter() - t0, os.waitstatus_to_exitcode(status), ru))
+
+        waiter = threading.Thread(target=reap, daemon=True)
+        waiter.start()
+        timed_out = True
         try:
-            rc = p.wait(timeout=timeout)
-        except BaseException as e:  # timeout, or ^C: leave nothing running
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
-            if isinstance(e, subprocess.TimeoutExpired):
-                return None, f"timed out after {timeout} s"
-            raise
-    # GNU time writes "Command exited with non-zero status N" before the figures.
-    fields = tfile.read_text().split("\n")
-    figures = [l for l in fields if re.fullmatch(r"[\d.]+ [\d.]+ [\d.]+ \d+", l.strip())]
-    if not figures:
-        return None, f"no timing from GNU time: {tfile.read_text().strip()!r}"
-    wall, user, sys_, rss = figures[-1].split()
-    return (float(wall), float(user), float(sys_), int(rss), rc), None
+            waiter.join(timeout)
+            timed_out = not done
+        finally:
+            if not done:  # timeout, or ^C: leave nothing running
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                waiter.join()
+        p.returncode = done[0][1]  # reaped by wait4 above, not by Popen
+    if timed_out:
+        return None, f"timed out after {timeout} s"
+    wall, rc, ru = done[0]
+    if not tfile.exists() or not re.search(r"[\d.]+ [\d.]+ [\d.]+ \d+", tfile.read_text()):
+        return None, "GNU time wrote no figures"
+    # GNU time passes the tool's exit status on (and writes "Command exited with non-zero
+    # status N" into its file).
+    return (wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, rc), None
 
 
 def tail(path, n=5):
@@ -434,8 +444,7 @@ class Bench:
         log(f"{title}: writing the corpus")
         server.create(corpus_args)
         server.start()
-        msgs, flagged, _ = server.counts()
-        size = du_bytes(server.dir / "mail")
+        msgs, _, size = server.counts()
         folders = sum(1 for _ in server.doveadm("mailbox", "list", "-u", "test").stdout.splitlines())
         log(f"{title}: {msgs} messages, {folders} folders, {size / 1e6:.0f} MB")
 
@@ -460,11 +469,11 @@ class Bench:
             log(f"{title}: warm-up {t.name}")
             t.reset_empty()
             os.sync()
-            r = self.one_run(t, key, "warmup", 0, (msgs, flagged))
+            r = self.one_run(t, key, "warmup", 0, server.counts())
             if r is None or not r.ok:
                 self.warn(f"{title}: warm-up of {t.name} failed; its figures below are suspect")
         server.snapshot("pristine")
-        expected = server.counts()[:2]
+        expected = server.counts()
 
         runs = {t.name: (a.offlineimap_runs if t.name == "offlineimap" else a.runs) for t in tools}
         section = [f"## {title}", "",
@@ -513,7 +522,7 @@ class Bench:
         server.restore("pristine")
         change_text = self.make_change(server, key, msgs)
         server.snapshot("changed")
-        expected_change = server.counts()[:2]
+        expected_change = server.counts()
         log(f"{title}: change sync")
         for i in range(max(runs[t.name] for t in tools)):
             for t in tools:
@@ -591,19 +600,25 @@ class Bench:
             self.warn(f"{what}: {err}")
             return None
         wall, user, sys_, rss, rc = figures
-        got = maildir_counts(tool.maildir)[:2]
+        got = maildir_counts(tool.maildir)
         ok = True
         notes = []
         if rc != 0:
             ok = False
             notes.append(f"exit status {rc}")
             self.warn(f"{what}: exit status {rc}: {tail(logfile)}")
-        if got != expected:
+        if got[:2] != expected[:2]:
             ok = False
             notes.append(f"{got[0]}/{expected[0]} msgs, {got[1]}/{expected[1]} flagged")
             self.warn(f"{what}: has {got[0]} messages ({got[1]} flagged), the server has {expected[0]} "
                       f"({expected[1]} flagged)")
-        log(f"{what}: {wall:.2f} s wall, {user + sys_:.2f} s CPU, {rss / 1024:.0f} MiB"
+        # Sizes differ a little (line ends: the tools store LF), but a store much smaller
+        # or larger than the server's has empty, cut or doubled messages.
+        if not 0.9 <= got[2] / max(expected[2], 1) <= 1.1:
+            ok = False
+            notes.append(f"{got[2]:,} of {expected[2]:,} bytes")
+            self.warn(f"{what}: its messages take {got[2]:,} bytes, the server's {expected[2]:,}")
+        log(f"{what}: {wall:.3f} s wall, {user + sys_:.3f} s CPU, {rss / 1024:.0f} MiB"
             + ("" if ok else "  [" + "; ".join(notes) + "]"))
         return Result(wall, user, sys_, rss, ok, "; ".join(notes))
 
@@ -640,8 +655,8 @@ class Bench:
             bad = [r for r in self.results[(key, scenario, t.name)] if r is None or not r.ok]
             check = f"yes ({expected[0]:,})" if not bad else f"**NO** in {len(bad)} of {n} runs: " + \
                 "; ".join(sorted({r.note if r else 'failed' for r in bad}))
-            rows.append(f"| {t.name} | {len(rs)} | {wall:.2f} | {min(r.wall for r in rs):.2f}–"
-                        f"{max(r.wall for r in rs):.2f} | {cpu:.2f} | {rss:.0f} | {rw} | {rc} | {check} |")
+            rows.append(f"| {t.name} | {len(rs)} | {wall:.3f} | {min(r.wall for r in rs):.3f}–"
+                        f"{max(r.wall for r in rs):.3f} | {cpu:.3f} | {rss:.0f} | {rw} | {rc} | {check} |")
         return rows + [""]
 
 
@@ -737,7 +752,7 @@ def versions(args):
     if "offlineimap" not in args.skip:
         v.append(f"- offlineimap: {output(['offlineimap', '--version'])} (offlineimap3, "
                  f"{output(['/usr/bin/python3', '--version'])})")
-    v.append(f"- GNU time: {output([TIME, '--version']).splitlines()[0]}")
+    v.append(f"- GNU time: {output(['dpkg-query', '-W', '-f', '${Version}', 'time'])} (Debian package `time`)")
     return v
 
 

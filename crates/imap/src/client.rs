@@ -387,11 +387,8 @@ impl Client {
     pub fn append(&mut self, quoted_name: &str, flags: &str, message: &[u8]) -> Result<Completion> {
         let tag = self.next_tag();
         let plus = self.has("LITERAL+");
-        let head = format!(
-            "{tag} APPEND {quoted_name} ({flags}) {{{}{}}}\r\n",
-            message.len(),
-            if plus { "+" } else { "" }
-        );
+        let head =
+            format!("{tag} APPEND {quoted_name} ({flags}) {{{}{}}}\r\n", message.len(), if plus { "+" } else { "" });
         self.pending.insert(tag.clone(), "APPEND".into());
         if plus {
             let mut buf = Vec::with_capacity(head.len() + message.len() + 2);
@@ -410,7 +407,9 @@ impl Client {
                     Response::Tagged { tag: t, status, code, text } if t == tag => {
                         self.pending.remove(&tag);
                         return match status {
-                            Status::Ok => Err(Error::Protocol("the server completed APPEND before the message was sent".into())),
+                            Status::Ok => {
+                                Err(Error::Protocol("the server completed APPEND before the message was sent".into()))
+                            }
                             Status::No => Err(Error::No { command: "APPEND".into(), code, text }),
                             _ => Err(Error::Bad { command: "APPEND".into(), text }),
                         };

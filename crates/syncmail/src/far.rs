@@ -411,16 +411,19 @@ impl Session {
         // Same size first (cheap), then the same bytes.
         let mut sized = Vec::new();
         let want = message.len() as u64;
-        self.client.run(&format!("UID FETCH {} (UID RFC822.SIZE)", uid_set(&candidates.iter().copied().collect::<Vec<_>>())), |u| {
-            if let Untagged::Fetch { data, .. } = u
-                && let (Some(uid), Some(size)) = (data.uid, data.size)
-                && size == want
-                && candidates.contains(&uid)
-            {
-                sized.push(uid);
-            }
-            Ok(())
-        })?;
+        self.client.run(
+            &format!("UID FETCH {} (UID RFC822.SIZE)", uid_set(&candidates.iter().copied().collect::<Vec<_>>())),
+            |u| {
+                if let Untagged::Fetch { data, .. } = u
+                    && let (Some(uid), Some(size)) = (data.uid, data.size)
+                    && size == want
+                    && candidates.contains(&uid)
+                {
+                    sized.push(uid);
+                }
+                Ok(())
+            },
+        )?;
         sized.sort_unstable();
         let mut found = None;
         if !sized.is_empty() {

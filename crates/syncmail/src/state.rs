@@ -16,7 +16,8 @@ use syncmail_imap::Flags;
 pub type Result<T> = std::result::Result<T, rusqlite::Error>;
 
 /// Migrations, append-only: entry i takes the schema from version i to i+1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE folders (
     id INTEGER PRIMARY KEY,
     -- the name as the server sends it (modified UTF-7 or UTF-8), so commands use it as is
@@ -46,7 +47,8 @@ CREATE TABLE messages (
     PRIMARY KEY (folder_id, uid)
 ) STRICT;
 CREATE INDEX messages_near ON messages(folder_id, near_id);
-"#, r#"
+"#,
+    r#"
 -- Uploads under way: journaled before the APPEND is sent, removed when its UID is known.
 CREATE TABLE appends (
     folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
@@ -60,7 +62,8 @@ CREATE TABLE appends (
     uid_floor INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (folder_id, near_id)
 ) STRICT;
-"#];
+"#,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderRow {

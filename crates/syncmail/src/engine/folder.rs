@@ -97,8 +97,7 @@ pub(crate) fn ensure_folder(
         }));
     }
     Folder::new(ctx.account.maildir.join(&path)).create().map_err(|e| local_error(ctx, shown, e))?;
-    let row =
-        state.add_folder(&mb.far_name, shown, &path_str, mb.delimiter).map_err(|e| local_error(ctx, shown, e))?;
+    let row = state.add_folder(&mb.far_name, shown, &path_str, mb.delimiter).map_err(|e| local_error(ctx, shown, e))?;
     Ok(Some((row, true)))
 }
 
@@ -236,6 +235,19 @@ pub(crate) fn sync_folder(
     if let Some(present) = &changes.present {
         far.gone.extend(known.keys().filter(|u| **u < row.uidnext && !present.contains(u)));
     }
+    // The listing from the old UIDNEXT on is complete: a known UID there (an upload or a
+    // download not yet covered by the mark) that it lacks is gone, and the flags it shows
+    // are current.
+    for uid in known.range(row.uidnext..).map(|(u, _)| *u) {
+        match far.new.get(&uid) {
+            Some((_, flags)) => {
+                far.flags.insert(uid, *flags);
+            }
+            None => {
+                far.gone.insert(uid);
+            }
+        }
+    }
 
     let mut actions = plan(&known, &far, &near, &BTreeSet::new(), mode);
     hold_mass_deletions(ctx, &mut actions, &mut report, known.len(), dir_existed, shown);
@@ -280,9 +292,8 @@ pub(crate) fn sync_folder(
         ctx.step()?;
     }
     if !far_deletes.is_empty() {
-        let warning = session
-            .delete(&far_deletes, ctx.account.delete_policy, trash)
-            .map_err(|e| imap_error(ctx, shown, &e))?;
+        let warning =
+            session.delete(&far_deletes, ctx.account.delete_policy, trash).map_err(|e| imap_error(ctx, shown, &e))?;
         report.far_deleted = far_deletes.len() as u64;
         if let Some(w) = warning {
             ctx.error(SyncError {

@@ -119,8 +119,13 @@ impl AccountLock {
 
 /// Runs one sync to the end and returns its report; `done` is the caller's to call.
 pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelToken) -> SyncReport {
-    let mut ctx =
-        Ctx { account, req, cancel, report: SyncReport { account: account.name.clone(), ..Default::default() }, steps: 0 };
+    let mut ctx = Ctx {
+        account,
+        req,
+        cancel,
+        report: SyncReport { account: account.name.clone(), ..Default::default() },
+        steps: 0,
+    };
     let unsupported = req.flags.difference(SyncFlags::IMPLEMENTED);
     for (name, _) in unsupported.iter_names() {
         ctx.simple_error(
@@ -215,7 +220,9 @@ fn sync_folders(
         .find(|m| m.attributes.iter().any(|a| a.eq_ignore_ascii_case("\\Trash")))
         .map(|m| m.far_name.clone())
         .or_else(|| ctx.account.trash_folder.clone())
-        .or_else(|| mailboxes.iter().find(|m| m.display_name.eq_ignore_ascii_case("Trash")).map(|m| m.far_name.clone()));
+        .or_else(|| {
+            mailboxes.iter().find(|m| m.display_name.eq_ignore_ascii_case("Trash")).map(|m| m.far_name.clone())
+        });
     mailboxes.retain(|m| m.selectable && ctx.account.folders.matches(&m.display_name, m.delimiter));
     if let Some(only) = &ctx.req.folders {
         mailboxes.retain(|m| only.iter().any(|o| o == &m.display_name || o == &m.far_name));

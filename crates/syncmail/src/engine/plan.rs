@@ -33,7 +33,8 @@ pub struct FarView {
     /// Current flags of known messages the server reported (all of them, or only those
     /// changed since the last HIGHESTMODSEQ: silence means unchanged).
     pub flags: BTreeMap<u32, Flags>,
-    /// Known UIDs the server no longer has.
+    /// Known UIDs the server no longer has. The caller must name every one it knows of:
+    /// a known UID that is neither here nor in `new` is taken as still on the server.
     pub gone: BTreeSet<u32>,
     /// Messages at or above the recorded UIDNEXT: UID → (size, flags).
     pub new: BTreeMap<u32, (u64, Flags)>,
@@ -93,11 +94,15 @@ pub fn plan(
     for (uid, row) in known {
         let local = near.get(&row.near_id);
         if row.pending {
-            match (local, far.new.contains_key(uid) || far.flags.contains_key(uid)) {
-                (Some(e), _) => out.push(Action::Agree { uid: *uid, flags: e.flags }),
-                (None, true) => {} // downloaded below, with the new ones
-                (None, false) => out.push(Action::Forget { uid: *uid, kept_local: false }),
-            }
+            if let Some(e) = local {
+                out.push(Action::Agree { uid: *uid, flags: e.flags });
+            } else if far.gone.contains(uid) {
+                out.push(Action::Forget { uid: *uid, kept_local: false });
+            } else if !far.new.contains_key(uid) {
+                // A download of a message the server still has (one it had before the
+                // last mark: a re-download) was cut short: again.
+                redownload.push(Action::Download { uid: *uid, size: row.size });
+            } // else: downloaded below, with the new ones
             continue;
         }
         let a = row.flags;
@@ -221,43 +226,111 @@ mod tests {
         let cases: Vec<Case> = vec![
             ("nothing changed", B, S, Some(S), Some(S), vec![]),
             // Flags on one side.
-            ("far added a flag", B, NONE, Some(S), Some(NONE),
-                vec![SetNearFlags { uid: 1, entry: entry(1, NONE), flags: S }, Agree { uid: 1, flags: S }]),
-            ("far removed a flag", B, S, Some(NONE), Some(S),
-                vec![SetNearFlags { uid: 1, entry: entry(1, S), flags: NONE }, Agree { uid: 1, flags: NONE }]),
-            ("near added a flag", B, S, Some(S), Some(sf),
-                vec![SetFarFlags { uid: 1, add: F, remove: NONE }, Agree { uid: 1, flags: sf }]),
-            ("near removed a flag", B, sf, Some(sf), Some(F),
-                vec![SetFarFlags { uid: 1, add: NONE, remove: S }, Agree { uid: 1, flags: F }]),
+            (
+                "far added a flag",
+                B,
+                NONE,
+                Some(S),
+                Some(NONE),
+                vec![SetNearFlags { uid: 1, entry: entry(1, NONE), flags: S }, Agree { uid: 1, flags: S }],
+            ),
+            (
+                "far removed a flag",
+                B,
+                S,
+                Some(NONE),
+                Some(S),
+                vec![SetNearFlags { uid: 1, entry: entry(1, S), flags: NONE }, Agree { uid: 1, flags: NONE }],
+            ),
+            (
+                "near added a flag",
+                B,
+                S,
+                Some(S),
+                Some(sf),
+                vec![SetFarFlags { uid: 1, add: F, remove: NONE }, Agree { uid: 1, flags: sf }],
+            ),
+            (
+                "near removed a flag",
+                B,
+                sf,
+                Some(sf),
+                Some(F),
+                vec![SetFarFlags { uid: 1, add: NONE, remove: S }, Agree { uid: 1, flags: F }],
+            ),
             // Flags on both sides.
-            ("both changed different flags: merged per flag", B, NONE, Some(S), Some(F), vec![
-                SetNearFlags { uid: 1, entry: entry(1, F), flags: sf },
-                SetFarFlags { uid: 1, add: F, remove: NONE },
-                Agree { uid: 1, flags: sf },
-            ]),
+            (
+                "both changed different flags: merged per flag",
+                B,
+                NONE,
+                Some(S),
+                Some(F),
+                vec![
+                    SetNearFlags { uid: 1, entry: entry(1, F), flags: sf },
+                    SetFarFlags { uid: 1, add: F, remove: NONE },
+                    Agree { uid: 1, flags: sf },
+                ],
+            ),
             ("both made the same change", B, NONE, Some(R), Some(R), vec![Agree { uid: 1, flags: R }]),
-            ("far removed S while near added F", B, S, Some(NONE), Some(sf), vec![
-                SetNearFlags { uid: 1, entry: entry(1, sf), flags: F },
-                SetFarFlags { uid: 1, add: F, remove: NONE },
-                Agree { uid: 1, flags: F },
-            ]),
+            (
+                "far removed S while near added F",
+                B,
+                S,
+                Some(NONE),
+                Some(sf),
+                vec![
+                    SetNearFlags { uid: 1, entry: entry(1, sf), flags: F },
+                    SetFarFlags { uid: 1, add: F, remove: NONE },
+                    Agree { uid: 1, flags: F },
+                ],
+            ),
             // One direction only: the other side is left alone, the agreed state follows
             // the side that was read, so the skipped change is found again later.
             ("download only, near changed: left for upload", D, S, Some(S), Some(sf), vec![]),
-            ("download only, both changed", D, NONE, Some(S), Some(F),
-                vec![SetNearFlags { uid: 1, entry: entry(1, F), flags: sf }, Agree { uid: 1, flags: S }]),
+            (
+                "download only, both changed",
+                D,
+                NONE,
+                Some(S),
+                Some(F),
+                vec![SetNearFlags { uid: 1, entry: entry(1, F), flags: sf }, Agree { uid: 1, flags: S }],
+            ),
             ("upload only, far changed: left for download", U, NONE, Some(S), Some(NONE), vec![]),
-            ("upload only, both changed", U, NONE, Some(S), Some(F),
-                vec![SetFarFlags { uid: 1, add: F, remove: NONE }, Agree { uid: 1, flags: F }]),
+            (
+                "upload only, both changed",
+                U,
+                NONE,
+                Some(S),
+                Some(F),
+                vec![SetFarFlags { uid: 1, add: F, remove: NONE }, Agree { uid: 1, flags: F }],
+            ),
             // Deletions.
-            ("expunged on far, near unchanged: delete", B, S, None, Some(S),
-                vec![DeleteNear { uid: 1, entry: entry(1, S) }]),
-            ("expunged on far, near changed: kept and uploaded again", B, S, None, Some(sf),
-                vec![Forget { uid: 1, kept_local: true }, Append { entry: entry(1, sf) }]),
+            (
+                "expunged on far, near unchanged: delete",
+                B,
+                S,
+                None,
+                Some(S),
+                vec![DeleteNear { uid: 1, entry: entry(1, S) }],
+            ),
+            (
+                "expunged on far, near changed: kept and uploaded again",
+                B,
+                S,
+                None,
+                Some(sf),
+                vec![Forget { uid: 1, kept_local: true }, Append { entry: entry(1, sf) }],
+            ),
             ("expunged on far, upload only: left for download", U, S, None, Some(S), vec![]),
             ("deleted on near, far unchanged: delete on far", B, S, Some(S), None, vec![DeleteFar { uid: 1 }]),
-            ("deleted on near, far changed: downloaded again", B, S, Some(sf), None,
-                vec![Download { uid: 1, size: 10 }]),
+            (
+                "deleted on near, far changed: downloaded again",
+                B,
+                S,
+                Some(sf),
+                None,
+                vec![Download { uid: 1, size: 10 }],
+            ),
             ("deleted on near, download only: left for upload", D, S, Some(S), None, vec![]),
             ("deleted on both", B, S, None, None, vec![Forget { uid: 1, kept_local: false }]),
             ("deleted on both, download only", D, S, None, None, vec![Forget { uid: 1, kept_local: false }]),
@@ -274,7 +347,13 @@ mod tests {
             for f in [NONE, S] {
                 for n in [NONE, S] {
                     let m = merge(a, f, n);
-                    let want = if f != a { f } else if n != a { n } else { a };
+                    let want = if f != a {
+                        f
+                    } else if n != a {
+                        n
+                    } else {
+                        a
+                    };
                     assert_eq!(m, want, "agreed {a:?} far {f:?} near {n:?}");
                 }
             }
@@ -309,6 +388,17 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_redownload_is_finished() {
+        // Deleted locally, changed on the server: downloaded again; cut short after the
+        // journal row was written. The server still has it (not gone, not new).
+        let mut r = row(4, S);
+        r.pending = true;
+        let known = BTreeMap::from([(4, r)]);
+        let got = plan(&known, &FarView::default(), &HashMap::new(), &BTreeSet::new(), B);
+        assert_eq!(got, vec![Action::Download { uid: 4, size: 10 }]);
+    }
+
+    #[test]
     fn new_and_pending() {
         let mut known = BTreeMap::new();
         for uid in [5, 6, 7] {
@@ -323,6 +413,7 @@ mod tests {
         far.new.insert(5, (10, S));
         far.new.insert(6, (20, NONE));
         far.new.insert(8, (30, F));
+        far.gone.insert(7);
         let got = plan(&known, &far, &near, &BTreeSet::new(), B);
         assert_eq!(
             got,

@@ -14,8 +14,14 @@ pub enum Conn {
     Implicit,
 }
 
-/// Writes a config for the test server and returns the account.
+/// Writes a config for the test server and returns the account; `extra` goes at the end
+/// (in the `[imap]` table, or tables of its own).
 pub fn account(dv: &Dovecot, root: &Path, tls: Conn, extra: &str) -> syncmail::AccountConfig {
+    account_with(dv, root, tls, "", extra)
+}
+
+/// Like [`account`], with keys for the `[accounts.test]` table itself.
+pub fn account_with(dv: &Dovecot, root: &Path, tls: Conn, account_keys: &str, extra: &str) -> syncmail::AccountConfig {
     let (mode, port) = match tls {
         Conn::Plain => ("none", dv.port_plain),
         Conn::StartTls => ("starttls", dv.port_plain),
@@ -26,6 +32,7 @@ pub fn account(dv: &Dovecot, root: &Path, tls: Conn, extra: &str) -> syncmail::A
 [accounts.test]
 maildir = "{maildir}"
 state-dir = "{state}"
+{account_keys}
 [accounts.test.imap]
 host = "127.0.0.1"
 port = {port}
@@ -83,4 +90,85 @@ pub fn sync_ok(store: &Store) -> SyncReport {
 /// Asserts that the local store holds exactly the server's messages, with their flags.
 pub fn assert_same(dv: &Dovecot, root: &Path) {
     syncmail_testkit::assert_store_matches(dv, &root.join("mail"));
+}
+
+pub const TWO_WAY: SyncFlags =
+    SyncFlags::DOWNLOAD_HIERARCHY.union(SyncFlags::DOWNLOAD_CONTENTS).union(SyncFlags::UPLOAD_CONTENTS);
+
+/// A local folder of the store (`INBOX`, or a server name with `.` separators).
+pub fn near_folder(root: &Path, folder: &str) -> syncmail_maildir::Folder {
+    let rel: std::path::PathBuf = if folder == "INBOX" { "INBOX".into() } else { folder.split('.').collect() };
+    syncmail_maildir::Folder::new(root.join("mail").join(rel))
+}
+
+/// Delivers a message into a local folder as a mail reader or MDA would: tmp/, then new/
+/// (no flags) or cur/.
+pub fn near_add(root: &Path, folder: &str, subject: &str, flags: syncmail_imap::Flags) {
+    let f = near_folder(root, folder);
+    let data = syncmail_testkit::message(subject, &format!("body of {subject}"));
+    let data = syncmail_maildir::crlf_to_lf(&data);
+    let staged = f.stage(&format!("local-{}", subject.replace(' ', "_")), &data).unwrap();
+    f.publish(staged, flags).unwrap();
+}
+
+/// The local entry holding the message with this subject.
+pub fn near_find(root: &Path, folder: &str, subject: &str) -> Option<syncmail_maildir::Entry> {
+    let f = near_folder(root, folder);
+    let needle = format!("Subject: {subject}\n");
+    f.scan().unwrap().into_values().find(|e| {
+        let data = f.read(e).unwrap();
+        data.windows(needle.len()).any(|w| w == needle.as_bytes())
+    })
+}
+
+pub fn near_set_flags(root: &Path, folder: &str, subject: &str, flags: syncmail_imap::Flags) {
+    let e = near_find(root, folder, subject).unwrap_or_else(|| panic!("no local {subject:?}"));
+    near_folder(root, folder).set_flags(&e, flags).unwrap();
+}
+
+pub fn near_delete(root: &Path, folder: &str, subject: &str) {
+    let e = near_find(root, folder, subject).unwrap_or_else(|| panic!("no local {subject:?}"));
+    near_folder(root, folder).remove(&e).unwrap();
+}
+
+/// The server's UID of the message with this subject.
+pub fn far_uid(dv: &Dovecot, folder: &str, subject: &str) -> u32 {
+    let out = dv.doveadm(&["search", "mailbox", folder, "header", "subject", subject]);
+    let uids: Vec<u32> = out.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
+    assert_eq!(uids.len(), 1, "{subject:?} on the server: {uids:?}");
+    uids[0]
+}
+
+/// Subject → flags of every message in a folder, on each side; panics on a duplicate.
+pub fn by_subject(
+    msgs: &[(Vec<u8>, syncmail_imap::Flags)],
+) -> std::collections::BTreeMap<String, syncmail_imap::Flags> {
+    let mut out = std::collections::BTreeMap::new();
+    for (data, flags) in msgs {
+        let text = String::from_utf8_lossy(data);
+        let subject = text.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or("").to_string();
+        assert!(out.insert(subject.clone(), *flags).is_none(), "duplicate message {subject:?}");
+    }
+    out
+}
+
+/// Both sides of one folder, by subject.
+pub type Sides = (
+    std::collections::BTreeMap<String, syncmail_imap::Flags>,
+    std::collections::BTreeMap<String, syncmail_imap::Flags>,
+);
+
+pub fn both_sides(dv: &Dovecot, root: &Path, folder: &str) -> Sides {
+    let server = dv.server_messages();
+    let far = by_subject(server.get(folder).map(Vec::as_slice).unwrap_or(&[]));
+    let rel: std::path::PathBuf = if folder == "INBOX" { "INBOX".into() } else { folder.split('.').collect() };
+    let near = by_subject(&syncmail_testkit::read_maildir(&root.join("mail").join(rel)));
+    (far, near)
+}
+
+/// One two-way sync that must succeed.
+pub fn sync2(store: &Store) -> SyncReport {
+    let (r, _) = sync(store, TWO_WAY);
+    assert!(r.is_success(), "sync failed: {:#?}", r.errors);
+    r
 }
