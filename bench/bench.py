@@ -193,6 +193,31 @@ class Server:
     def counts(self):
         return maildir_counts(self.dir / "mail")
 
+    def cpu(self):
+        """CPU seconds (user + sys) of the master's children that have exited and been
+        reaped: the imap and imap-login processes of the sessions so far."""
+        rest = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(rest[13]) + int(rest[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+
+    def settle(self, timeout=5):
+        """Waits until the sessions' imap and imap-login processes are gone (a client's
+        exit does not wait for the server to finish closing its session)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+                names = []
+                for k in kids:
+                    try:
+                        names.append(Path(f"/proc/{k}/comm").read_text().strip())
+                    except OSError:
+                        pass
+            except OSError:
+                return
+            if not any(n.startswith("imap") for n in names):
+                return
+            time.sleep(0.01)
+
 
 # --------------------------------------------------------------------------------------
 # The clients. Each gets its own directory: `live` (what the tool reads and writes: the
@@ -354,8 +379,9 @@ class CopyLimit(Tool):
 
 
 class Result:
-    def __init__(self, wall, user, sys_, rss_kb, ok, note):
-        self.wall, self.user, self.sys, self.rss_kb, self.ok, self.note = wall, user, sys_, rss_kb, ok, note
+    def __init__(self, wall, user, sys_, rss_kb, server_cpu, ok, note):
+        self.wall, self.user, self.sys, self.rss_kb = wall, user, sys_, rss_kb
+        self.server_cpu, self.ok, self.note = server_cpu, ok, note
 
     @property
     def cpu(self):
@@ -369,8 +395,9 @@ def timed(tool, logfile, timeout):
     GNU time (`-f '%e %U %S %M'`) prints seconds with two decimals, too coarse for runs
     that take a few milliseconds (resyncs). So the figures are read here from the same
     source GNU time reads, at full resolution: wall from a monotonic clock around the
-    process, user/sys/max RSS from wait4() on the `time` process (its rusage includes the
-    tool it waited for). GNU time's own line stays in the run's .time file as a check.
+    process, user and sys from wait4() on the `time` process (its rusage includes the tool
+    it waited for; `time` itself adds about a millisecond). Peak RSS is GNU time's %M.
+    GNU time's whole line stays in the run's .time file as a check.
     """
     tfile = logfile.with_suffix(".time")
     cmd = [TIME, "-f", "%e %U %S %M", "-o", str(tfile), "--"] + tool.command()
@@ -402,11 +429,15 @@ def timed(tool, logfile, timeout):
     if timed_out:
         return None, f"timed out after {timeout} s"
     wall, rc, ru = done[0]
-    if not tfile.exists() or not re.search(r"[\d.]+ [\d.]+ [\d.]+ \d+", tfile.read_text()):
+    figures = re.findall(r"^([\d.]+) ([\d.]+) ([\d.]+) (\d+)$", tfile.read_text() if tfile.exists() else "", re.M)
+    if not figures:
         return None, "GNU time wrote no figures"
+    # Peak RSS from GNU time (%M, the tool's own): wait4's ru_maxrss here would be that of
+    # the `time` process, which began as a fork of this Python process.
+    rss_kb = int(figures[-1][3])
     # GNU time passes the tool's exit status on (and writes "Command exited with non-zero
     # status N" into its file).
-    return (wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, rc), None
+    return (wall, ru.ru_utime, ru.ru_stime, rss_kb, rc), None
 
 
 def tail(path, n=5):
@@ -477,22 +508,19 @@ class Bench:
 
         runs = {t.name: (a.offlineimap_runs if t.name == "offlineimap" else a.runs) for t in tools}
         section = [f"## {title}", "",
-                   f"{msgs:,} messages in {folders} folders, {size / 1e6:,.0f} MB on the server "
+                   f"{msgs:,} messages in {folders} folders (as Dovecot lists them, INBOX included), "
+                   f"{size / 1e6:,.0f} MB on the server "
                    f"(`make-corpus.py {' '.join(corpus_args)}`).", ""]
 
-        # (a) initial sync. Runs are interleaved (run 1 of every tool, then run 2, ...) so
-        # that a burst of load from elsewhere on the machine hits all tools alike.
+        # (a) initial sync
         log(f"{title}: initial sync")
         order = tools + ([copy] if not a.skip_copy else [])
         runs[copy.name] = a.runs
-        for i in range(max(runs[t.name] for t in order)):
-            for t in order:
-                if i >= runs[t.name]:
-                    continue
-                server.restore("pristine")
-                t.reset_empty()
-                os.sync()  # no dirty pages from the preparation flushed during the run
-                self.record(key, "initial", t, self.one_run(t, key, "initial", i + 1, expected))
+        for i, t in schedule(order, runs):
+            server.restore("pristine")
+            t.reset_empty()
+            os.sync()  # no dirty pages from the preparation flushed during the run
+            self.record(key, "initial", t, self.one_run(t, key, "initial", i, expected))
         for t in tools:
             t.save_base()  # the synced copy that resync and change runs start from
         section += self.table(key, "initial", order, expected,
@@ -503,14 +531,11 @@ class Bench:
 
         # (b) resync, nothing changed
         log(f"{title}: resync")
-        for i in range(max(runs[t.name] for t in tools)):
-            for t in tools:
-                if i >= runs[t.name]:
-                    continue
-                server.restore("pristine")
-                t.restore_base()
-                os.sync()
-                self.record(key, "resync", t, self.one_run(t, key, "resync", i + 1, expected))
+        for i, t in schedule(tools, runs):
+            server.restore("pristine")
+            t.restore_base()
+            os.sync()
+            self.record(key, "resync", t, self.one_run(t, key, "resync", i, expected))
         section += self.table(key, "resync", tools, expected,
                               "Every run starts from the tool's own synced copy of the same server.")
 
@@ -520,18 +545,15 @@ class Bench:
         # from its own copy synced before the change.
         log(f"{title}: preparing the change")
         server.restore("pristine")
-        change_text = self.make_change(server, key, msgs)
+        change_text = self.make_change(server, key)
         server.snapshot("changed")
         expected_change = server.counts()
         log(f"{title}: change sync")
-        for i in range(max(runs[t.name] for t in tools)):
-            for t in tools:
-                if i >= runs[t.name]:
-                    continue
-                server.restore("changed")
-                t.restore_base()
-                os.sync()
-                self.record(key, "change", t, self.one_run(t, key, "change", i + 1, expected_change))
+        for i, t in schedule(tools, runs):
+            server.restore("changed")
+            t.restore_base()
+            os.sync()
+            self.record(key, "change", t, self.one_run(t, key, "change", i, expected_change))
         section += self.table(key, "change", tools, expected_change, change_text)
 
         server.stop()
@@ -539,7 +561,7 @@ class Bench:
         if not a.keep:
             rmtree(cdir)
 
-    def make_change(self, server, key, msgs):
+    def make_change(self, server, key):
         """On the running server: 100 new messages, 1% of the messages get \\Flagged, 50
         expunged. Deterministic (fixed seed); returns a sentence for the report."""
         a = self.args
@@ -594,7 +616,11 @@ class Bench:
         logdir = self.work / "logs"
         logdir.mkdir(parents=True, exist_ok=True)
         logfile = logdir / f"{key}-{scenario}-{tool.name.split()[0]}-{i}.log"
+        server = tool.server
+        cpu0 = server.cpu()
         figures, err = timed(tool, logfile, self.args.timeout)
+        server.settle()
+        server_cpu = server.cpu() - cpu0
         what = f"{key} {scenario} run {i}: {tool.name}"
         if figures is None:
             self.warn(f"{what}: {err}")
@@ -618,9 +644,9 @@ class Bench:
             ok = False
             notes.append(f"{got[2]:,} of {expected[2]:,} bytes")
             self.warn(f"{what}: its messages take {got[2]:,} bytes, the server's {expected[2]:,}")
-        log(f"{what}: {wall:.3f} s wall, {user + sys_:.3f} s CPU, {rss / 1024:.0f} MiB"
-            + ("" if ok else "  [" + "; ".join(notes) + "]"))
-        return Result(wall, user, sys_, rss, ok, "; ".join(notes))
+        log(f"{what}: {wall:.3f} s wall, {user + sys_:.3f} s CPU, {rss / 1024:.0f} MiB, "
+            f"server {server_cpu:.2f} s CPU" + ("" if ok else "  [" + "; ".join(notes) + "]"))
+        return Result(wall, user, sys_, rss, server_cpu, ok, "; ".join(notes))
 
     def record(self, key, scenario, tool, result):
         self.results.setdefault((key, scenario, tool.name), []).append(result)
@@ -632,18 +658,19 @@ class Bench:
             return statistics.median(f(r) for r in rs)
 
         rows = ["### " + SCENARIOS[scenario], "", text, "",
-                "| tool | runs | wall s (median) | wall min–max | CPU s user+sys | peak RSS MiB "
-                "| wall ÷ syncmail | CPU ÷ syncmail | all messages? |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                "| tool | runs | wall s | wall min–max | CPU s (user+sys) | peak RSS MiB "
+                "| wall ÷ syncmail | CPU ÷ syncmail | Dovecot CPU s | all messages? |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         base = [r for r in self.results.get((key, scenario, "syncmail"), []) if r]
         for t in tools:
             rs = [r for r in self.results.get((key, scenario, t.name), []) if r]
             n = len(self.results.get((key, scenario, t.name), []))
             if not rs:
-                rows.append(f"| {t.name} | {n} | – | – | – | – | – | – | **no successful run** |")
+                rows.append(f"| {t.name} | {n} | – | – | – | – | – | – | – | **no successful run** |")
                 continue
             wall, cpu = med(rs, lambda r: r.wall), med(rs, lambda r: r.cpu)
             rss = med(rs, lambda r: r.rss_kb) / 1024
+            server = "–" if isinstance(t, CopyLimit) else f"{med(rs, lambda r: r.server_cpu):.2f}"
             if base and t.name != "syncmail":
                 bw, bc = med(base, lambda r: r.wall), med(base, lambda r: r.cpu)
                 rw = f"{wall / bw:.2f}" if bw > 0 else "–"
@@ -656,8 +683,19 @@ class Bench:
             check = f"yes ({expected[0]:,})" if not bad else f"**NO** in {len(bad)} of {n} runs: " + \
                 "; ".join(sorted({r.note if r else 'failed' for r in bad}))
             rows.append(f"| {t.name} | {len(rs)} | {wall:.3f} | {min(r.wall for r in rs):.3f}–"
-                        f"{max(r.wall for r in rs):.3f} | {cpu:.3f} | {rss:.0f} | {rw} | {rc} | {check} |")
+                        f"{max(r.wall for r in rs):.3f} | {cpu:.3f} | {rss:.0f} | {rw} | {rc} | {server} | {check} |")
         return rows + [""]
+
+
+def schedule(tools, runs):
+    """(run number, tool) in the order to run them: interleaved (run 1 of every tool, then
+    run 2, ...) so that a burst of load from elsewhere on the machine hits all tools
+    alike, and the order rotated from one round to the next so that no tool always goes
+    first. runs: tool name -> how many runs."""
+    for i in range(max(runs[t.name] for t in tools)):
+        for t in tools[i % len(tools):] + tools[:i % len(tools)]:
+            if i < runs[t.name]:
+                yield i + 1, t
 
 
 def uidset(uids):
@@ -847,19 +885,21 @@ def main():
     tools = [t for t in TOOLS if t not in a.skip]
     how = [
         "How: every tool downloads from the same private Dovecot over **plain IMAP (no TLS) on 127.0.0.1**, "
-        "so that the comparison is about sync, not crypto, and each syncs into its own local directory. "
-        f"Tools: {', '.join(tools)}; download only (syncmail only downloads today): mbsync `Sync Pull` + "
-        "`Expunge Near`, offlineimap with a `readonly` remote. Both keep their default fsync on, as syncmail "
-        "fsyncs. Before any timed run each tool made one untimed warm-up sync (server indexes and page cache "
-        "warm), and every timed run starts from a copy of the same server directory.",
+        "so that the comparison is about sync, not crypto, each into its own local directory. "
+        f"Tools: {', '.join(tools)}. Download only (syncmail only downloads today): mbsync `Sync Pull` with "
+        "`Expunge Near`, offlineimap with a `readonly` remote; both with fsync on (their default; syncmail "
+        "fsyncs too). One untimed warm-up sync per tool first (Dovecot's indexes and caches built, page cache "
+        "warm); then every timed run starts from a fresh copy of the same server directory and, for resync "
+        "and change, of the tool's own synced store; `sync` before each run.",
         "",
-        f"Figures: medians of {a.runs} runs per tool and scenario"
+        f"Figures: **medians** of {a.runs} runs per tool and scenario"
         + (f" (offlineimap: {a.offlineimap_runs}, it is slow)" if "offlineimap" in tools
            and a.offlineimap_runs != a.runs else "")
-        + ", measured with GNU time (`%e %U %S %M`): wall seconds, CPU seconds (user + sys of the client "
-        "only: Dovecot's own CPU is not counted), peak RSS of the client. Ratios are tool ÷ syncmail: "
-        "above 1 means syncmail is faster. Runs are interleaved across tools. \"all messages?\" counts the "
-        "message files (and the flagged ones) in each local store after each run against the server's.",
+        + ", runs interleaved across tools in rotating order. Wall seconds; CPU seconds (user + sys) and peak "
+        "RSS of the client, as GNU time `-f '%e %U %S %M'` reports them (CPU read at µs resolution); Dovecot "
+        "CPU = the server's imap and imap-login processes for the session. Ratios are tool ÷ syncmail: "
+        "above 1, syncmail is faster. \"all messages?\" compares each store after each run with the server: "
+        "number of messages, number flagged, total size within 10 %.",
         "",
         f"Load average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}; "
         f"the whole benchmark took {minutes:.1f} min.",
@@ -877,10 +917,15 @@ def main():
         n += 1
     out.write_text(report)
     log(f"report written to {out}")
-    if not a.keep:
-        rmtree(a.workdir)
-    else:
+    if a.keep:
         log(f"work dir kept: {a.workdir}")
+    elif bench.warnings:  # keep the logs of the runs, drop the big directories
+        for p in a.workdir.iterdir():
+            if p.name != "logs":
+                rmtree(p) if p.is_dir() else p.unlink()
+        log(f"the runs' logs are in {a.workdir / 'logs'}")
+    else:
+        rmtree(a.workdir)
     return 1 if bench.warnings else 0
 
 

@@ -428,6 +428,26 @@ impl Client {
         self.complete(&tag, |_| Ok(()))
     }
 
+    /// Completes every tag, in order. A NO or BAD does not stop the others from being read,
+    /// so the stream stays in step; the first such error is returned once all are done.
+    /// An error of the connection, or one `f` returns, ends at once.
+    pub fn complete_all<F>(&mut self, tags: &[String], mut f: F) -> Result<()>
+    where
+        F: FnMut(Untagged<'_>) -> Result<()>,
+    {
+        let mut first = None;
+        for t in tags {
+            match self.complete(t, &mut f) {
+                Ok(_) => {}
+                Err(e @ (Error::No { .. } | Error::Bad { .. })) => {
+                    first.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// Sends LOGOUT and closes the connection; errors are ignored, the session is over.
     pub fn logout(mut self) {
         let _ = self.run("LOGOUT", |_| Ok(()));

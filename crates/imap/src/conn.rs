@@ -16,11 +16,13 @@ pub struct Limits {
     pub max_line: usize,
     /// Largest literal accepted (a message body, for instance).
     pub max_literal: u64,
+    /// Largest whole response (lines and literals together).
+    pub max_response: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_line: 16 << 20, max_literal: 1 << 30 }
+        Limits { max_line: 16 << 20, max_literal: 1 << 30, max_response: 1 << 30 }
     }
 }
 
@@ -282,8 +284,13 @@ impl Connection {
             if n > self.limits.max_literal {
                 return Err(Error::TooLarge { what: "literal", size: n, limit: self.limits.max_literal });
             }
+            let total = out.len() as u64 + n;
+            if total > self.limits.max_response {
+                return Err(Error::TooLarge { what: "response", size: total, limit: self.limits.max_response });
+            }
             let mut need = n as usize;
-            out.reserve(need);
+            // Grow with the data actually received, not with what was announced.
+            out.reserve(need.min(64 << 20));
             while need > 0 {
                 if self.rpos == self.rbuf.len() {
                     self.fill()?;

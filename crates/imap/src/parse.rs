@@ -182,7 +182,12 @@ pub fn excerpt(buf: &[u8]) -> String {
 struct Lexer<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// How deep in parentheses: bounded, so hostile nesting cannot exhaust the stack.
+    depth: usize,
 }
+
+/// Deepest nesting of parenthesized lists accepted (real responses nest a few levels).
+const MAX_DEPTH: usize = 64;
 
 type PResult<T> = Result<T, String>;
 
@@ -280,13 +285,18 @@ impl<'a> Lexer<'a> {
         match self.peek() {
             None => Err("unexpected end of response".into()),
             Some(b'(') => {
+                if self.depth >= MAX_DEPTH {
+                    return Err(format!("lists nested deeper than {MAX_DEPTH} levels"));
+                }
                 self.pos += 1;
+                self.depth += 1;
                 let mut items = Vec::new();
                 loop {
                     self.skip_spaces();
                     match self.peek() {
                         Some(b')') => {
                             self.pos += 1;
+                            self.depth -= 1;
                             return Ok(Value::List(items));
                         }
                         None => return Err("a list is not closed".into()),
@@ -347,7 +357,7 @@ fn to_u32(n: u64) -> PResult<u32> {
 /// (which may also be missing).
 pub fn parse_response(buf: &[u8]) -> Result<Response<'_>, ParseError> {
     let trimmed = buf.strip_suffix(b"\r\n").or_else(|| buf.strip_suffix(b"\n")).unwrap_or(buf);
-    let mut lx = Lexer { buf: trimmed, pos: 0 };
+    let mut lx = Lexer { buf: trimmed, pos: 0, depth: 0 };
     parse_inner(&mut lx).map_err(|reason| ParseError { reason, line: excerpt(buf) })
 }
 
@@ -404,7 +414,7 @@ fn code(lx: &mut Lexer<'_>) -> PResult<Code> {
     let close = lx.buf[lx.pos..].iter().position(|&c| c == b']').ok_or("a response code is not closed")?;
     let inner = &lx.buf[lx.pos..lx.pos + close];
     let after = lx.pos + close + 1;
-    let mut sub = Lexer { buf: inner, pos: 0 };
+    let mut sub = Lexer { buf: inner, pos: 0, depth: 0 };
     sub.skip_spaces();
     let num = |sub: &mut Lexer<'_>| sub.number();
     let c = match name.as_str() {
@@ -784,6 +794,15 @@ mod tests {
             let e = parse_response(bad).expect_err(&String::from_utf8_lossy(bad));
             assert!(!e.line.is_empty() || bad == b"\r\n");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let mut r = b"* 1 FETCH (FLAGS ".to_vec();
+        r.extend(std::iter::repeat_n(b'(', 100_000));
+        r.extend_from_slice(b"\r\n");
+        let e = parse_response(&r).unwrap_err();
+        assert!(e.reason.contains("nested"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub struct Session {
     client: Client,
     pub condstore: bool,
     pub qresync: bool,
+    /// Whether a folder is selected (for the [CLOSED] rule of QRESYNC).
+    selected: bool,
+    /// Folder names from the last LIST that are not UTF-8 (shown lossily): they cannot be
+    /// sent back, so they are reported and skipped.
+    pub unusable_names: Vec<String>,
 }
 
 fn flags_of(list: &[String]) -> Flags {
@@ -102,7 +107,7 @@ impl Session {
         let enabled = client.enable(&["QRESYNC", "UTF8=ACCEPT"]).map_err(SessionError::Imap)?;
         let qresync = enabled.iter().any(|e| e.eq_ignore_ascii_case("QRESYNC"));
         let condstore = qresync || client.has("CONDSTORE");
-        Ok(Session { client, condstore, qresync })
+        Ok(Session { client, condstore, qresync, selected: false, unusable_names: Vec::new() })
     }
 
     pub fn has(&self, cap: &str) -> bool {
@@ -127,7 +132,7 @@ impl Session {
         };
         let mut out: Vec<Mailbox> = Vec::new();
         let mut statuses: HashMap<Vec<u8>, MailboxStatus> = HashMap::new();
-        let mut bad: Option<String> = None;
+        let mut bad: Vec<String> = Vec::new();
         {
             let client = &mut self.client;
             let mut entries = Vec::new();
@@ -149,7 +154,7 @@ impl Session {
                 let far_name = match String::from_utf8(e.name.clone()) {
                     Ok(s) => s,
                     Err(_) => {
-                        bad.get_or_insert_with(|| String::from_utf8_lossy(&e.name).into_owned());
+                        bad.push(String::from_utf8_lossy(&e.name).into_owned());
                         continue;
                     }
                 };
@@ -170,7 +175,7 @@ impl Session {
                 m.status = statuses.get(m.far_name.as_bytes()).copied();
             }
         }
-        let _ = bad; // a name that is not UTF-8 cannot be sent back; it is skipped.
+        self.unusable_names = bad.into_iter().collect();
         Ok(out)
     }
 
@@ -179,32 +184,33 @@ impl Session {
         &mut self,
         names: &[String],
     ) -> Result<HashMap<String, std::result::Result<MailboxStatus, Error>>> {
-        let mut tags = Vec::new();
-        for n in names {
-            if !sendable(n) {
-                continue;
-            }
-            let cmd = format!("STATUS {} ({})", quote(n), self.status_items());
-            tags.push((n.clone(), self.client.send(&cmd)?));
-        }
         let mut got: HashMap<Vec<u8>, MailboxStatus> = HashMap::new();
         let mut out = HashMap::new();
-        for (name, tag) in tags {
-            let r = self.client.complete(&tag, |u| {
-                if let Untagged::MailboxStatus { name, items } = u {
-                    got.insert(name, status_of(&items));
+        // In windows, so that thousands of folders cannot fill both socket buffers.
+        let sendable_names: Vec<&String> = names.iter().filter(|n| sendable(n)).collect();
+        for window in sendable_names.chunks(64) {
+            let mut tags = Vec::new();
+            for n in window {
+                let cmd = format!("STATUS {} ({})", quote(n), self.status_items());
+                tags.push(((*n).clone(), self.client.send(&cmd)?));
+            }
+            for (name, tag) in tags {
+                let r = self.client.complete(&tag, |u| {
+                    if let Untagged::MailboxStatus { name, items } = u {
+                        got.insert(name, status_of(&items));
+                    }
+                    Ok(())
+                });
+                match r {
+                    Ok(_) => {
+                        let s = got.get(name.as_bytes()).copied().unwrap_or_default();
+                        out.insert(name, Ok(s));
+                    }
+                    Err(e @ (Error::No { .. } | Error::Bad { .. })) => {
+                        out.insert(name, Err(e));
+                    }
+                    Err(e) => return Err(e),
                 }
-                Ok(())
-            });
-            match r {
-                Ok(_) => {
-                    let s = got.get(name.as_bytes()).copied().unwrap_or_default();
-                    out.insert(name, Ok(s));
-                }
-                Err(e @ (Error::No { .. } | Error::Bad { .. })) => {
-                    out.insert(name, Err(e));
-                }
-                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -214,7 +220,11 @@ impl Session {
     /// changed since (RFC 7162 §3.2.5).
     pub fn select(&mut self, far_name: &str, mark: Option<(u32, u64)>) -> Result<Selected> {
         if !sendable(far_name) {
-            return Err(Error::Protocol(format!("folder name {far_name:?} cannot be sent to the server")));
+            return Err(Error::No {
+                command: "SELECT".into(),
+                code: None,
+                text: format!("the folder name {far_name:?} holds a line break or NUL and cannot be sent"),
+            });
         }
         let mut sel = Selected::default();
         let cmd = match mark {
@@ -226,7 +236,17 @@ impl Session {
             _ => format!("SELECT {}", quote(far_name)),
         };
         let mut nomodseq = false;
+        // RFC 7162 §3.2.11: with QRESYNC on, what comes before [CLOSED] still belongs to the
+        // folder selected before; none of it may be taken for this one.
+        let mut closed = !(self.qresync && self.selected);
+        self.selected = false;
         self.client.run(&cmd, |u| {
+            if !closed {
+                if let Untagged::Status { code: Some(Code::Closed), .. } = u {
+                    closed = true;
+                }
+                return Ok(());
+            }
             match u {
                 Untagged::Exists(n) => sel.exists = n,
                 Untagged::Status { code: Some(code), .. } => match code {
@@ -236,7 +256,7 @@ impl Session {
                     Code::NoModSeq => nomodseq = true,
                     _ => {}
                 },
-                Untagged::Vanished { uids, .. } => {
+                Untagged::Vanished { uids, earlier: true } => {
                     let set = parse_uid_set(&uids)
                         .ok_or_else(|| Error::Protocol(format!("VANISHED with an unreadable UID set: {uids}")))?;
                     sel.vanished.extend(set);
@@ -250,11 +270,18 @@ impl Session {
             }
             Ok(())
         })?;
+        self.selected = true;
         if nomodseq {
             sel.highestmodseq = None;
+            sel.qresync_used = false;
         }
         if sel.uidvalidity == 0 {
-            return Err(Error::Protocol(format!("the server sent no UIDVALIDITY for {far_name}")));
+            // Folder-level: the session itself is fine.
+            return Err(Error::No {
+                command: "SELECT".into(),
+                code: None,
+                text: format!("the server sent no UIDVALIDITY for {far_name}, so its UIDs cannot be trusted"),
+            });
         }
         Ok(sel)
     }
@@ -280,13 +307,13 @@ impl Session {
                             format!("UID SEARCH UID 1:{old}")
                         };
                         tags.push(self.client.send(&cmd)?);
-                        ch.present = Some(BTreeSet::new());
+                        ch.present = Some(UidRanges::default());
                     }
                 }
                 FlagQuery::All => {
                     // Without CONDSTORE the full flag listing also tells which UIDs remain.
                     tags.push(self.client.send(&format!("UID FETCH 1:{old} (UID FLAGS)"))?);
-                    ch.present = Some(BTreeSet::new());
+                    ch.present = Some(UidRanges::default());
                 }
             }
         }
@@ -294,9 +321,9 @@ impl Session {
             tags.push(self.client.send(&format!("UID FETCH {}:* (UID FLAGS RFC822.SIZE)", uidnext.max(1)))?);
         }
         let full_listing = query == FlagQuery::All;
-        for tag in tags {
+        {
             let ch = &mut ch;
-            self.client.complete(&tag, |u| {
+            self.client.complete_all(&tags, |u| {
                 match u {
                     Untagged::Fetch { data, .. } => {
                         let (Some(uid), Some(flags)) = (data.uid, data.flags) else { return Ok(()) };
@@ -309,13 +336,15 @@ impl Session {
                         } else {
                             ch.flags.insert(uid, flags);
                             if full_listing && let Some(p) = ch.present.as_mut() {
-                                p.insert(uid);
+                                p.add(uid, uid);
                             }
                         }
                     }
                     Untagged::Search(uids) => {
                         if let Some(p) = ch.present.as_mut() {
-                            p.extend(uids);
+                            for u in uids {
+                                p.add(u, u);
+                            }
                         }
                     }
                     Untagged::Esearch { all, .. } => {
@@ -323,7 +352,7 @@ impl Session {
                             let set = parse_uid_set(&all)
                                 .ok_or_else(|| Error::Protocol(format!("ESEARCH with an unreadable UID set: {all}")))?;
                             for (a, b) in set {
-                                p.extend(a..=b);
+                                p.add(a, b);
                             }
                         }
                     }
@@ -338,10 +367,19 @@ impl Session {
     /// Fetches whole messages by UID, pipelining up to `window` commands; `on_message` gets
     /// each message as it arrives (UID, flags, bytes as sent). UIDs the server no longer
     /// has are simply not reported. Data for UIDs not asked for is ignored.
-    pub fn fetch_bodies<F>(&mut self, uids: &[u32], chunk: usize, window: usize, mut on_message: F) -> Result<()>
+    /// A NO or BAD to one command (a message the server cannot read, say) does not stop
+    /// the others; such refusals are returned for the caller to report.
+    pub fn fetch_bodies<F>(
+        &mut self,
+        uids: &[u32],
+        chunk: usize,
+        window: usize,
+        mut on_message: F,
+    ) -> Result<Vec<Error>>
     where
-        F: FnMut(u32, Flags, &[u8]) -> std::result::Result<(), Error>,
+        F: FnMut(u32, Option<Flags>, &[u8]) -> std::result::Result<(), Error>,
     {
+        let mut refused = Vec::new();
         let wanted: BTreeSet<u32> = uids.iter().copied().collect();
         let chunks: Vec<&[u32]> = uids.chunks(chunk.max(1)).collect();
         let mut in_flight = std::collections::VecDeque::new();
@@ -353,19 +391,39 @@ impl Session {
                 next += 1;
             }
             if let Some(tag) = in_flight.pop_front() {
-                self.client.complete(&tag, |u| {
+                let r = self.client.complete(&tag, |u| {
                     if let Untagged::Fetch { data, .. } = u
                         && let (Some(uid), Some(body)) = (data.uid, data.body)
                         && wanted.contains(&uid)
                     {
-                        let flags = data.flags.as_deref().map(flags_of).unwrap_or_default();
-                        on_message(uid, flags, body)?;
+                        on_message(uid, data.flags.as_deref().map(flags_of), body)?;
                     }
                     Ok(())
-                })?;
+                });
+                match r {
+                    Ok(_) => {}
+                    Err(e @ (Error::No { .. } | Error::Bad { .. })) => refused.push(e),
+                    Err(e) => return Err(e),
+                }
             }
         }
-        Ok(())
+        Ok(refused)
+    }
+
+    /// Which of `uids` the selected folder still has.
+    pub fn still_there(&mut self, uids: &[u32]) -> Result<BTreeSet<u32>> {
+        let mut out = BTreeSet::new();
+        if uids.is_empty() {
+            return Ok(out);
+        }
+        let wanted: BTreeSet<u32> = uids.iter().copied().collect();
+        self.client.run(&format!("UID SEARCH UID {}", uid_set(uids)), |u| {
+            if let Untagged::Search(v) = u {
+                out.extend(v.into_iter().filter(|x| wanted.contains(x)));
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Uploads a message (CRLF text) with its flags. Returns its UID where the server says
@@ -454,10 +512,7 @@ impl Session {
                 tags.push(self.client.send(&format!("UID STORE {uid} -FLAGS.SILENT ({})", remove.to_imap()))?);
             }
         }
-        for t in tags {
-            self.client.complete(&t, |_| Ok(()))?;
-        }
-        Ok(())
+        self.client.complete_all(&tags, |_| Ok(()))
     }
 
     /// Deletes messages of the selected folder by `policy`. Returns a warning where the
@@ -511,6 +566,35 @@ impl Session {
     }
 }
 
+/// A set of UIDs kept as ranges, so that a server's `1:4294967295` costs nothing.
+#[derive(Debug, Default, Clone)]
+pub struct UidRanges(Vec<(u32, u32)>);
+
+impl UidRanges {
+    pub fn add(&mut self, a: u32, b: u32) {
+        self.0.push((a.min(b), a.max(b)));
+    }
+    pub fn contains(&mut self, uid: u32) -> bool {
+        self.normalize();
+        let i = self.0.partition_point(|(_, b)| *b < uid);
+        self.0.get(i).is_some_and(|(a, _)| *a <= uid)
+    }
+    fn normalize(&mut self) {
+        if self.0.windows(2).all(|w| w[0].1 < w[1].0) {
+            return;
+        }
+        self.0.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(self.0.len());
+        for (a, b) in self.0.drain(..) {
+            match out.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        self.0 = out;
+    }
+}
+
 /// Which flags [`Session::changes`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlagQuery {
@@ -528,7 +612,7 @@ pub struct Changes {
     /// Flags of known messages reported (all, or changed-since).
     pub flags: BTreeMap<u32, Flags>,
     /// UIDs below the old UIDNEXT still on the server, when asked for.
-    pub present: Option<BTreeSet<u32>>,
+    pub present: Option<UidRanges>,
     /// Messages from the old UIDNEXT on: UID → (size, flags).
     pub new: BTreeMap<u32, (u64, Flags)>,
 }

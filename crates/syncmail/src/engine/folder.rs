@@ -96,7 +96,17 @@ pub(crate) fn ensure_folder(
             retryable: false,
         }));
     }
-    Folder::new(ctx.account.maildir.join(&path)).create().map_err(|e| local_error(ctx, shown, e))?;
+    let new_dir = ctx.account.maildir.join(&path);
+    Folder::new(&new_dir).create().map_err(|e| local_error(ctx, shown, e))?;
+    // The new directories must survive a power loss before the state says they exist.
+    let mut p = new_dir.as_path();
+    while let Some(parent) = p.parent() {
+        maildir::sync_dir(parent).map_err(|e| local_error(ctx, shown, e))?;
+        if parent == ctx.account.maildir {
+            break;
+        }
+        p = parent;
+    }
     let row = state.add_folder(&mb.far_name, shown, &path_str, mb.delimiter).map_err(|e| local_error(ctx, shown, e))?;
     Ok(Some((row, true)))
 }
@@ -207,16 +217,21 @@ pub(crate) fn sync_folder(
     }
 
     // What changed on the server.
-    let modseq_known = !first_time && row.highestmodseq != 0 && sel.highestmodseq.is_some();
+    // A HIGHESTMODSEQ below the mark (an index rebuilt on the server) voids the mark.
+    let modseq_known =
+        !first_time && row.highestmodseq != 0 && sel.highestmodseq.is_some_and(|m| m >= row.highestmodseq);
     let query = if sel.qresync_used || (modseq_known && sel.highestmodseq == Some(row.highestmodseq)) {
-        crate::far::FlagQuery::Nothing
+        FlagQuery::Nothing
     } else if modseq_known {
         FlagQuery::ChangedSince(row.highestmodseq)
     } else {
         FlagQuery::All
     };
-    // With a mod-sequence mark, expunges show as a moved HIGHESTMODSEQ; QRESYNC names them.
-    let need_uids = !sel.qresync_used && modseq_known && sel.highestmodseq != Some(row.highestmodseq);
+    // QRESYNC names expunges. With CONDSTORE alone an expunge need not move HIGHESTMODSEQ
+    // (RFC 7162 §3.2.10 asks it of QRESYNC servers only), but it changes the count.
+    let need_uids = !sel.qresync_used
+        && modseq_known
+        && (sel.highestmodseq != Some(row.highestmodseq) || sel.exists != row.far_count);
     let list_new = sel.exists > 0 && sel.uidnext.is_none_or(|n| n > row.uidnext);
     let changes = if known.is_empty() && !list_new {
         Default::default()
@@ -224,6 +239,7 @@ pub(crate) fn sync_folder(
         session.changes(row.uidnext, query, need_uids, list_new).map_err(|e| imap_error(ctx, shown, &e))?
     };
     let mut far = FarView { new: changes.new, ..Default::default() };
+    let listed_flags: HashMap<u32, syncmail_imap::Flags> = far.new.iter().map(|(u, (_, f))| (*u, *f)).collect();
     if sel.qresync_used {
         far.flags = sel.changed.iter().filter(|(u, _)| **u < row.uidnext).map(|(u, f)| (*u, *f)).collect();
         for (a, b) in &sel.vanished {
@@ -232,8 +248,8 @@ pub(crate) fn sync_folder(
     } else {
         far.flags = changes.flags;
     }
-    if let Some(present) = &changes.present {
-        far.gone.extend(known.keys().filter(|u| **u < row.uidnext && !present.contains(u)));
+    if let Some(mut present) = changes.present {
+        far.gone.extend(known.keys().copied().filter(|u| *u < row.uidnext && !present.contains(*u)));
     }
     // The listing from the old UIDNEXT on is complete: a known UID there (an upload or a
     // download not yet covered by the mark) that it lacks is gone, and the flags it shows
@@ -250,6 +266,23 @@ pub(crate) fn sync_folder(
     }
 
     let mut actions = plan(&known, &far, &near, &BTreeSet::new(), mode);
+    // A file a mail reader renamed while the directory was read may be missing from that
+    // listing. Before a missing file deletes a message on the server or is downloaded
+    // again, a second listing must agree that it is gone.
+    let mut near = near;
+    if actions.iter().any(|a| matches!(a, Action::DeleteFar { .. } | Action::Download { .. })) {
+        let again = dir.scan().map_err(|e| lerr(ctx, &e))?;
+        let mut changed = false;
+        for (id, e) in again {
+            if !near.contains_key(&id) && known.values().any(|r| r.near_id == id) {
+                near.insert(id, e);
+                changed = true;
+            }
+        }
+        if changed {
+            actions = plan(&known, &far, &near, &BTreeSet::new(), mode);
+        }
+    }
     hold_mass_deletions(ctx, &mut actions, &mut report, known.len(), dir_existed, shown);
 
     // Step 2: flags and deletions on both sides, then one commit.
@@ -260,15 +293,25 @@ pub(crate) fn sync_folder(
     let mut appends = Vec::new();
     let mut downloads = Vec::new();
     let mut touched = false;
+    // Messages whose file a mail reader moved under us: left for the next run.
+    let mut moved: BTreeSet<u32> = BTreeSet::new();
     for a in actions {
         match a {
-            Action::SetNearFlags { entry, flags, .. } => {
-                dir.set_flags(&entry, flags).map_err(|e| lerr(ctx, &e))?;
-                report.flags_changed += 1;
-                touched = true;
-                ctx.step()?;
-            }
+            Action::SetNearFlags { uid, entry, flags } => match dir.set_flags(&entry, flags) {
+                Ok(_) => {
+                    report.flags_changed += 1;
+                    touched = true;
+                    ctx.step()?;
+                }
+                Err(maildir::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    moved.insert(uid);
+                }
+                Err(e) => return Err(lerr(ctx, &e)),
+            },
             Action::SetFarFlags { uid, add, remove } => far_flags.push((uid, add, remove)),
+            Action::Agree { uid, flags } if moved.contains(&uid) => {
+                let _ = flags; // not agreed: the next run looks again
+            }
             Action::Agree { uid, flags } => agreed.push((uid, flags)),
             Action::DeleteNear { uid, entry } => {
                 dir.remove(&entry).map_err(|e| lerr(ctx, &e))?;
@@ -387,7 +430,10 @@ pub(crate) fn sync_folder(
     }
 
     // Step 4: downloads, batch by batch.
-    let max_uid = download(ctx, session, state, &row, &dir, &downloads, &mut report, sel.uidvalidity, first_time)?;
+    let mut flags_now = listed_flags;
+    flags_now.extend(far.flags.iter().map(|(u, f)| (*u, *f)));
+    let max_uid =
+        download(ctx, session, state, &row, &dir, &downloads, &flags_now, &mut report, sel.uidvalidity, first_time)?;
     if ctx.report.cancelled {
         return Ok(Some(report));
     }
@@ -483,6 +529,7 @@ fn download(
     row: &FolderRow,
     dir: &Folder,
     downloads: &[(u32, u64)],
+    flags_now: &HashMap<u32, syncmail_imap::Flags>,
     report: &mut FolderReport,
     uidvalidity: u32,
     first_time: bool,
@@ -512,6 +559,8 @@ fn download(
                 return Ok(());
             }
             let Some(unique) = names.get(&uid) else { return Ok(()) };
+            // A server may send FLAGS in a FETCH of its own; the listing's are then current.
+            let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
             let data = maildir::crlf_to_lf(body);
             match dir.stage(unique, &data) {
                 Ok(s) => staged.push((uid, flags, s)),
@@ -528,7 +577,7 @@ fn download(
             );
             Ok(())
         });
-        fetched.map_err(|e| imap_error(ctx, shown, &e))?;
+        let refused = fetched.map_err(|e| imap_error(ctx, shown, &e))?;
         if let Some(f) = failure {
             return Err(f);
         }
@@ -541,8 +590,28 @@ fn download(
         report.bytes_downloaded = done_bytes;
         dir.sync().map_err(|e| local_error(ctx, shown, e))?;
         ctx.step()?;
-        // Asked for but not sent: expunged since the listing.
-        let missing: Vec<u32> = uids.iter().copied().filter(|u| !seen.contains(u)).collect();
+        // Asked for but not sent: expunged since the listing, or refused. Only what the
+        // server confirms is gone is forgotten; the rest stays pending, to be fetched again
+        // next time, and is reported.
+        let unsent: Vec<u32> = uids.iter().copied().filter(|u| !seen.contains(u)).collect();
+        let kept = session.still_there(&unsent).map_err(|e| imap_error(ctx, shown, &e))?;
+        let missing: Vec<u32> = unsent.iter().copied().filter(|u| !kept.contains(u)).collect();
+        if !kept.is_empty() {
+            let words = refused.iter().find_map(|e| e.server_text().map(str::to_string));
+            ctx.error(SyncError {
+                kind: ErrorKind::Message,
+                account: ctx.name().to_string(),
+                folder: Some(shown.to_string()),
+                message: format!(
+                    "the server did not send {} message(s) it still has (UIDs {})",
+                    kept.len(),
+                    syncmail_imap::uid_set(&kept.iter().copied().collect::<Vec<_>>())
+                ),
+                server_text: words,
+                hint: "they are fetched again on the next sync; if this repeats, the server cannot read them".into(),
+                retryable: true,
+            });
+        }
         max_uid = max_uid.max(uids.iter().copied().max().unwrap_or(0));
         let mark = FarMark {
             uidvalidity,

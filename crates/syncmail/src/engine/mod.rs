@@ -213,6 +213,17 @@ fn sync_folders(
             })
             .collect()
     };
+    for bad in std::mem::take(&mut session.unusable_names) {
+        ctx.error(SyncError {
+            kind: ErrorKind::FolderName,
+            account: name.clone(),
+            folder: Some(bad.clone()),
+            message: format!("the server lists a folder whose name is not UTF-8 ({bad:?}); it is skipped"),
+            server_text: None,
+            hint: "rename the folder on the server; the rest of the account syncs".into(),
+            retryable: false,
+        });
+    }
     // The Trash folder for the "trash" deletion policy: special-use, else configured,
     // else one named Trash.
     let trash = mailboxes

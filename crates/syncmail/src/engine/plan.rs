@@ -93,25 +93,31 @@ pub fn plan(
     let mut redownload = Vec::new();
     for (uid, row) in known {
         let local = near.get(&row.near_id);
-        if row.pending {
-            if let Some(e) = local {
-                out.push(Action::Agree { uid: *uid, flags: e.flags });
-            } else if far.gone.contains(uid) {
-                out.push(Action::Forget { uid: *uid, kept_local: false });
-            } else if !far.new.contains_key(uid) {
-                // A download of a message the server still has (one it had before the
-                // last mark: a re-download) was cut short: again.
-                redownload.push(Action::Download { uid: *uid, size: row.size });
-            } // else: downloaded below, with the new ones
-            continue;
-        }
-        let a = row.flags;
+        // A pending download whose file is there is adopted: the flags its file was
+        // written with are the agreed ones, and it is planned like any other message,
+        // so what the server did meanwhile is not lost.
+        let (a, adopt) = match (row.pending, local) {
+            (false, _) => (row.flags, false),
+            (true, Some(e)) => (e.flags, true),
+            (true, None) => {
+                if far.gone.contains(uid) {
+                    out.push(Action::Forget { uid: *uid, kept_local: false });
+                } else if !far.new.contains_key(uid) {
+                    // A download of a message the server still has (one it had before the
+                    // last mark: a re-download) was cut short: again.
+                    redownload.push(Action::Download { uid: *uid, size: row.size });
+                } // else: downloaded below, with the new ones
+                continue;
+            }
+        };
         if far.gone.contains(uid) {
             match local {
                 None => out.push(Action::Forget { uid: *uid, kept_local: false }),
                 Some(e) if e.flags == a => {
                     if mode.download {
                         out.push(Action::DeleteNear { uid: *uid, entry: e.clone() });
+                    } else if adopt {
+                        out.push(Action::Agree { uid: *uid, flags: a });
                     }
                 }
                 Some(e) => {
@@ -153,7 +159,7 @@ pub fn plan(
             (true, false) => far_target,
             _ => near_target,
         };
-        if agreed != a {
+        if agreed != a || adopt {
             out.push(Action::Agree { uid: *uid, flags: agreed });
         }
     }
@@ -385,6 +391,31 @@ mod tests {
         );
         assert_eq!(plan(&known, &far, &near, &journaled, D), vec![Action::Download { uid: 3, size: 30 }]);
         assert_eq!(plan(&known, &far, &near, &journaled, U), vec![Action::Append { entry: entry(9, S) }]);
+    }
+
+    #[test]
+    fn an_adopted_download_still_gets_what_the_server_did_meanwhile() {
+        let mut known = BTreeMap::new();
+        for uid in [5, 6] {
+            let mut r = row(uid, NONE);
+            r.pending = true;
+            known.insert(uid, r);
+        }
+        // Both files were written (with no flags) before the crash; since then the server
+        // flagged 5 and expunged 6.
+        let near = HashMap::from([("u5".to_string(), entry(5, NONE)), ("u6".to_string(), entry(6, NONE))]);
+        let mut far = FarView::default();
+        far.new.insert(5, (10, F));
+        far.flags.insert(5, F);
+        far.gone.insert(6);
+        assert_eq!(
+            plan(&known, &far, &near, &BTreeSet::new(), B),
+            vec![
+                Action::SetNearFlags { uid: 5, entry: entry(5, NONE), flags: F },
+                Action::Agree { uid: 5, flags: F },
+                Action::DeleteNear { uid: 6, entry: entry(6, NONE) },
+            ]
+        );
     }
 
     #[test]
