@@ -459,6 +459,7 @@ class Bench:
         self.warnings = []
         self.sections = []  # markdown, in order
         self.results = {}  # (corpus, scenario, tool) -> [Result]
+        rmtree(self.work / "logs")  # from an earlier run
 
     def warn(self, msg):
         self.warnings.append(msg)
@@ -654,35 +655,41 @@ class Bench:
     # ---- report
 
     def table(self, key, scenario, tools, expected, text):
+        """The scenario's markdown table. Figures are medians over the runs that passed the
+        check (timing a sync that did not finish says nothing); failed runs are counted and
+        described in the last column."""
         def med(rs, f):
             return statistics.median(f(r) for r in rs)
+
+        def passed(name):
+            return [r for r in self.results.get((key, scenario, name), []) if r is not None and r.ok]
 
         rows = ["### " + SCENARIOS[scenario], "", text, "",
                 "| tool | runs | wall s | wall min–max | CPU s (user+sys) | peak RSS MiB "
                 "| wall ÷ syncmail | CPU ÷ syncmail | Dovecot CPU s | all messages? |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-        base = [r for r in self.results.get((key, scenario, "syncmail"), []) if r]
+        base = passed("syncmail")
         for t in tools:
-            rs = [r for r in self.results.get((key, scenario, t.name), []) if r]
-            n = len(self.results.get((key, scenario, t.name), []))
+            all_runs = self.results.get((key, scenario, t.name), [])
+            rs = passed(t.name)
+            bad = [r for r in all_runs if r is None or not r.ok]
+            check = f"yes ({expected[0]:,})" if not bad else f"**NO** in {len(bad)} of {len(all_runs)} runs: " + \
+                "; ".join(sorted({r.note if r else "no figures (see warnings)" for r in bad}))
             if not rs:
-                rows.append(f"| {t.name} | {n} | – | – | – | – | – | – | – | **no successful run** |")
+                rows.append(f"| {t.name} | 0 of {len(all_runs)} | – | – | – | – | – | – | – | {check} |")
                 continue
             wall, cpu = med(rs, lambda r: r.wall), med(rs, lambda r: r.cpu)
             rss = med(rs, lambda r: r.rss_kb) / 1024
             server = "–" if isinstance(t, CopyLimit) else f"{med(rs, lambda r: r.server_cpu):.2f}"
-            if base and t.name != "syncmail":
+            rw = rc = "–"
+            if t.name == "syncmail":
+                rw = rc = "1"
+            elif base:
                 bw, bc = med(base, lambda r: r.wall), med(base, lambda r: r.cpu)
                 rw = f"{wall / bw:.2f}" if bw > 0 else "–"
                 rc = f"{cpu / bc:.2f}" if bc > 0 else "–"
-            elif t.name == "syncmail":
-                rw = rc = "1"
-            else:
-                rw = rc = "–"
-            bad = [r for r in self.results[(key, scenario, t.name)] if r is None or not r.ok]
-            check = f"yes ({expected[0]:,})" if not bad else f"**NO** in {len(bad)} of {n} runs: " + \
-                "; ".join(sorted({r.note if r else 'failed' for r in bad}))
-            rows.append(f"| {t.name} | {len(rs)} | {wall:.3f} | {min(r.wall for r in rs):.3f}–"
+            n = f"{len(rs)}" if len(rs) == len(all_runs) else f"{len(rs)} of {len(all_runs)}"
+            rows.append(f"| {t.name} | {n} | {wall:.3f} | {min(r.wall for r in rs):.3f}–"
                         f"{max(r.wall for r in rs):.3f} | {cpu:.3f} | {rss:.0f} | {rw} | {rc} | {server} | {check} |")
         return rows + [""]
 

@@ -106,7 +106,7 @@ pub struct Fetch<'a> {
     pub internal_date: Option<String>,
     /// `BODY[]` (or `RFC822`): the whole message. `None` also when the server sent NIL.
     pub body: Option<&'a [u8]>,
-    /// `BODY[HEADER]` (or `RFC822.HEADER`).
+    /// `BODY[HEADER]` (or `RFC822.HEADER`, or `BODY[HEADER.FIELDS (…)]`).
     pub header: Option<&'a [u8]>,
     /// RFC 8474 EMAILID.
     pub email_id: Option<String>,
@@ -607,9 +607,12 @@ fn fetch<'a>(lx: &mut Lexer<'a>) -> PResult<Fetch<'a>> {
             b"BODY[]" | b"RFC822" | b"BINARY[]" => f.body = body_value(val)?,
             b"BODY[HEADER]" | b"RFC822.HEADER" => f.header = body_value(val)?,
             _ => {
-                // `BODY[]<0>` partial answers, BODYSTRUCTURE, ENVELOPE, X-GM-*: not needed.
+                // `BODY[]<0>` partial answers; header fields asked for by name. BODYSTRUCTURE,
+                // ENVELOPE, X-GM-* and the like are not needed.
                 if upper.starts_with(b"BODY[]<") {
                     f.body = body_value(val)?;
+                } else if upper.starts_with(b"BODY[HEADER.FIELDS") {
+                    f.header = body_value(val)?;
                 }
             }
         }
@@ -694,10 +697,10 @@ mod tests {
 
     #[test]
     fn header_section_with_spaces() {
-        let r = b"* 1 FETCH (UID 3 BODY[HEADER.FIELDS (FROM TO)] {2}\r\nab BODY[HEADER] NIL)\r\n";
+        let r = b"* 1 FETCH (UID 3 BODY[HEADER.FIELDS (FROM TO)] {2}\r\nab)\r\n";
         let Response::Untagged(Untagged::Fetch { data, .. }) = p(r) else { panic!() };
         assert_eq!(data.uid, Some(3));
-        assert_eq!(data.header, None);
+        assert_eq!(data.header, Some(&b"ab"[..]));
     }
 
     #[test]

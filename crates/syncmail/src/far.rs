@@ -410,6 +410,23 @@ impl Session {
         Ok(refused)
     }
 
+    /// Every message of the selected folder with what identifies it without its body:
+    /// (UID, flags, size, Message-ID or "").
+    pub fn identities(&mut self) -> Result<Vec<(u32, Flags, u64, String)>> {
+        let mut out = Vec::new();
+        self.client.run("UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", |u| {
+            if let Untagged::Fetch { data, .. } = u
+                && let (Some(uid), Some(size)) = (data.uid, data.size)
+            {
+                let flags = data.flags.as_deref().map(flags_of).unwrap_or_default();
+                let id = data.header.and_then(|h| crate::engine::message_header(h, "Message-ID")).unwrap_or_default();
+                out.push((uid, flags, size, id));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Which of `uids` the selected folder still has.
     pub fn still_there(&mut self, uids: &[u32]) -> Result<BTreeSet<u32>> {
         let mut out = BTreeSet::new();

@@ -282,6 +282,33 @@ impl State {
         tx.commit()
     }
 
+    /// After a UIDVALIDITY change: the folder's messages become exactly `pairs` (new UID,
+    /// unique name, agreed flags, size), its uploads under way are dropped, and its mark is
+    /// reset to the new UIDVALIDITY with nothing seen yet. One transaction.
+    pub fn rebuild_folder(
+        &mut self,
+        folder_id: i64,
+        uidvalidity: u32,
+        pairs: &[(u32, String, Flags, u64)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM messages WHERE folder_id = ?1", [folder_id])?;
+        tx.execute("DELETE FROM appends WHERE folder_id = ?1", [folder_id])?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO messages (folder_id, uid, near_id, flags, size, pending) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            )?;
+            for (uid, near_id, flags, size) in pairs {
+                ins.execute(params![folder_id, uid, near_id, flags.bits() as i64, *size as i64])?;
+            }
+        }
+        tx.execute(
+            "UPDATE folders SET uidvalidity = ?2, uidnext = 1, highestmodseq = 0, far_count = 0 WHERE id = ?1",
+            params![folder_id, uidvalidity as i64],
+        )?;
+        tx.commit()
+    }
+
     /// One atomic step: flags now agreed (also turning pending rows into synced ones), rows
     /// to forget, and optionally the folder's new mark.
     pub fn commit(

@@ -60,9 +60,41 @@ fn expected() -> BTreeMap<String, Flags> {
 }
 
 fn assert_expected(dv: &Dovecot, root: &Path, context: &str) {
+    assert_state(dv, root, &expected(), context);
+}
+
+fn assert_state(dv: &Dovecot, root: &Path, want: &BTreeMap<String, Flags>, context: &str) {
     let (far, near) = both_sides(dv, root, "INBOX");
-    assert_eq!(far, expected(), "server side, {context}");
-    assert_eq!(near, expected(), "local side, {context}");
+    assert_eq!(&far, want, "server side, {context}");
+    assert_eq!(&near, want, "local side, {context}");
+}
+
+/// Twelve messages synced; then a local flag change, a local new message, a server flag
+/// change, and the server renumbers the folder.
+fn renumber_scenario(dv: &mut Dovecot, root: &Path) -> Store {
+    for i in 1..=12 {
+        dv.save("INBOX", &message(&format!("r{i}"), "x"));
+    }
+    // Two messages with the same Message-ID and size: only their content tells them apart.
+    dv.save("INBOX", b"Subject: twin-a\r\nMessage-ID: <twin@x>\r\n\r\nAAAA\r\n");
+    dv.save("INBOX", b"Subject: twin-b\r\nMessage-ID: <twin@x>\r\n\r\nBBBB\r\n");
+    let store = Store::open(account(dv, root, Conn::Plain, "")).unwrap();
+    sync2(&store);
+    near_set_flags(root, "INBOX", "r1", F);
+    near_add(root, "INBOX", "r-new", S);
+    dv.flags_add("INBOX", far_uid(dv, "INBOX", "r2"), "\\Answered");
+    dv.renumber("INBOX");
+    store
+}
+
+fn renumber_expected() -> BTreeMap<String, Flags> {
+    let mut m: BTreeMap<String, Flags> = (1..=12).map(|i| (format!("r{i}"), NONE)).collect();
+    m.insert("r1".into(), F);
+    m.insert("r2".into(), Flags::ANSWERED);
+    m.insert("r-new".into(), S);
+    m.insert("twin-a".into(), NONE);
+    m.insert("twin-b".into(), NONE);
+    m
 }
 
 #[test]
@@ -82,37 +114,51 @@ fn every_rule_in_one_run() {
     assert_expected(&dv, tmp.path(), "after a second sync");
 }
 
-/// The scenario interrupted after step k, for every k, then resumed: the same end state as
+/// A scenario interrupted after step k, for every k, then resumed: the same end state as
 /// an uninterrupted run, nothing lost, nothing twice.
-fn interrupted_at_every_step(opts: Options) {
+fn interrupted_at_every_step(
+    opts: Options,
+    setup: fn(&mut Dovecot, &Path) -> Store,
+    want: BTreeMap<String, Flags>,
+) -> u64 {
     let mut k = 1;
     loop {
-        let dv = Dovecot::start(opts.clone());
+        let mut dv = Dovecot::start(opts.clone());
         let tmp = tempfile::tempdir().unwrap();
-        let store = scenario(&dv, tmp.path());
+        let store = setup(&mut dv, tmp.path());
         let mut req = SyncRequest::new(TWO_WAY);
         req.interrupt_after = Some(k);
         let r = store.synchronize(req);
         let interrupted = r.errors.iter().any(|e| e.kind == ErrorKind::Cancelled);
         assert!(interrupted || r.is_success(), "step {k}: {:#?}", r.errors);
         sync2(&store);
-        assert_expected(&dv, tmp.path(), &format!("interrupted after step {k}, then resumed"));
+        assert_state(&dv, tmp.path(), &want, &format!("interrupted after step {k}, then resumed"));
         if !interrupted {
-            assert!(k > 5, "the scenario has only {k} steps: the hook is not reached");
-            break;
+            assert!(k > 3, "the scenario has only {k} steps: the hook is not reached");
+            return k;
         }
         k += 1;
     }
 }
 
+fn rules_scenario(dv: &mut Dovecot, root: &Path) -> Store {
+    scenario(dv, root)
+}
+
 #[test]
 fn interrupted_at_every_step_then_resumed() {
-    interrupted_at_every_step(Options::default());
+    interrupted_at_every_step(Options::default(), rules_scenario, expected());
 }
 
 #[test]
 fn interrupted_at_every_step_on_a_server_without_uidplus_or_condstore() {
-    interrupted_at_every_step(Options { capability: Some("IMAP4rev1".into()), ..Default::default() });
+    let opts = Options { capability: Some("IMAP4rev1".into()), ..Default::default() };
+    interrupted_at_every_step(opts, rules_scenario, expected());
+}
+
+#[test]
+fn renumbered_folder_interrupted_at_every_step_then_resumed() {
+    interrupted_at_every_step(Options::default(), renumber_scenario, renumber_expected());
 }
 
 /// A small deterministic generator (xorshift64*), so every seed replays exactly.
@@ -320,4 +366,65 @@ fn new_local_mail_in_new_and_cur_is_uploaded_with_its_flags() {
     // Uploaded, then known: the next run does not upload or download them again.
     let r = sync2(&store);
     assert_eq!((r.uploaded(), r.downloaded()), (0, 0));
+}
+
+#[test]
+fn a_renumbered_folder_is_matched_again_not_downloaded_twice() {
+    // The corpus has duplicate Message-IDs and messages without one: those are matched
+    // by content.
+    let mut dv = Dovecot::start(Options {
+        messages: 150,
+        corpus_args: vec!["--folders".into(), "INBOX".into()],
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync2(&store);
+    let local_before = near_folder(tmp.path(), "INBOX").scan().unwrap();
+    // A local change made before the renumbering must survive it.
+    let (first, e) = local_before.iter().next().unwrap();
+    near_folder(tmp.path(), "INBOX").set_flags(e, e.flags.union(Flags::FLAGGED)).unwrap();
+    let old = dv.uidvalidity("INBOX");
+    dv.renumber("INBOX");
+    assert_ne!(dv.uidvalidity("INBOX"), old, "the server did not renumber");
+    let (r, rec) = sync(&store, TWO_WAY);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert_eq!((r.downloaded(), r.uploaded()), (0, 0), "messages were transferred again");
+    let said = rec.progress.lock().unwrap().iter().any(|p| p.text.contains("150 of 150 local messages matched again"));
+    assert!(said, "the rematch was not reported");
+    assert_same(&dv, tmp.path());
+    let after = near_folder(tmp.path(), "INBOX").scan().unwrap();
+    let names = |m: &std::collections::HashMap<String, syncmail_maildir::Entry>| {
+        m.keys().cloned().collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(names(&after), names(&local_before), "local files were replaced");
+    assert!(after[first].flags.contains(Flags::FLAGGED));
+}
+
+#[test]
+fn a_different_folder_under_the_same_name_is_moved_aside() {
+    let mut dv = Dovecot::start(Options::default());
+    for i in 0..10 {
+        dv.save("INBOX", &message(&format!("old{i}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync2(&store);
+    let others: Vec<Vec<u8>> = (0..7).map(|i| message(&format!("other{i}"), "y")).collect();
+    dv.replace_folder("INBOX", &others);
+    let (r, _) = sync(&store, TWO_WAY);
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    assert_eq!(r.errors[0].kind, ErrorKind::UidValidity);
+    assert!(r.errors[0].message.contains("moved"), "{}", r.errors[0].message);
+    let (far, near) = both_sides(&dv, tmp.path(), "INBOX");
+    assert_eq!(far.len(), 7, "nothing of the old folder may be uploaded into the new one");
+    assert_eq!(far, near);
+    let aside: Vec<_> = std::fs::read_dir(tmp.path().join("mail"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("INBOX~uidvalidity-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let kept = by_subject(&syncmail_testkit::read_maildir(&tmp.path().join("mail").join(&aside[0])));
+    assert_eq!(kept.len(), 10, "the old local messages must all be kept");
 }

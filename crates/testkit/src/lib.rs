@@ -215,6 +215,15 @@ impl Dovecot {
         out.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect()
     }
 
+    /// The folder's UIDVALIDITY.
+    pub fn uidvalidity(&self, folder: &str) -> u32 {
+        let out = self.doveadm(&["mailbox", "status", "uidvalidity", folder]);
+        out.split("uidvalidity=")
+            .nth(1)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("uidvalidity: {out:?}"))
+    }
+
     pub fn flags_add(&self, folder: &str, uid: u32, flags: &str) {
         self.doveadm(&["flags", "add", flags, "mailbox", folder, "uid", &uid.to_string()]);
     }
@@ -223,6 +232,49 @@ impl Dovecot {
     }
     pub fn expunge(&self, folder: &str, uid: u32) {
         self.doveadm(&["expunge", "mailbox", folder, "uid", &uid.to_string()]);
+    }
+
+    /// Makes the server renumber a folder (a new UIDVALIDITY, new UIDs), as a restored
+    /// backup or a rebuilt index does: stops the server, removes the folder's UID list and
+    /// index, starts it again. `folder` is the server name (`INBOX`, `Lists.rust`).
+    pub fn renumber(&mut self, folder: &str) {
+        self.stop();
+        self.launch_after_renumber(folder);
+    }
+
+    /// Replaces a folder's messages on the server with others, behind its back, and
+    /// renumbers it: the folder is a different one under the same name.
+    pub fn replace_folder(&mut self, folder: &str, messages: &[Vec<u8>]) {
+        self.stop();
+        let dir = if folder == "INBOX" {
+            self.mail_dir()
+        } else {
+            self.mail_dir().join(format!(".{}", syncmail_imap::utf7::encode(folder)))
+        };
+        for sub in ["cur", "new"] {
+            for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+                std::fs::remove_file(e.unwrap().path()).unwrap();
+            }
+        }
+        for (i, m) in messages.iter().enumerate() {
+            let p = dir.join("new").join(format!("replaced{i}.test"));
+            std::fs::write(&p, m).unwrap();
+            std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        self.launch_after_renumber(folder);
+    }
+
+    fn launch_after_renumber(&mut self, folder: &str) {
+        let sub = format!(".{}", syncmail_imap::utf7::encode(folder));
+        for base in ["control", "index"] {
+            let p = self.dir.path().join(base).join(&sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).unwrap();
+            }
+        }
+        // UIDVALIDITY is a timestamp: make sure the new one differs.
+        std::thread::sleep(Duration::from_millis(1100));
+        self.launch();
     }
 
     /// Every message the server holds, read from its storage: server folder name (UTF-8,

@@ -168,19 +168,26 @@ pub(crate) fn sync_folder(
         .select(&mb.far_name, Some((row.uidvalidity, row.highestmodseq)))
         .map_err(|e| imap_error(ctx, shown, &e))?;
     if row.uidvalidity != 0 && sel.uidvalidity != row.uidvalidity {
-        return Err(FolderError::Folder(SyncError {
-            kind: ErrorKind::UidValidity,
-            account: ctx.name().to_string(),
-            folder: Some(shown.to_string()),
-            message: format!(
-                "the server renumbered the folder (UIDVALIDITY {} → {}); it was left alone so that nothing \
-                 is lost or downloaded twice",
-                row.uidvalidity, sel.uidvalidity
+        // Renumbered: match the messages again, then sync the folder as it is now.
+        match super::rematch::rematch(ctx, session, state, &row, &dir, sel.uidvalidity)? {
+            super::rematch::Outcome::Rematched { matched, local } => ctx.progress(
+                Step::CheckFolder,
+                format!(
+                    "the server renumbered {shown} (UIDVALIDITY {} → {}); {matched} of {local} local messages \
+                     matched again, none downloaded twice",
+                    row.uidvalidity, sel.uidvalidity
+                ),
+                Some(shown),
+                (0, 0),
+                (0, 0),
             ),
-            server_text: None,
-            hint: "this version cannot re-match a renumbered folder yet; the local messages are untouched".into(),
-            retryable: false,
-        }));
+            super::rematch::Outcome::MovedAside { moved_to } => {
+                let e = super::rematch::moved_aside_error(ctx, &row, sel.uidvalidity, &moved_to);
+                ctx.error(e);
+            }
+        }
+        ctx.step()?;
+        return sync_folder(ctx, session, state, mb, None, false, mode, trash);
     }
     let first_time = row.uidvalidity == 0;
     if first_time {

@@ -12,6 +12,9 @@ mod errors;
 mod folder;
 mod message;
 pub mod plan;
+mod rematch;
+
+pub(crate) use message::header as message_header;
 
 use crate::api::{CancelToken, ErrorKind, FolderReport, Progress, Step, SyncError, SyncFlags, SyncReport, SyncRequest};
 use crate::config::AccountConfig;
