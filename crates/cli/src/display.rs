@@ -211,6 +211,7 @@ impl SyncProgress for Display {
                 "success": r.is_success(),
                 "cancelled": r.cancelled,
                 "errors": r.errors.len(),
+                "retried": r.retried.len(),
                 "downloaded": r.downloaded(),
                 "uploaded": r.uploaded(),
                 "folders": folders,

@@ -199,8 +199,10 @@ pub struct SyncReport {
     pub account: String,
     /// Folders where something changed, in the order synced.
     pub folders: Vec<FolderReport>,
-    /// Every error reported through [`SyncProgress::error`], in order.
+    /// Every error reported through [`SyncProgress::error`], in order, except those below.
     pub errors: Vec<SyncError>,
+    /// Network errors that were reported, then recovered from by a retry within the run.
+    pub retried: Vec<SyncError>,
     pub cancelled: bool,
     /// Bytes received from the server (after TLS), protocol included.
     pub bytes_received: u64,

@@ -8,6 +8,8 @@
 //! files are chowned to it).
 #![allow(clippy::unwrap_used)] // a test harness: failing loudly is its job
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};

@@ -45,7 +45,10 @@ impl From<SyncError> for FolderError {
 }
 
 fn imap_error(ctx: &Ctx<'_>, folder: &str, e: &ImapError) -> FolderError {
-    let se = errors::from_imap(ctx.name(), Some(folder), e);
+    let mut se = errors::from_imap(ctx.name(), Some(folder), e);
+    if !ctx.op.is_empty() {
+        se.message = format!("{} while {}", se.message, ctx.op);
+    }
     match e {
         ImapError::No { .. } => FolderError::Folder(se),
         _ => FolderError::Fatal(se),
@@ -164,11 +167,13 @@ pub(crate) fn sync_folder(
         return Ok(Some(report));
     }
 
+    ctx.op = "selecting the folder (SELECT)";
     let sel = session
         .select(&mb.far_name, Some((row.uidvalidity, row.highestmodseq)))
         .map_err(|e| imap_error(ctx, shown, &e))?;
     if row.uidvalidity != 0 && sel.uidvalidity != row.uidvalidity {
         // Renumbered: match the messages again, then sync the folder as it is now.
+        ctx.op = "matching renumbered messages";
         match super::rematch::rematch(ctx, session, state, &row, &dir, sel.uidvalidity)? {
             super::rematch::Outcome::Rematched { matched, local } => ctx.progress(
                 Step::CheckFolder,
@@ -203,6 +208,7 @@ pub(crate) fn sync_folder(
     };
 
     // Step 1: uploads a crash interrupted.
+    ctx.op = "looking for an interrupted upload (UID SEARCH)";
     if !journal.is_empty() {
         for a in std::mem::take(&mut journal) {
             let found = match near.get(&a.near_id) {
@@ -240,6 +246,7 @@ pub(crate) fn sync_folder(
         && modseq_known
         && (sel.highestmodseq != Some(row.highestmodseq) || sel.exists != row.far_count);
     let list_new = sel.exists > 0 && sel.uidnext.is_none_or(|n| n > row.uidnext);
+    ctx.op = "reading what changed (UID FETCH FLAGS)";
     let changes = if known.is_empty() && !list_new {
         Default::default()
     } else {
@@ -337,6 +344,7 @@ pub(crate) fn sync_folder(
         }
     }
     if !far_flags.is_empty() {
+        ctx.op = "storing flags (UID STORE)";
         session.store_flags(&far_flags).map_err(|e| imap_error(ctx, shown, &e))?;
         report.far_flags_changed = far_flags.len() as u64;
         ctx.step()?;
@@ -377,6 +385,7 @@ pub(crate) fn sync_folder(
     }
 
     // Step 3: uploads, one journaled APPEND each.
+    ctx.op = "uploading (APPEND)";
     let total_up = appends.len() as u64;
     for (i, entry) in appends.iter().enumerate() {
         if ctx.cancel.is_cancelled() {
@@ -437,6 +446,7 @@ pub(crate) fn sync_folder(
     }
 
     // Step 4: downloads, batch by batch.
+    ctx.op = "downloading (UID FETCH)";
     let mut flags_now = listed_flags;
     flags_now.extend(far.flags.iter().map(|(u, f)| (*u, *f)));
     let max_uid =

@@ -23,6 +23,18 @@ use crate::state::State;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 
+/// How often a folder is tried again after a network error, within one run.
+const MAX_RETRIES: u32 = 3;
+
+/// 0.5 s, 1 s, 2 s, … with up to 25% jitter, so that many clients do not come back at once.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let base = 500u64 << attempt.min(6);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let jitter = base * u64::from(nanos % 250) / 1000;
+    std::time::Duration::from_millis(base + jitter)
+}
+
 /// Reports progress and errors and keeps the report.
 pub(crate) struct Ctx<'a> {
     pub account: &'a AccountConfig,
@@ -31,6 +43,8 @@ pub(crate) struct Ctx<'a> {
     pub report: SyncReport,
     /// Journaled steps done so far, for `SyncRequest::interrupt_after`.
     steps: u64,
+    /// What the engine is doing on the server, for error messages ("downloading").
+    pub op: &'static str,
 }
 
 impl Ctx<'_> {
@@ -128,6 +142,7 @@ pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelTok
         cancel,
         report: SyncReport { account: account.name.clone(), ..Default::default() },
         steps: 0,
+        op: "",
     };
     let unsupported = req.flags.difference(SyncFlags::IMPLEMENTED);
     for (name, _) in unsupported.iter_names() {
@@ -290,15 +305,51 @@ fn sync_folders(
             }
             continue;
         }
-        match folder::sync_folder(ctx, session, state, mb, status, created_allowed, mode, trash.as_deref()) {
-            Ok(Some(r)) => {
-                if r != (FolderReport { folder: r.folder.clone(), ..Default::default() }) {
-                    ctx.report.folders.push(r);
+        // A dropped or stalled connection is retried on a new one, with backoff: every step
+        // is journaled, so doing the folder again finishes what was cut off.
+        let mut attempt = 0u32;
+        let mut failed_attempts: Vec<usize> = Vec::new();
+        loop {
+            match folder::sync_folder(ctx, session, state, mb, status, created_allowed, mode, trash.as_deref()) {
+                Ok(Some(r)) => {
+                    if r != (FolderReport { folder: r.folder.clone(), ..Default::default() }) {
+                        ctx.report.folders.push(r);
+                    }
                 }
+                Ok(None) => {}
+                Err(folder::FolderError::Folder(e)) => ctx.error(e),
+                Err(folder::FolderError::Fatal(mut e))
+                    if e.kind == ErrorKind::Network && attempt < MAX_RETRIES && !ctx.cancel.is_cancelled() =>
+                {
+                    let wait = backoff(attempt);
+                    e.hint = format!(
+                        "retrying in {:.1} s on a new connection ({} of {MAX_RETRIES})",
+                        wait.as_secs_f64(),
+                        attempt + 1
+                    );
+                    failed_attempts.push(ctx.report.errors.len());
+                    ctx.error(e);
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                    ctx.progress(Step::Connect, "connecting again".into(), Some(&mb.display_name), (0, 0), (0, 0));
+                    match Session::open(&ctx.account.imap) {
+                        Ok(s) => {
+                            ctx.report.bytes_received += std::mem::replace(session, s).bytes_read();
+                        }
+                        Err(e) => return Err(errors::from_session(&name, &e)),
+                    }
+                    continue;
+                }
+                Err(folder::FolderError::Fatal(e)) => return Err(e),
             }
-            Ok(None) => {}
-            Err(folder::FolderError::Folder(e)) => ctx.error(e),
-            Err(folder::FolderError::Fatal(e)) => return Err(e),
+            break;
+        }
+        // The folder went through after all: its network errors were recovered from.
+        if !failed_attempts.is_empty() && !ctx.report.cancelled {
+            for i in failed_attempts.into_iter().rev() {
+                let e = ctx.report.errors.remove(i);
+                ctx.report.retried.insert(0, e);
+            }
         }
     }
     ctx.progress(Step::Finish, "done".into(), None, (total, total), (0, 0));
