@@ -1,8 +1,15 @@
 //! The configuration file (TOML) and what it resolves to.
 //!
 //! ```toml
+//! state-dir = "~/.local/state/syncmail"     # optional, for all accounts
 //! [accounts.work]
 //! maildir = "~/Mail/work"          # local store root
+//! state-dir = "/elsewhere"         # optional, this account's state directory
+//! delete-policy = "expunge"        # what a locally deleted message becomes on the server:
+//!                                  # "expunge" (default) | "trash" | "flag" (\Deleted only)
+//! trash-folder = "Trash"           # for "trash" where the server marks no \Trash folder
+//! delete-guard = 50                # hold back deletions of more than 50% of a folder …
+//! delete-guard-min = 10            # … when they are at least 10 messages
 //! [accounts.work.imap]
 //! host = "imap.example.org"
 //! port = 993                       # default follows tls
@@ -12,10 +19,6 @@
 //! ca-file = "/path/to/ca.pem"                # optional
 //! timeout = 60                               # seconds, for every read and write
 //! auth-mech = "auto"                         # "auto" | "plain" (AUTHENTICATE PLAIN) | "login" (LOGIN)
-//! delete-policy = "expunge"       # what a locally deleted message becomes on the server:
-//!                                  # "expunge" (default) | "trash" | "flag" (\Deleted only)
-//! delete-guard = 50                # hold back deletions of more than 50% of a folder …
-//! delete-guard-min = 10            # … when they are at least 10 messages
 //! [accounts.work.folders]
 //! include = ["*"]                  # patterns: * any text, % any text without the delimiter
 //! exclude = ["Spam", "Lists.%"]
@@ -419,6 +422,21 @@ mod tests {
         assert!(h.folders.matches("Lists.rust.sub", Some('.')));
         assert_eq!(c.select(&[]).unwrap().len(), 2);
         assert!(matches!(c.select(&["nope".into()]), Err(ConfigError::NoSuchAccount(_))));
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let start = doc.find("```toml").unwrap() + 7;
+        let end = start + doc[start..].find("```").unwrap();
+        let text: String =
+            doc[start..end].lines().map(|l| l.trim_start_matches("//!").trim_start()).collect::<Vec<_>>().join("\n");
+        let c = Config::parse(&text, Path::new("/c.toml")).unwrap();
+        let w = &c.accounts["work"];
+        assert_eq!(w.delete_policy, DeletePolicy::Expunge);
+        assert_eq!(w.delete_guard, DeleteGuard { percent: 50, min: 10 });
+        assert_eq!(w.trash_folder.as_deref(), Some("Trash"));
+        assert_eq!(w.state_dir, PathBuf::from("/elsewhere"));
     }
 
     #[test]
