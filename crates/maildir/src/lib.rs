@@ -294,6 +294,28 @@ impl Folder {
         fs::read(&p).map_err(io("reading", &p))
     }
 
+    /// Removes files in `tmp/` older than `max_age` (the Maildir spec says 36 hours): what
+    /// an interrupted delivery left behind. Returns how many were removed.
+    pub fn clean_tmp(&self, max_age: std::time::Duration) -> Result<usize> {
+        let dir = self.path.join("tmp");
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::Io { op: "reading", path: dir, source: e }),
+        };
+        let now = SystemTime::now();
+        let mut n = 0;
+        for ent in rd {
+            let ent = ent.map_err(io("reading", &dir))?;
+            let Ok(meta) = ent.metadata() else { continue };
+            let old = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age > max_age);
+            if meta.is_file() && old && fs::remove_file(ent.path()).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// fsyncs `new/` and `cur/`, making publishes, renames and deletions durable.
     pub fn sync(&self) -> Result<()> {
         sync_dir(&self.path.join("new"))?;
@@ -375,6 +397,17 @@ mod tests {
         f.remove(&e2).unwrap();
         f.remove(&e2).unwrap();
         assert!(f.scan().unwrap().is_empty());
+    }
+
+    #[test]
+    fn stale_tmp_files_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Folder::new(dir.path());
+        f.create().unwrap();
+        f.stage("fresh", b"x").unwrap();
+        assert_eq!(f.clean_tmp(std::time::Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(f.clean_tmp(std::time::Duration::ZERO).unwrap(), 1);
+        assert!(fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
     }
 
     #[test]

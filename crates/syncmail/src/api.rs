@@ -23,7 +23,8 @@ bitflags::bitflags! {
         const OUTGOING_MAIL = 0x0000_0200;
         /// Fetch headers (and sizes, flags) only; bodies later.
         const HEADERS_ONLY = 0x0200_0000;
-        /// Started by a person: runs before queued background work.
+        /// Started by a person: runs before queued background work. Until the scheduler
+        /// exists, every request runs at once on its own thread, so this is honoured trivially.
         const ON_DEMAND = 0x2000_0000;
     }
 }

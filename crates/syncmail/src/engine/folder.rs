@@ -553,6 +553,10 @@ fn download(
 ) -> Result<u32, FolderError> {
     let shown = row.display_name.as_str();
     let total = downloads.len() as u64;
+    if total > 0 {
+        // What an interrupted run left in tmp/ (Maildir: older than 36 hours is garbage).
+        dir.clean_tmp(std::time::Duration::from_secs(36 * 3600)).map_err(|e| local_error(ctx, shown, e))?;
+    }
     let total_bytes: u64 = downloads.iter().map(|(_, s)| *s).sum();
     let mut done_bytes = 0u64;
     let mut done = 0u64;
