@@ -63,6 +63,11 @@ CREATE TABLE appends (
     PRIMARY KEY (folder_id, near_id)
 ) STRICT;
 "#,
+    r#"
+-- The mtimes of cur/ and new/ (ns, "cur,new") when the Maildir last held exactly what the
+-- state agreed on; '' when unknown or too fresh to trust. Equal mtimes: nothing to scan.
+ALTER TABLE folders ADD COLUMN near_mtimes TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +81,8 @@ pub struct FolderRow {
     pub uidnext: u32,
     pub highestmodseq: u64,
     pub far_count: u32,
+    /// See the `near_mtimes` column.
+    pub near_mtimes: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,11 +152,12 @@ impl State {
             uidnext: r.get::<_, i64>(6)? as u32,
             highestmodseq: r.get::<_, i64>(7)? as u64,
             far_count: r.get::<_, i64>(8)? as u32,
+            near_mtimes: r.get(9)?,
         })
     }
 
     const FOLDER_COLS: &'static str =
-        "id, far_name, display_name, near_path, delimiter, uidvalidity, uidnext, highestmodseq, far_count";
+        "id, far_name, display_name, near_path, delimiter, uidvalidity, uidnext, highestmodseq, far_count, near_mtimes";
 
     pub fn folders(&self) -> Result<Vec<FolderRow>> {
         let mut st = self.conn.prepare(&format!("SELECT {} FROM folders ORDER BY id", Self::FOLDER_COLS))?;
@@ -307,6 +315,12 @@ impl State {
             params![folder_id, uidvalidity as i64],
         )?;
         tx.commit()
+    }
+
+    /// Records the Maildir mtimes at which the folder was last in agreement ('' to forget).
+    pub fn set_near_mtimes(&mut self, folder_id: i64, mtimes: &str) -> Result<()> {
+        self.conn.execute("UPDATE folders SET near_mtimes = ?2 WHERE id = ?1", params![folder_id, mtimes])?;
+        Ok(())
     }
 
     /// One atomic step: flags now agreed (also turning pending rows into synced ones), rows

@@ -145,15 +145,6 @@ pub(crate) fn sync_folder(
     }
     let lerr = |ctx: &Ctx<'_>, e: &dyn std::fmt::Display| local_error(ctx, shown, e);
 
-    // Upload needs the local listing to know whether anything changed; download alone
-    // reads it only when the server changed.
-    let mut near: Option<HashMap<String, Entry>> = None;
-    let mut known = state.messages(row.id).map_err(|e| lerr(ctx, &e))?;
-    let mut journal = state.appends(row.id).map_err(|e| lerr(ctx, &e))?;
-    if mode.upload {
-        near = Some(dir.scan().map_err(|e| lerr(ctx, &e))?);
-    }
-
     // An unchanged mark (CONDSTORE) means nothing changed on the server: no SELECT at all.
     let far_unchanged = status.is_some_and(|s| {
         row.uidvalidity != 0
@@ -162,10 +153,35 @@ pub(crate) fn sync_folder(
             && s.highestmodseq.is_some_and(|m| m == row.highestmodseq)
             && s.messages == row.far_count
     });
-    let near_quiet = near.as_ref().is_none_or(|n| near_unchanged(&known, n));
-    if far_unchanged && near_quiet && journal.is_empty() && !state.has_pending(row.id).map_err(|e| lerr(ctx, &e))? {
+    let mut journal = state.appends(row.id).map_err(|e| lerr(ctx, &e))?;
+    let busy = !journal.is_empty() || state.has_pending(row.id).map_err(|e| lerr(ctx, &e))?;
+    // Upload needs to know whether the Maildir changed: unchanged directory mtimes say it
+    // did not; otherwise the listing is compared with the state.
+    let mut near: Option<HashMap<String, Entry>> = None;
+    let mut known = None;
+    let mtimes_now = dir.mtimes();
+    let near_quiet = if !mode.upload {
+        true
+    } else if !row.near_mtimes.is_empty() && mtimes_now.map(mtimes_text).as_deref() == Some(row.near_mtimes.as_str()) {
+        true
+    } else {
+        let n = dir.scan().map_err(|e| lerr(ctx, &e))?;
+        let k = state.messages(row.id).map_err(|e| lerr(ctx, &e))?;
+        let quiet = near_unchanged(&k, &n);
+        near = Some(n);
+        known = Some(k);
+        quiet
+    };
+    if far_unchanged && near_quiet && !busy {
+        if mode.upload {
+            record_mtimes(state, &row, mtimes_now).map_err(|e| lerr(ctx, &e))?;
+        }
         return Ok(Some(report));
     }
+    let mut known = match known {
+        Some(k) => k,
+        None => state.messages(row.id).map_err(|e| lerr(ctx, &e))?,
+    };
 
     ctx.op = "selecting the folder (SELECT)";
     let sel = session
@@ -464,7 +480,26 @@ pub(crate) fn sync_folder(
     };
     state.commit(row.id, &[], &[], Some(mark)).map_err(|e| lerr(ctx, &e))?;
     ctx.step()?;
+    // The mtimes are recorded only by a run that found the Maildir unchanged (above), and
+    // then as read before the listing: a change made while this run worked must not hide
+    // behind mtimes taken after it.
     Ok(Some(report))
+}
+
+fn mtimes_text((cur, new): (i128, i128)) -> String {
+    format!("{cur},{new}")
+}
+
+/// Remembers the Maildir's mtimes as those of agreement, unless they are so recent that a
+/// change within the same clock tick could hide behind them (then the next run scans).
+fn record_mtimes(state: &mut State, row: &FolderRow, mtimes: Option<(i128, i128)>) -> rusqlite::Result<()> {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+    let text = match mtimes {
+        Some((c, n)) if now - c.max(n) > 1_000_000_000 => mtimes_text((c, n)),
+        _ => String::new(),
+    };
+    if text != row.near_mtimes { state.set_near_mtimes(row.id, &text) } else { Ok(()) }
 }
 
 fn message_error(ctx: &Ctx<'_>, folder: &str, entry: &Entry, why: &str, words: Option<String>) -> SyncError {
@@ -575,6 +610,7 @@ fn download(
         let mut staged = Vec::with_capacity(batch.len());
         let mut seen = BTreeSet::new();
         let mut failure: Option<FolderError> = None;
+        let mut data = Vec::new();
         let fetched = session.fetch_bodies(&uids, FETCH_CHUNK, FETCH_WINDOW, |uid, flags, body| {
             if failure.is_some() || !seen.insert(uid) {
                 return Ok(());
@@ -582,8 +618,8 @@ fn download(
             let Some(unique) = names.get(&uid) else { return Ok(()) };
             // A server may send FLAGS in a FETCH of its own; the listing's are then current.
             let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
-            let data = maildir::crlf_to_lf(body);
-            match dir.stage(unique, &data) {
+            maildir::crlf_to_lf_into(body, &mut data);
+            match dir.stage_unsynced(unique, &data) {
                 Ok(s) => staged.push((uid, flags, s)),
                 Err(e) => failure = Some(local_error(ctx, shown, e)),
             }
@@ -601,6 +637,10 @@ fn download(
         let refused = fetched.map_err(|e| imap_error(ctx, shown, &e))?;
         if let Some(f) = failure {
             return Err(f);
+        }
+        // Every file of the batch durable with one flush, before any becomes visible.
+        if !staged.is_empty() {
+            dir.sync_filesystem().map_err(|e| local_error(ctx, shown, e))?;
         }
         let mut agreed = Vec::with_capacity(staged.len());
         for (uid, flags, s) in staged {

@@ -117,19 +117,29 @@ impl AccountLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        match f.try_lock() {
-            Ok(()) => {
-                let _ = f.set_len(0);
-                let _ = f.rewind();
-                let _ = write!(f, "{}", std::process::id());
-                Ok(AccountLock { _file: f })
+        // A lock can outlive its holder by a moment (a child process forked elsewhere in
+        // the program holds the descriptor until it execs), so a busy lock is tried again
+        // for a little while before the holder is named.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match f.try_lock() {
+                Ok(()) => {
+                    let _ = f.set_len(0);
+                    let _ = f.rewind();
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(AccountLock { _file: f });
+                }
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    let mut pid = String::new();
+                    let _ = f.rewind();
+                    let _ = f.read_to_string(&mut pid);
+                    return Err(format!("another sync of this account is running (pid {})", pid.trim()));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
             }
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = f.read_to_string(&mut pid);
-                Err(format!("another sync of this account is running (pid {})", pid.trim()))
-            }
-            Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
         }
     }
 }
