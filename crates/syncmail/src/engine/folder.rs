@@ -160,9 +160,9 @@ pub(crate) fn sync_folder(
     let mut near: Option<HashMap<String, Entry>> = None;
     let mut known = None;
     let mtimes_now = dir.mtimes();
-    let near_quiet = if !mode.upload {
-        true
-    } else if !row.near_mtimes.is_empty() && mtimes_now.map(mtimes_text).as_deref() == Some(row.near_mtimes.as_str()) {
+    let mtimes_same =
+        !row.near_mtimes.is_empty() && mtimes_now.map(mtimes_text).as_deref() == Some(row.near_mtimes.as_str());
+    let near_quiet = if !mode.upload || mtimes_same {
         true
     } else {
         let n = dir.scan().map_err(|e| lerr(ctx, &e))?;
