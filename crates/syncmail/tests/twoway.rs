@@ -428,3 +428,26 @@ fn a_different_folder_under_the_same_name_is_moved_aside() {
     let kept = by_subject(&syncmail_testkit::read_maildir(&tmp.path().join("mail").join(&aside[0])));
     assert_eq!(kept.len(), 10, "the old local messages must all be kept");
 }
+
+#[test]
+fn a_local_change_after_a_quiet_run_is_still_seen() {
+    // A quiet run records the Maildir's mtimes and the next ones skip the listing while
+    // they are unchanged; a mail reader's change must still be found.
+    let dv = Dovecot::start(Options::default());
+    for i in 0..5 {
+        dv.save("INBOX", &message(&format!("q{i}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync2(&store);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    sync2(&store); // quiet: records the mtimes
+    sync2(&store); // quiet: skips the listing
+    near_set_flags(tmp.path(), "INBOX", "q1", F);
+    near_add(tmp.path(), "INBOX", "q-new", NONE);
+    let r = sync2(&store);
+    assert_eq!(r.uploaded(), 1);
+    let (far, near) = both_sides(&dv, tmp.path(), "INBOX");
+    assert_eq!(far, near);
+    assert_eq!(far["q1"], F);
+}
