@@ -133,6 +133,14 @@ fn interrupted_at_every_step(
         assert!(interrupted || r.is_success(), "step {k}: {:#?}", r.errors);
         sync2(&store);
         assert_state(&dv, tmp.path(), &want, &format!("interrupted after step {k}, then resumed"));
+        // The state agrees too: one more run finds nothing to do.
+        let again = sync2(&store);
+        let work: u64 = again
+            .folders
+            .iter()
+            .map(|f| f.downloaded + f.uploaded + f.flags_changed + f.far_flags_changed + f.deleted + f.far_deleted)
+            .sum();
+        assert_eq!(work, 0, "step {k}: a run after the resume still had work: {:#?}", again.folders);
         if !interrupted {
             assert!(k > 3, "the scenario has only {k} steps: the hook is not reached");
             return k;
