@@ -143,6 +143,7 @@ fn interrupted_at_every_step(
         assert_eq!(work, 0, "step {k}: a run after the resume still had work: {:#?}", again.folders);
         if !interrupted {
             assert!(k > 3, "the scenario has only {k} steps: the hook is not reached");
+            eprintln!("interrupted and resumed at each of {} steps", k - 1);
             return k;
         }
         k += 1;
