@@ -143,10 +143,14 @@ pub fn new_unique() -> String {
     format!("{}.M{}P{}Q{}.{}", now.as_secs(), now.subsec_micros(), std::process::id(), q, hostname())
 }
 
-fn hostname() -> String {
-    let raw = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
-    // Maildir: '/' and ':' in the host name are written as octal escapes.
-    raw.trim().replace('/', "\\057").replace(':', "\\072")
+/// The host name, read once per process (it is in every file name written).
+fn hostname() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let raw = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+        // Maildir: '/' and ':' in the host name are written as octal escapes.
+        raw.trim().replace('/', "\\057").replace(':', "\\072")
+    })
 }
 
 /// Converts CRLF line ends to LF, as Maildir readers on Unix expect. Lone CRs stay.
