@@ -161,3 +161,70 @@ fn notmuch_reads_the_synced_store() {
     assert_eq!(tagged, flagged, "\\Flagged on the server should be notmuch's flagged tag");
     assert!(!notmuch(&["search", "--output=summary", "--limit=1", "*"]).is_empty());
 }
+
+/// Two-way work on both sides, the real binary killed (SIGKILL) after random delays, several
+/// times over; then a clean run: both sides hold the same messages, none twice, and none
+/// that nobody deleted is missing.
+#[test]
+fn killed_at_random_moments_during_two_way_work_loses_and_duplicates_nothing() {
+    let dv = Dovecot::start(Options { messages: 1500, corpus_args: vec!["--tiny".into()], ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = write_config(&dv, tmp.path(), "secret");
+    // A first sync, killed early, then finished.
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let kill_after = |ms: u64| {
+        let mut child = syncmail().arg("-c").arg(&conf).args(["-q", "sync"]).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let _ = child.kill();
+        child.wait().unwrap()
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let mut killed = 0;
+    killed += usize::from(kill_after(150 + next() % 300).signal() == Some(9));
+    let out = syncmail().arg("-c").arg(&conf).args(["-q", "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Work on both sides: new local mail, local flag changes and deletions; new server mail.
+    let inbox = tmp.path().join("mail/INBOX");
+    let mut files: Vec<_> = std::fs::read_dir(inbox.join("cur"))
+        .unwrap()
+        .chain(std::fs::read_dir(inbox.join("new")).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for (i, f) in files.iter().take(60).enumerate() {
+        if i % 3 == 0 {
+            std::fs::remove_file(f).unwrap();
+        } else {
+            let name = f.file_name().unwrap().to_string_lossy().split(":2,").next().unwrap().to_string();
+            std::fs::rename(f, inbox.join("cur").join(format!("{name}:2,FS"))).unwrap();
+        }
+    }
+    for i in 0..40 {
+        let m = syncmail_testkit::message(&format!("local {i}"), &"x".repeat(2000));
+        std::fs::write(inbox.join("new").join(format!("local{i}.test")), m).unwrap();
+        dv.save("INBOX", &syncmail_testkit::message(&format!("remote {i}"), "y"));
+    }
+    for _ in 0..3 {
+        killed += usize::from(kill_after(20 + next() % 200).signal() == Some(9));
+    }
+    assert!(killed >= 2, "only {killed} of the runs were still working when killed");
+    let out = syncmail().arg("-c").arg(&conf).args(["-q", "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_store_matches(&dv, &tmp.path().join("mail"));
+    let server = dv.server_messages();
+    let inbox_msgs = &server["INBOX"];
+    for i in 0..40 {
+        for what in ["local", "remote"] {
+            let subject = format!("Subject: {what} {i}\n");
+            let n =
+                inbox_msgs.iter().filter(|(m, _)| m.windows(subject.len()).any(|w| w == subject.as_bytes())).count();
+            assert_eq!(n, 1, "{what} {i} is on the server {n} times");
+        }
+    }
+}

@@ -460,3 +460,28 @@ fn a_local_change_after_a_quiet_run_is_still_seen() {
     assert_eq!(far, near);
     assert_eq!(far["q1"], F);
 }
+
+#[test]
+fn without_uidplus_a_message_without_message_id_is_found_again_by_content() {
+    let dv = Dovecot::start(Options { capability: Some("IMAP4rev1".into()), ..Default::default() });
+    dv.save("INBOX", &message("already there", "x"));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync2(&store);
+    // Two local messages of the same size without a Message-ID: only their bytes differ.
+    let inbox = near_folder(tmp.path(), "INBOX");
+    for (name, body) in [("a", "AAAA"), ("b", "BBBB")] {
+        let data = format!("From: x@example.org\nSubject: no-id-{name}\n\n{body}\n");
+        let staged = inbox.stage(&format!("local-{name}"), data.as_bytes()).unwrap();
+        inbox.publish(staged, NONE).unwrap();
+    }
+    let r = sync2(&store);
+    assert_eq!(r.uploaded(), 2);
+    let (far, near) = both_sides(&dv, tmp.path(), "INBOX"); // panics on a duplicate
+    assert_eq!(far, near);
+    assert_eq!(far.len(), 3);
+    // Each was matched to its own UID: nothing moves on the next run.
+    let r = sync2(&store);
+    assert_eq!((r.uploaded(), r.downloaded()), (0, 0));
+    assert_eq!(dv.uids("INBOX").len(), 3);
+}
