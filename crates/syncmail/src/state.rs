@@ -68,6 +68,11 @@ CREATE TABLE appends (
 -- state agreed on; '' when unknown or too fresh to trust. Equal mtimes: nothing to scan.
 ALTER TABLE folders ADD COLUMN near_mtimes TEXT NOT NULL DEFAULT '';
 "#,
+    r#"
+-- 1 once the server accepted the APPEND but the message could not be found again: it is
+-- never sent a second time.
+ALTER TABLE appends ADD COLUMN sent INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +107,8 @@ pub struct AppendRow {
     pub size: u64,
     pub message_id: String,
     pub uid_floor: u32,
+    /// The server accepted it; it is never sent again.
+    pub sent: bool,
 }
 
 /// What the server said of a folder when the two sides last agreed.
@@ -251,7 +258,7 @@ impl State {
 
     pub fn appends(&self, folder_id: i64) -> Result<Vec<AppendRow>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT near_id, flags, size, message_id, uid_floor FROM appends WHERE folder_id = ?1 ORDER BY near_id",
+            "SELECT near_id, flags, size, message_id, uid_floor, sent FROM appends WHERE folder_id = ?1 ORDER BY near_id",
         )?;
         let rows = st.query_map([folder_id], |r| {
             Ok(AppendRow {
@@ -260,6 +267,7 @@ impl State {
                 size: r.get::<_, i64>(2)? as u64,
                 message_id: r.get(3)?,
                 uid_floor: r.get::<_, i64>(4)? as u32,
+                sent: r.get::<_, i64>(5)? != 0,
             })
         })?;
         rows.collect()
@@ -275,11 +283,21 @@ impl State {
         Ok(())
     }
 
+    /// Marks an upload as accepted by the server (see `AppendRow::sent`).
+    pub fn mark_append_sent(&mut self, folder_id: i64, near_id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE appends SET sent = 1 WHERE folder_id = ?1 AND near_id = ?2",
+            params![folder_id, near_id],
+        )?;
+        Ok(())
+    }
+
     /// Ends an upload: the journal row goes; with a UID, the message is known from now on
     /// with `flags` agreed. One transaction.
     pub fn finish_append(&mut self, folder_id: i64, a: &AppendRow, uid: Option<u32>) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM appends WHERE folder_id = ?1 AND near_id = ?2", params![folder_id, a.near_id])?;
+        tx.execute("UPDATE folders SET near_mtimes = '' WHERE id = ?1", [folder_id])?;
         if let Some(uid) = uid {
             tx.execute(
                 "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, flags, size, pending) \
@@ -311,7 +329,8 @@ impl State {
             }
         }
         tx.execute(
-            "UPDATE folders SET uidvalidity = ?2, uidnext = 1, highestmodseq = 0, far_count = 0 WHERE id = ?1",
+            "UPDATE folders SET uidvalidity = ?2, uidnext = 1, highestmodseq = 0, far_count = 0, near_mtimes = '' \
+             WHERE id = ?1",
             params![folder_id, uidvalidity as i64],
         )?;
         tx.commit()
@@ -342,6 +361,10 @@ impl State {
             let mut del = tx.prepare_cached("DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
             for uid in forget {
                 del.execute(params![folder_id, uid])?;
+            }
+            if !agreed.is_empty() || !forget.is_empty() {
+                // The rows changed: recorded Maildir mtimes no longer describe agreement.
+                tx.execute("UPDATE folders SET near_mtimes = '' WHERE id = ?1", [folder_id])?;
             }
             if let Some(m) = mark {
                 tx.execute(

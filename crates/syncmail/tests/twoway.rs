@@ -485,3 +485,71 @@ fn without_uidplus_a_message_without_message_id_is_found_again_by_content() {
     assert_eq!((r.uploaded(), r.downloaded()), (0, 0));
     assert_eq!(dv.uids("INBOX").len(), 3);
 }
+
+#[test]
+fn a_small_vanished_folder_stays_held_run_after_run() {
+    let dv = Dovecot::start(Options::default());
+    for i in 0..3 {
+        dv.save("INBOX", &message(&format!("few{i}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync2(&store);
+    std::fs::remove_dir_all(tmp.path().join("mail/INBOX")).unwrap();
+    for _ in 0..2 {
+        let (r, _) = sync(&store, TWO_WAY);
+        assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+        assert_eq!(r.errors[0].kind, ErrorKind::DeletionsHeld);
+        assert_eq!(dv.uids("INBOX").len(), 3, "a vanished folder must not empty the server's");
+    }
+    let mut req = SyncRequest::new(TWO_WAY);
+    req.confirm_deletions = true;
+    let r = store.synchronize(req);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert_eq!(dv.uids("INBOX").len(), 0, "confirmed: the deletion is carried out");
+}
+
+#[test]
+fn held_expunges_are_held_again_and_carried_out_when_confirmed() {
+    let dv = Dovecot::start(Options::default());
+    for i in 0..20 {
+        dv.save("INBOX", &message(&format!("h{i}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync2(&store);
+    for uid in dv.uids("INBOX").into_iter().take(15) {
+        dv.expunge("INBOX", uid);
+    }
+    for _ in 0..2 {
+        let (r, _) = sync(&store, TWO_WAY);
+        assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+        assert_eq!(r.errors[0].kind, ErrorKind::DeletionsHeld);
+        assert_eq!(near_folder(tmp.path(), "INBOX").scan().unwrap().len(), 20);
+    }
+    let mut req = SyncRequest::new(TWO_WAY);
+    req.confirm_deletions = true;
+    let r = store.synchronize(req);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert_eq!(near_folder(tmp.path(), "INBOX").scan().unwrap().len(), 5);
+}
+
+#[test]
+fn an_upload_only_run_does_not_swallow_server_changes() {
+    let dv = Dovecot::start(Options::default());
+    dv.save("INBOX", &message("first", "x"));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync2(&store);
+    dv.save("INBOX", &message("arrived meanwhile", "x"));
+    dv.flags_add("INBOX", far_uid(&dv, "INBOX", "first"), "\\Flagged");
+    near_add(tmp.path(), "INBOX", "sent up", NONE);
+    let (r, _) = sync(&store, syncmail::SyncFlags::UPLOAD_CONTENTS);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert_eq!(r.uploaded(), 1);
+    sync2(&store);
+    let (far, near) = both_sides(&dv, tmp.path(), "INBOX");
+    assert_eq!(far, near);
+    assert!(near.contains_key("arrived meanwhile"), "the server's new message was skipped for good");
+    assert_eq!(near["first"], F);
+}

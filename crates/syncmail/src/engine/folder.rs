@@ -138,15 +138,51 @@ pub(crate) fn sync_folder(
     mode: Mode,
     trash: Option<&str>,
 ) -> Result<Option<FolderReport>, FolderError> {
+    sync_folder_once(ctx, session, state, mb, status, may_create, mode, trash, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sync_folder_once(
+    ctx: &mut Ctx<'_>,
+    session: &mut Session,
+    state: &mut State,
+    mb: &Mailbox,
+    status: Option<MailboxStatus>,
+    may_create: bool,
+    mode: Mode,
+    trash: Option<&str>,
+    renumbered: bool,
+) -> Result<Option<FolderReport>, FolderError> {
     let shown = mb.display_name.as_str();
     let Some((row, created)) = ensure_folder(ctx, state, mb, may_create)? else { return Ok(None) };
     let mut report = FolderReport { folder: shown.to_string(), created, ..Default::default() };
     let dir = Folder::new(ctx.account.maildir.join(&row.near_path));
     let dir_existed = dir.exists();
-    if !dir_existed {
-        dir.create().map_err(|e| local_error(ctx, shown, e))?;
-    }
     let lerr = |ctx: &Ctx<'_>, e: &dyn std::fmt::Display| local_error(ctx, shown, e);
+    if !dir_existed {
+        // A folder that vanished with messages the state knows (an unmounted disk, a
+        // slip of `rm`) is left alone, run after run, until the person confirms: recreating
+        // it empty would turn every message into a deletion once the guard looks away.
+        let known_count = state.messages(row.id).map_err(|e| lerr(ctx, &e))?.len();
+        if known_count > 0 && !ctx.req.confirm_deletions && mode.upload {
+            return Err(FolderError::Folder(SyncError {
+                kind: ErrorKind::DeletionsHeld,
+                account: ctx.name().to_string(),
+                folder: Some(shown.to_string()),
+                message: format!(
+                    "the local folder {} is missing, with {known_count} messages syncmail knows; nothing was \
+                     done in it, on either side",
+                    dir.path().display()
+                ),
+                server_text: None,
+                hint: "restore the folder (the server still has every message); or, if you deleted it on \
+                       purpose, run `syncmail sync --confirm-deletions` to delete its messages on the server too"
+                    .into(),
+                retryable: false,
+            }));
+        }
+        dir.create().map_err(|e| lerr(ctx, &e))?;
+    }
 
     // An unchanged mark (CONDSTORE) means nothing changed on the server: no SELECT at all.
     let far_unchanged = status.is_some_and(|s| {
@@ -162,6 +198,7 @@ pub(crate) fn sync_folder(
     // did not; otherwise the listing is compared with the state.
     let mut near: Option<HashMap<String, Entry>> = None;
     let mut known = None;
+    let mtimes_read_at = std::time::SystemTime::now();
     let mtimes_now = dir.mtimes();
     let mtimes_same =
         !row.near_mtimes.is_empty() && mtimes_now.map(mtimes_text).as_deref() == Some(row.near_mtimes.as_str());
@@ -176,8 +213,8 @@ pub(crate) fn sync_folder(
         quiet
     };
     if far_unchanged && near_quiet && !busy {
-        if mode.upload {
-            record_mtimes(state, &row, mtimes_now).map_err(|e| lerr(ctx, &e))?;
+        if mode.upload && dir.mtimes() == mtimes_now {
+            record_mtimes(state, &row, mtimes_now, mtimes_read_at).map_err(|e| lerr(ctx, &e))?;
         }
         return Ok(Some(report));
     }
@@ -190,6 +227,17 @@ pub(crate) fn sync_folder(
     let sel = session
         .select(&mb.far_name, Some((row.uidvalidity, row.highestmodseq)))
         .map_err(|e| imap_error(ctx, shown, &e))?;
+    if row.uidvalidity != 0 && sel.uidvalidity != row.uidvalidity && renumbered {
+        return Err(FolderError::Folder(SyncError {
+            kind: ErrorKind::UidValidity,
+            account: ctx.name().to_string(),
+            folder: Some(shown.to_string()),
+            message: "the server renumbered the folder twice within one sync; it was left alone".into(),
+            server_text: None,
+            hint: "the server's UIDs are not stable; try again later, and report it if it persists".into(),
+            retryable: true,
+        }));
+    }
     if row.uidvalidity != 0 && sel.uidvalidity != row.uidvalidity {
         // Renumbered: match the messages again, then sync the folder as it is now.
         ctx.op = "matching renumbered messages";
@@ -211,7 +259,7 @@ pub(crate) fn sync_folder(
             }
         }
         ctx.step()?;
-        return sync_folder(ctx, session, state, mb, None, false, mode, trash);
+        return sync_folder_once(ctx, session, state, mb, None, false, mode, trash, true);
     }
     let first_time = row.uidvalidity == 0;
     if first_time {
@@ -227,6 +275,7 @@ pub(crate) fn sync_folder(
     };
 
     // Step 1: uploads a crash interrupted.
+    let mut still_sent: BTreeSet<String> = BTreeSet::new();
     ctx.op = "looking for an interrupted upload (UID SEARCH)";
     if !journal.is_empty() {
         for a in std::mem::take(&mut journal) {
@@ -242,6 +291,10 @@ pub(crate) fn sync_folder(
                 // arrive comes down as new mail.
                 None => None,
             };
+            if found.is_none() && a.sent {
+                still_sent.insert(a.near_id.clone());
+                continue;
+            }
             state.finish_append(row.id, &a, found).map_err(|e| lerr(ctx, &e))?;
             ctx.step()?;
         }
@@ -298,7 +351,7 @@ pub(crate) fn sync_folder(
         }
     }
 
-    let mut actions = plan(&known, &far, &near, &BTreeSet::new(), mode);
+    let mut actions = plan(&known, &far, &near, &still_sent, mode);
     // A file a mail reader renamed while the directory was read may be missing from that
     // listing. Before a missing file deletes a message on the server or is downloaded
     // again, a second listing must agree that it is gone.
@@ -313,10 +366,10 @@ pub(crate) fn sync_folder(
             }
         }
         if changed {
-            actions = plan(&known, &far, &near, &BTreeSet::new(), mode);
+            actions = plan(&known, &far, &near, &still_sent, mode);
         }
     }
-    hold_mass_deletions(ctx, &mut actions, &mut report, known.len(), dir_existed, shown);
+    let held_near = hold_mass_deletions(ctx, &mut actions, &mut report, known.len(), dir_existed, shown);
 
     // Step 2: flags and deletions on both sides, then one commit.
     let mut agreed = Vec::new();
@@ -422,6 +475,7 @@ pub(crate) fn sync_folder(
             size: data.len() as u64,
             message_id: header(&data, "Message-ID").unwrap_or_default(),
             uid_floor: floor,
+            sent: false,
         };
         state.journal_append(row.id, &a).map_err(|e| lerr(ctx, &e))?;
         ctx.step()?;
@@ -436,7 +490,25 @@ pub(crate) fn sync_folder(
             Ok(Some(uid)) => Some(uid),
             Ok(None) => {
                 let exclude: BTreeSet<u32> = known.keys().copied().collect();
-                session.find_appended(floor, &a.message_id, &data, &exclude).map_err(|e| imap_error(ctx, shown, &e))?
+                let found = session
+                    .find_appended(floor, &a.message_id, &data, &exclude)
+                    .map_err(|e| imap_error(ctx, shown, &e))?;
+                if found.is_none() {
+                    // The server took it but it cannot be found again: it must never be sent
+                    // a second time. The journal row stays, marked as sent.
+                    state.mark_append_sent(row.id, &a.near_id).map_err(|e| lerr(ctx, &e))?;
+                    ctx.error(message_error(
+                        ctx,
+                        shown,
+                        entry,
+                        "the server accepted it but syncmail cannot find it again; it will not be uploaded \
+                         again, and the server's copy may come down as a second local copy",
+                        None,
+                    ));
+                    ctx.step()?;
+                    continue;
+                }
+                found
             }
             Err(e @ (ImapError::No { .. } | ImapError::Bad { .. })) => {
                 let words = e.server_text().map(str::to_string);
@@ -474,12 +546,23 @@ pub(crate) fn sync_folder(
         return Ok(Some(report));
     }
 
-    // Step 5: the folder's new mark.
-    let mark = FarMark {
-        uidvalidity: sel.uidvalidity,
-        uidnext: sel.uidnext.unwrap_or(0).max(max_uid.saturating_add(1)).max(row.uidnext),
-        highestmodseq: sel.highestmodseq.unwrap_or(0),
-        far_count: sel.exists,
+    // Step 5: the folder's new mark. It moves past the server's changes only when this run
+    // carried them all out: an upload-only run, or expunges held by the guard, keep the
+    // old mark, so those changes are reported again next time.
+    let mark = if mode.download && !held_near {
+        FarMark {
+            uidvalidity: sel.uidvalidity,
+            uidnext: sel.uidnext.unwrap_or(0).max(max_uid.saturating_add(1)).max(row.uidnext),
+            highestmodseq: sel.highestmodseq.unwrap_or(0),
+            far_count: sel.exists,
+        }
+    } else {
+        FarMark {
+            uidvalidity: sel.uidvalidity,
+            uidnext: if mode.download { max_uid.saturating_add(1).max(row.uidnext) } else { row.uidnext.max(1) },
+            highestmodseq: if first_time { 0 } else { row.highestmodseq },
+            far_count: row.far_count,
+        }
     };
     state.commit(row.id, &[], &[], Some(mark)).map_err(|e| lerr(ctx, &e))?;
     ctx.step()?;
@@ -495,11 +578,17 @@ fn mtimes_text((cur, new): (i128, i128)) -> String {
 
 /// Remembers the Maildir's mtimes as those of agreement, unless they are so recent that a
 /// change within the same clock tick could hide behind them (then the next run scans).
-fn record_mtimes(state: &mut State, row: &FolderRow, mtimes: Option<(i128, i128)>) -> rusqlite::Result<()> {
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+fn record_mtimes(
+    state: &mut State,
+    row: &FolderRow,
+    mtimes: Option<(i128, i128)>,
+    read_at: std::time::SystemTime,
+) -> rusqlite::Result<()> {
+    // Measured from when they were read: a change right after the reading must get a
+    // later mtime, even on a file system whose clock is coarse (2 s on FAT).
+    let now = read_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
     let text = match mtimes {
-        Some((c, n)) if now - c.max(n) > 1_000_000_000 => mtimes_text((c, n)),
+        Some((c, n)) if now - c.max(n) > 2_000_000_000 => mtimes_text((c, n)),
         _ => String::new(),
     };
     if text != row.near_mtimes { state.set_near_mtimes(row.id, &text) } else { Ok(()) }
@@ -529,9 +618,9 @@ fn hold_mass_deletions(
     total: usize,
     dir_existed: bool,
     folder: &str,
-) {
+) -> bool {
     if ctx.req.confirm_deletions {
-        return;
+        return false;
     }
     let guard = ctx.account.delete_guard;
     let far = actions.iter().filter(|a| matches!(a, Action::DeleteFar { .. })).count();
@@ -573,6 +662,7 @@ fn hold_mass_deletions(
             retryable: false,
         });
     }
+    hold_near
 }
 
 /// Splits downloads into batches of at most `BATCH` messages and about `BATCH_BYTES`.

@@ -131,7 +131,9 @@ pub fn plan(
         }
         let f = far.flags.get(uid).copied().unwrap_or(a);
         let Some(e) = local else {
-            if f == a {
+            // Only \Deleted added on the server: this client's own deletion, cut off
+            // between marking and expunging (or the "flag" policy). Finish it.
+            if f == a || f == a.union(Flags::DELETED) {
                 if mode.upload {
                     out.push(Action::DeleteFar { uid: *uid });
                 }
@@ -336,6 +338,14 @@ mod tests {
                 Some(sf),
                 None,
                 vec![Download { uid: 1, size: 10 }],
+            ),
+            (
+                "deleted on near, far only marked Deleted (an unfinished delete): finished",
+                B,
+                S,
+                Some(S.union(Flags::DELETED)),
+                None,
+                vec![DeleteFar { uid: 1 }],
             ),
             ("deleted on near, download only: left for upload", D, S, Some(S), None, vec![]),
             ("deleted on both", B, S, None, None, vec![Forget { uid: 1, kept_local: false }]),
