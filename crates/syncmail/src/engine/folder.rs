@@ -30,6 +30,8 @@ use syncmail_maildir::{self as maildir, Entry, Folder, folder_path};
 /// flushing under the writes (file creation stalls on blocks under writeback).
 const BATCH: usize = 2000;
 const BATCH_BYTES: u64 = 128 << 20;
+/// Up to this many new files, each is fsynced; above, the file system is flushed once.
+const FSYNC_EACH_UP_TO: usize = 128;
 /// UIDs per UID FETCH command, and how many such commands are in flight at once.
 const FETCH_CHUNK: usize = 50;
 const FETCH_WINDOW: usize = 4;
@@ -750,9 +752,14 @@ fn download(
         if let Some(f) = failure {
             return Err(f);
         }
-        // Every file of the batch durable with one flush, before any becomes visible.
-        if !staged.is_empty() {
+        // Every file of the batch durable before any becomes visible: one flush of the file
+        // system for a large batch, an fsync each for a few (a file system flush also waits
+        // for everything else written there, which costs more than a few fsyncs).
+        if staged.len() > FSYNC_EACH_UP_TO {
             dir.sync_filesystem().map_err(|e| local_error(ctx, shown, e))?;
+        } else if !staged.is_empty() {
+            let files: Vec<&maildir::Staged> = staged.iter().map(|(_, _, s)| s).collect();
+            dir.sync_staged(&files).map_err(|e| local_error(ctx, shown, e))?;
         }
         let mut agreed = Vec::with_capacity(staged.len());
         for (uid, flags, s) in staged {
