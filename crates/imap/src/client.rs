@@ -293,11 +293,6 @@ impl Client {
         }
     }
 
-    /// Encodes a UTF-8 mailbox name for a command, quoted.
-    pub fn mailbox_arg(&self, name: &str) -> String {
-        if self.utf8 { quote(name) } else { quote(&utf7::encode(name)) }
-    }
-
     fn next_tag(&mut self) -> String {
         let t = format!("S{}", self.next_tag);
         self.next_tag += 1;
