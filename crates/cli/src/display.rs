@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use syncmail::{Progress, Step, SyncError, SyncProgress, SyncReport};
+use syncmail::{FolderChange, Progress, Step, SyncError, SyncProgress, SyncReport};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -104,6 +104,16 @@ impl Display {
                     if f.held_deletions > 0 { format!("; {} deletions held", f.held_deletions) } else { String::new() },
                     if f.created { "; folder created" } else { "" }
                 );
+                if f.moved_in + f.moved_on_server > 0 {
+                    let _ = writeln!(
+                        err,
+                        "  {}/{}: {} messages moved in on the server taken from local copies, {} moved here moved on the server",
+                        r.account, f.folder, f.moved_in, f.moved_on_server
+                    );
+                }
+            }
+            for c in &r.hierarchy {
+                let _ = writeln!(err, "  {}: {c}", r.account);
             }
             let up: u64 = r.uploaded();
             let _ = writeln!(
@@ -202,11 +212,29 @@ impl SyncProgress for Display {
                         "far_deleted": f.far_deleted,
                         "held_deletions": f.held_deletions,
                         "created": f.created,
+                        "moved_in": f.moved_in,
+                        "moved_on_server": f.moved_on_server,
                     })
+                })
+                .collect();
+            let hierarchy: Vec<_> = r
+                .hierarchy
+                .iter()
+                .map(|c| match c {
+                    FolderChange::Created { side, folder } => {
+                        json!({"change": "created", "side": side.name(), "folder": folder})
+                    }
+                    FolderChange::Renamed { side, from, to } => {
+                        json!({"change": "renamed", "side": side.name(), "from": from, "to": to})
+                    }
+                    FolderChange::Deleted { side, folder } => {
+                        json!({"change": "deleted", "side": side.name(), "folder": folder})
+                    }
                 })
                 .collect();
             self.json_line(json!({
                 "event": "done",
+                "hierarchy": hierarchy,
                 "account": r.account,
                 "success": r.is_success(),
                 "cancelled": r.cancelled,

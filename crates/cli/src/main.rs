@@ -37,7 +37,7 @@ enum Command {
         /// What to do, as a comma-separated list of flags: download-hierarchy,
         /// download-contents, upload-hierarchy, upload-contents, outgoing-mail,
         /// headers-only, on-demand. The default is what this version carries out:
-        /// download-hierarchy,download-contents,upload-contents.
+        /// upload-hierarchy,download-hierarchy,download-contents,upload-contents.
         #[arg(long, value_delimiter = ',')]
         flags: Vec<String>,
         /// Carry out deletions that the mass-deletion guard held back (it reports them as
@@ -64,7 +64,10 @@ fn main() -> ExitCode {
 
 fn parse_flags(names: &[String]) -> Result<SyncFlags> {
     if names.is_empty() {
-        return Ok(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS);
+        return Ok(SyncFlags::UPLOAD_HIERARCHY
+            | SyncFlags::DOWNLOAD_HIERARCHY
+            | SyncFlags::DOWNLOAD_CONTENTS
+            | SyncFlags::UPLOAD_CONTENTS);
     }
     let mut flags = SyncFlags::empty();
     for n in names {

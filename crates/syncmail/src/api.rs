@@ -32,7 +32,8 @@ bitflags::bitflags! {
 impl SyncFlags {
     /// The flags this version carries out. Any other flag in a request is answered with an
     /// [`ErrorKind::Unsupported`] error, never silently ignored.
-    pub const IMPLEMENTED: SyncFlags = SyncFlags::DOWNLOAD_HIERARCHY
+    pub const IMPLEMENTED: SyncFlags = SyncFlags::UPLOAD_HIERARCHY
+        .union(SyncFlags::DOWNLOAD_HIERARCHY)
         .union(SyncFlags::DOWNLOAD_CONTENTS)
         .union(SyncFlags::UPLOAD_CONTENTS)
         .union(SyncFlags::ON_DEMAND);
@@ -60,6 +61,8 @@ pub enum Step {
     ApplyChanges,
     /// Uploading new local messages; `index`/`max` count messages.
     Upload,
+    /// Creating, renaming or deleting folders on one side to follow the other.
+    Folders,
     Finish,
 }
 
@@ -73,6 +76,7 @@ impl Step {
             Step::Download => "download",
             Step::ApplyChanges => "apply-changes",
             Step::Upload => "upload",
+            Step::Folders => "folders",
             Step::Finish => "finish",
         }
     }
@@ -192,6 +196,49 @@ pub struct FolderReport {
     pub held_deletions: u64,
     /// Whether the folder was created locally in this run.
     pub created: bool,
+    /// New server messages that were already here in another folder (moved or copied on
+    /// the server): taken from the local copy, not downloaded.
+    pub moved_in: u64,
+    /// Messages moved here from another folder locally: moved on the server too (UID
+    /// MOVE), not uploaded again.
+    pub moved_on_server: u64,
+}
+
+/// Which side a change was made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The Maildir.
+    Local,
+    /// The IMAP server.
+    Server,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Local => "local",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// A folder created, renamed or deleted on `side` to follow the other side. Names are
+/// the UTF-8 names shown to people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderChange {
+    Created { side: Side, folder: String },
+    Renamed { side: Side, from: String, to: String },
+    Deleted { side: Side, folder: String },
+}
+
+impl std::fmt::Display for FolderChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FolderChange::Created { side, folder } => write!(f, "created {folder} ({} side)", side.name()),
+            FolderChange::Renamed { side, from, to } => write!(f, "renamed {from} to {to} ({} side)", side.name()),
+            FolderChange::Deleted { side, folder } => write!(f, "deleted {folder} ({} side)", side.name()),
+        }
+    }
 }
 
 /// The outcome of a sync: after `Done(hr)`, with a report of what changed.
@@ -200,6 +247,8 @@ pub struct SyncReport {
     pub account: String,
     /// Folders where something changed, in the order synced.
     pub folders: Vec<FolderReport>,
+    /// Folders created, renamed or deleted to follow the other side, in order.
+    pub hierarchy: Vec<FolderChange>,
     /// Every error reported through [`SyncProgress::error`], in order, except those below.
     pub errors: Vec<SyncError>,
     /// Network errors that were reported, then recovered from by a retry within the run.

@@ -413,8 +413,13 @@ impl Session {
     /// Every message of the selected folder with what identifies it without its body:
     /// (UID, flags, size, Message-ID or "").
     pub fn identities(&mut self) -> Result<Vec<(u32, Flags, u64, String)>> {
+        self.fetch_identities("1:*")
+    }
+
+    fn fetch_identities(&mut self, set: &str) -> Result<Vec<(u32, Flags, u64, String)>> {
         let mut out = Vec::new();
-        self.client.run("UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", |u| {
+        let cmd = format!("UID FETCH {set} (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
+        self.client.run(&cmd, |u| {
             if let Untagged::Fetch { data, .. } = u
                 && let (Some(uid), Some(size)) = (data.uid, data.size)
             {
@@ -576,6 +581,113 @@ impl Session {
                 "the server lacks UIDPLUS and other messages are marked \\Deleted too; the messages were marked \\Deleted, not expunged".into(),
             ))
         }
+    }
+
+    /// The server's spelling of a UTF-8 folder name: as is after UTF8=ACCEPT, else in
+    /// modified UTF-7.
+    pub fn encode_name(&self, display_name: &str) -> String {
+        if self.client.utf8_names() { display_name.to_string() } else { syncmail_imap::utf7::encode(display_name) }
+    }
+
+    /// The names of the subscribed folders (LSUB).
+    pub fn subscribed(&mut self) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        self.client.run("LSUB \"\" \"*\"", |u| {
+            if let Untagged::Lsub(e) = u
+                && let Ok(n) = String::from_utf8(e.name)
+            {
+                out.insert(n);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs a folder command (CREATE, DELETE, RENAME …) whose arguments are folder names.
+    fn folder_command(&mut self, verb: &str, names: &[&str]) -> Result<()> {
+        if let Some(bad) = names.iter().find(|n| !sendable(n)) {
+            return Err(Error::No {
+                command: verb.into(),
+                code: None,
+                text: format!("the folder name {bad:?} holds a line break or NUL and cannot be sent"),
+            });
+        }
+        let args: Vec<String> = names.iter().map(|n| quote(n)).collect();
+        // A folder command on the selected folder would leave the session in a folder that
+        // is gone or renamed: leave it first.
+        if self.selected && verb != "CREATE" {
+            self.client.run("UNSELECT", |_| Ok(())).or_else(|_| self.client.run("CLOSE", |_| Ok(())))?;
+            self.selected = false;
+        }
+        self.client.run(&format!("{verb} {}", args.join(" ")), |_| Ok(()))?;
+        Ok(())
+    }
+
+    pub fn create(&mut self, far_name: &str) -> Result<()> {
+        self.folder_command("CREATE", &[far_name])?;
+        // Subscribed, as a mail client creating a folder would do; a refusal is harmless.
+        let _ = self.client.run(&format!("SUBSCRIBE {}", quote(far_name)), |_| Ok(()));
+        Ok(())
+    }
+
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.folder_command("RENAME", &[from, to])?;
+        let _ = self.client.run(&format!("SUBSCRIBE {}", quote(to)), |_| Ok(()));
+        let _ = self.client.run(&format!("UNSUBSCRIBE {}", quote(from)), |_| Ok(()));
+        Ok(())
+    }
+
+    pub fn delete_folder(&mut self, far_name: &str) -> Result<()> {
+        self.folder_command("DELETE", &[far_name])?;
+        let _ = self.client.run(&format!("UNSUBSCRIBE {}", quote(far_name)), |_| Ok(()));
+        Ok(())
+    }
+
+    /// Moves messages of the selected folder to `to` (MOVE, else COPY and expunge), and
+    /// returns the destination's UIDVALIDITY with old UID → new UID where the server says
+    /// (COPYUID, RFC 4315).
+    pub fn move_messages(&mut self, uids: &[u32], to: &str) -> Result<Option<(u32, HashMap<u32, u32>)>> {
+        if uids.is_empty() {
+            return Ok(None);
+        }
+        if !sendable(to) {
+            return Err(Error::Protocol(format!("folder name {to:?} cannot be sent to the server")));
+        }
+        let set = uid_set(uids);
+        let copyuid = |code: Option<Code>| match code {
+            Some(Code::CopyUid(v, src, dst)) => {
+                let (src, dst) = (parse_uid_set(&src)?, parse_uid_set(&dst)?);
+                let src: Vec<u32> = src.into_iter().flat_map(|(a, b)| a..=b).collect();
+                let dst: Vec<u32> = dst.into_iter().flat_map(|(a, b)| a..=b).collect();
+                (src.len() == dst.len()).then(|| (v, src.into_iter().zip(dst).collect()))
+            }
+            _ => None,
+        };
+        if self.client.has("MOVE") {
+            // RFC 6851: COPYUID comes in an untagged OK before the expunges.
+            let mut code = None;
+            let done = self.client.run(&format!("UID MOVE {set} {}", quote(to)), |u| {
+                if let Untagged::Status { code: Some(c @ Code::CopyUid(..)), .. } = u {
+                    code = Some(c);
+                }
+                Ok(())
+            })?;
+            return Ok(copyuid(code.or(done.code)));
+        }
+        let done = self.client.run(&format!("UID COPY {set} {}", quote(to)), |_| Ok(()))?;
+        self.client.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"), |_| Ok(()))?;
+        if self.client.has("UIDPLUS") {
+            self.client.run(&format!("UID EXPUNGE {set}"), |_| Ok(()))?;
+        }
+        Ok(copyuid(done.code))
+    }
+
+    /// Message-ID and size of some messages of the selected folder: UID → (size, id).
+    pub fn identities_of(&mut self, uids: &[u32]) -> Result<HashMap<u32, (u64, String)>> {
+        if uids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self.fetch_identities(&uid_set(uids))?.into_iter().map(|(uid, _, size, id)| (uid, (size, id))).collect())
     }
 
     pub fn logout(self) {

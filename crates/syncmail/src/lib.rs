@@ -48,8 +48,8 @@ pub mod state;
 pub mod store;
 
 pub use api::{
-    CancelToken, ErrorKind, FolderReport, NoProgress, Progress, Step, SyncError, SyncFlags, SyncHandle, SyncProgress,
-    SyncReport, SyncRequest,
+    CancelToken, ErrorKind, FolderChange, FolderReport, NoProgress, Progress, Side, Step, SyncError, SyncFlags,
+    SyncHandle, SyncProgress, SyncReport, SyncRequest,
 };
 pub use config::{AccountConfig, Config, ConfigError};
 pub use engine::plan;

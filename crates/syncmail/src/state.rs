@@ -73,6 +73,33 @@ ALTER TABLE folders ADD COLUMN near_mtimes TEXT NOT NULL DEFAULT '';
 -- never sent a second time.
 ALTER TABLE appends ADD COLUMN sent INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- A folder rename under way: the names before it, '' when none. Set in the same
+-- transaction as the new names, before the rename is carried out on the other side, so
+-- that a crash in between is finished by the next run instead of read as two folders.
+ALTER TABLE folders ADD COLUMN prev_far_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE folders ADD COLUMN prev_near_path TEXT NOT NULL DEFAULT '';
+-- The Message-ID of each message ('' when it has none or is not known), to recognize a
+-- message moved between folders without transferring it again.
+ALTER TABLE messages ADD COLUMN message_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX messages_by_near_id ON messages(near_id);
+CREATE INDEX messages_by_identity ON messages(size, message_id) WHERE message_id != '';
+-- Moves on the server under way (a message moved locally from one folder to another):
+-- journaled before UID MOVE is sent, removed with the commit that records its new UID.
+CREATE TABLE moves (
+    from_folder INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    to_folder INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    -- the message's file in the destination folder
+    near_id TEXT NOT NULL,
+    flags INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL DEFAULT 0,
+    message_id TEXT NOT NULL DEFAULT '',
+    -- the destination's UIDNEXT before the move: the message arrives at or above it
+    uid_floor INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (from_folder, uid)
+) STRICT;
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +115,9 @@ pub struct FolderRow {
     pub far_count: u32,
     /// See the `near_mtimes` column.
     pub near_mtimes: String,
+    /// A rename under way: the far name and the local path before it ('' when none).
+    pub prev_far_name: String,
+    pub prev_near_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +139,19 @@ pub struct AppendRow {
     pub uid_floor: u32,
     /// The server accepted it; it is never sent again.
     pub sent: bool,
+}
+
+/// A move on the server under way (see the `moves` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveRow {
+    pub from_folder: i64,
+    pub uid: u32,
+    pub to_folder: i64,
+    pub near_id: String,
+    pub flags: Flags,
+    pub size: u64,
+    pub message_id: String,
+    pub uid_floor: u32,
 }
 
 /// What the server said of a folder when the two sides last agreed.
@@ -160,11 +203,13 @@ impl State {
             highestmodseq: r.get::<_, i64>(7)? as u64,
             far_count: r.get::<_, i64>(8)? as u32,
             near_mtimes: r.get(9)?,
+            prev_far_name: r.get(10)?,
+            prev_near_path: r.get(11)?,
         })
     }
 
-    const FOLDER_COLS: &'static str =
-        "id, far_name, display_name, near_path, delimiter, uidvalidity, uidnext, highestmodseq, far_count, near_mtimes";
+    const FOLDER_COLS: &'static str = "id, far_name, display_name, near_path, delimiter, uidvalidity, uidnext, highestmodseq, far_count, near_mtimes, \
+         prev_far_name, prev_near_path";
 
     pub fn folders(&self) -> Result<Vec<FolderRow>> {
         let mut st = self.conn.prepare(&format!("SELECT {} FROM folders ORDER BY id", Self::FOLDER_COLS))?;
@@ -300,9 +345,9 @@ impl State {
         tx.execute("UPDATE folders SET near_mtimes = '' WHERE id = ?1", [folder_id])?;
         if let Some(uid) = uid {
             tx.execute(
-                "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, flags, size, pending) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-                params![folder_id, uid, a.near_id, a.flags.bits() as i64, a.size as i64],
+                "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, flags, size, pending, message_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                params![folder_id, uid, a.near_id, a.flags.bits() as i64, a.size as i64, a.message_id],
             )?;
         }
         tx.commit()
@@ -336,6 +381,200 @@ impl State {
         tx.commit()
     }
 
+    /// Renames a folder and everything below it, on both sides at once in the state:
+    /// `far_name`/`near_path` become the new ones, the old ones are kept as `prev_*`
+    /// until [`State::finish_renames`]. One transaction. Children are the rows whose far
+    /// name starts with the old name and the delimiter, or whose path starts with the old
+    /// path and `/` (IMAP RENAME takes inferior names along; so does a directory move).
+    pub fn begin_rename(&mut self, folder_id: i64, far_name: &str, display_name: &str, near_path: &str) -> Result<()> {
+        let all = self.folders()?;
+        let Some(row) = all.iter().find(|f| f.id == folder_id).cloned() else { return Ok(()) };
+        let tx = self.conn.transaction()?;
+        {
+            let mut up = tx.prepare_cached(
+                "UPDATE folders SET far_name = ?2, display_name = ?3, near_path = ?4, prev_far_name = ?5, \
+                 prev_near_path = ?6, near_mtimes = '' WHERE id = ?1",
+            )?;
+            // Free the unique names first (a child may take a name another row gives up).
+            tx.execute(
+                "UPDATE folders SET far_name = '\u{1}' || id, near_path = '\u{1}' || id WHERE id = ?1",
+                [row.id],
+            )?;
+            let mut updates =
+                vec![(row.id, far_name.to_string(), display_name.to_string(), near_path.to_string(), row.clone())];
+            for f in all.iter().filter(|f| f.id != row.id) {
+                let far_child = row.delimiter.and_then(|d| {
+                    f.far_name.strip_prefix(&format!("{}{d}", row.far_name)).map(|rest| format!("{far_name}{d}{rest}"))
+                });
+                let near_child =
+                    f.near_path.strip_prefix(&format!("{}/", row.near_path)).map(|rest| format!("{near_path}/{rest}"));
+                if far_child.is_none() && near_child.is_none() {
+                    continue;
+                }
+                let display = row.delimiter.and_then(|d| {
+                    f.display_name
+                        .strip_prefix(&format!("{}{d}", row.display_name))
+                        .map(|rest| format!("{display_name}{d}{rest}"))
+                });
+                tx.execute(
+                    "UPDATE folders SET far_name = '\u{1}' || id, near_path = '\u{1}' || id WHERE id = ?1",
+                    [f.id],
+                )?;
+                updates.push((
+                    f.id,
+                    far_child.unwrap_or_else(|| f.far_name.clone()),
+                    display.unwrap_or_else(|| f.display_name.clone()),
+                    near_child.unwrap_or_else(|| f.near_path.clone()),
+                    f.clone(),
+                ));
+            }
+            for (id, far, display, near, old) in updates {
+                up.execute(params![id, far, display, near, old.far_name, old.near_path])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Ends every rename under way (see [`State::begin_rename`]).
+    pub fn finish_renames(&mut self) -> Result<()> {
+        self.conn.execute(
+            "UPDATE folders SET prev_far_name = '', prev_near_path = '' WHERE prev_far_name != '' OR prev_near_path != ''",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a folder and all its messages and journals.
+    pub fn delete_folder(&mut self, folder_id: i64) -> Result<()> {
+        self.conn.execute("DELETE FROM folders WHERE id = ?1", [folder_id])?;
+        Ok(())
+    }
+
+    /// Known messages elsewhere in the account with this size and Message-ID: (folder,
+    /// UID, unique name, agreed flags).
+    pub fn find_identity(&self, size: u64, message_id: &str) -> Result<Vec<(i64, u32, String, Flags)>> {
+        if message_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut st = self.conn.prepare_cached(
+            "SELECT folder_id, uid, near_id, flags FROM messages \
+             WHERE size = ?1 AND message_id = ?2 AND message_id != '' AND pending = 0",
+        )?;
+        let rows = st.query_map(params![size as i64, message_id], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u32, r.get(2)?, Flags::from_bits(r.get::<_, i64>(3)? as u8)))
+        })?;
+        rows.collect()
+    }
+
+    /// Whether any message outside `folder_id` has this size and a known Message-ID (the
+    /// cheap test before asking the server for a new message's Message-ID).
+    pub fn size_known_elsewhere(&self, folder_id: i64, size: u64) -> Result<bool> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE size = ?1 AND message_id != '' AND folder_id != ?2)",
+        )?;
+        st.query_row(params![size as i64, folder_id], |r| r.get::<_, i64>(0).map(|v| v != 0))
+    }
+
+    /// The folders where a known message's file has this unique name.
+    pub fn folders_with_near_id(&self, near_id: &str) -> Result<Vec<i64>> {
+        let mut st = self.conn.prepare_cached("SELECT folder_id FROM messages WHERE near_id = ?1 AND pending = 0")?;
+        let rows = st.query_map([near_id], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    /// The Message-ID recorded for a message ('' when none).
+    pub fn message_id_of(&self, folder_id: i64, uid: u32) -> Result<String> {
+        self.conn
+            .query_row(
+                "SELECT message_id FROM messages WHERE folder_id = ?1 AND uid = ?2",
+                params![folder_id, uid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+    }
+
+    pub fn moves(&self) -> Result<Vec<MoveRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT from_folder, uid, to_folder, near_id, flags, size, message_id, uid_floor FROM moves ORDER BY from_folder, uid",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(MoveRow {
+                from_folder: r.get(0)?,
+                uid: r.get::<_, i64>(1)? as u32,
+                to_folder: r.get(2)?,
+                near_id: r.get(3)?,
+                flags: Flags::from_bits(r.get::<_, i64>(4)? as u8),
+                size: r.get::<_, i64>(5)? as u64,
+                message_id: r.get(6)?,
+                uid_floor: r.get::<_, i64>(7)? as u32,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Journals moves on the server before UID MOVE is sent.
+    pub fn journal_moves(&mut self, moves: &[MoveRow]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO moves (from_folder, uid, to_folder, near_id, flags, size, message_id, uid_floor) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for m in moves {
+                st.execute(params![
+                    m.from_folder,
+                    m.uid,
+                    m.to_folder,
+                    m.near_id,
+                    m.flags.bits() as i64,
+                    m.size as i64,
+                    m.message_id,
+                    m.uid_floor as i64
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Drops a journaled move that did not happen.
+    pub fn drop_move(&mut self, from_folder: i64, uid: u32) -> Result<()> {
+        self.conn.execute("DELETE FROM moves WHERE from_folder = ?1 AND uid = ?2", params![from_folder, uid])?;
+        Ok(())
+    }
+
+    /// Ends moves: each leaves its source folder; with a new UID it is known in the
+    /// destination from now on (same file, same agreed flags). One transaction.
+    pub fn finish_moves(&mut self, done: &[(MoveRow, Option<u32>)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut del_j = tx.prepare_cached("DELETE FROM moves WHERE from_folder = ?1 AND uid = ?2")?;
+            let mut del_m = tx.prepare_cached("DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, flags, size, pending, message_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+            )?;
+            let mut stale = tx.prepare_cached("UPDATE folders SET near_mtimes = '' WHERE id = ?1")?;
+            for (m, uid) in done {
+                del_j.execute(params![m.from_folder, m.uid])?;
+                del_m.execute(params![m.from_folder, m.uid])?;
+                if let Some(uid) = uid {
+                    ins.execute(params![
+                        m.to_folder,
+                        uid,
+                        m.near_id,
+                        m.flags.bits() as i64,
+                        m.size as i64,
+                        m.message_id
+                    ])?;
+                }
+                stale.execute([m.from_folder])?;
+                stale.execute([m.to_folder])?;
+            }
+        }
+        tx.commit()
+    }
+
     /// Records the Maildir mtimes at which the folder was last in agreement ('' to forget).
     pub fn set_near_mtimes(&mut self, folder_id: i64, mtimes: &str) -> Result<()> {
         self.conn.execute("UPDATE folders SET near_mtimes = ?2 WHERE id = ?1", params![folder_id, mtimes])?;
@@ -351,8 +590,27 @@ impl State {
         forget: &[u32],
         mark: Option<FarMark>,
     ) -> Result<()> {
+        self.commit_with_ids(folder_id, agreed, &[], forget, mark)
+    }
+
+    /// [`State::commit`], also recording Message-IDs of the messages (downloads).
+    pub fn commit_with_ids(
+        &mut self,
+        folder_id: i64,
+        agreed: &[(u32, Flags)],
+        ids: &[(u32, String)],
+        forget: &[u32],
+        mark: Option<FarMark>,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
+            if !ids.is_empty() {
+                let mut st =
+                    tx.prepare_cached("UPDATE messages SET message_id = ?3 WHERE folder_id = ?1 AND uid = ?2")?;
+                for (uid, id) in ids {
+                    st.execute(params![folder_id, uid, id])?;
+                }
+            }
             let mut up =
                 tx.prepare_cached("UPDATE messages SET flags = ?3, pending = 0 WHERE folder_id = ?1 AND uid = ?2")?;
             for (uid, flags) in agreed {

@@ -16,6 +16,7 @@
 //! 5. last, the folder's mark (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) is committed.
 
 use super::message::{header, lf_to_crlf};
+use super::moves::{self, NearIndex};
 use super::plan::{Action, FarView, Mode, plan};
 use super::{Ctx, errors};
 use crate::api::{ErrorKind, FolderReport, Step, SyncError};
@@ -139,8 +140,14 @@ pub(crate) fn sync_folder(
     may_create: bool,
     mode: Mode,
     trash: Option<&str>,
+    index: &mut NearIndex,
 ) -> Result<Option<FolderReport>, FolderError> {
-    sync_folder_once(ctx, session, state, mb, status, may_create, mode, trash, false)
+    let r = sync_folder_once(ctx, session, state, mb, status, may_create, mode, trash, false, index);
+    // Whatever happened here, what was read of this folder's files is stale now.
+    if let Ok(Some(row)) = state.folder(&mb.far_name) {
+        index.invalidate(row.id);
+    }
+    r
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -154,6 +161,7 @@ fn sync_folder_once(
     mode: Mode,
     trash: Option<&str>,
     renumbered: bool,
+    index: &mut NearIndex,
 ) -> Result<Option<FolderReport>, FolderError> {
     let shown = mb.display_name.as_str();
     let Some((row, created)) = ensure_folder(ctx, state, mb, may_create)? else { return Ok(None) };
@@ -261,7 +269,7 @@ fn sync_folder_once(
             }
         }
         ctx.step()?;
-        return sync_folder_once(ctx, session, state, mb, None, false, mode, trash, true);
+        return sync_folder_once(ctx, session, state, mb, None, false, mode, trash, true, index);
     }
     let first_time = row.uidvalidity == 0;
     if first_time {
@@ -371,6 +379,19 @@ fn sync_folder_once(
             actions = plan(&known, &far, &near, &still_sent, mode);
         }
     }
+    // Messages missing here that a mail reader moved to another folder: moved on the
+    // server too, not deleted (and so not counted by the guard).
+    let local_moves = if mode.upload && session.has("UIDPLUS") {
+        let gone: Vec<u32> =
+            actions.iter().filter_map(|a| if let Action::DeleteFar { uid } = a { Some(*uid) } else { None }).collect();
+        moves::find_local_moves(ctx, state, index, &row, &gone, &known).map_err(|e| lerr(ctx, &e))?
+    } else {
+        Vec::new()
+    };
+    if !local_moves.is_empty() {
+        let moving: BTreeSet<u32> = local_moves.iter().map(|m| m.uid).collect();
+        actions.retain(|a| !matches!(a, Action::DeleteFar { uid } if moving.contains(uid)));
+    }
     let held_near = hold_mass_deletions(ctx, &mut actions, &mut report, known.len(), dir_existed, shown);
 
     // Step 2: flags and deletions on both sides, then one commit.
@@ -402,7 +423,9 @@ fn sync_folder_once(
             }
             Action::Agree { uid, flags } => agreed.push((uid, flags)),
             Action::DeleteNear { uid, entry } => {
-                dir.remove(&entry).map_err(|e| lerr(ctx, &e))?;
+                let size = known.get(&uid).map_or(0, |r| r.size);
+                let mid = state.message_id_of(row.id, uid).map_err(|e| lerr(ctx, &e))?;
+                index.remove_to_attic(ctx, &dir, &entry, size, mid).map_err(|e| lerr(ctx, &e))?;
                 forget.push(uid);
                 report.deleted += 1;
                 touched = true;
@@ -422,6 +445,14 @@ fn sync_folder_once(
         session.store_flags(&far_flags).map_err(|e| imap_error(ctx, shown, &e))?;
         report.far_flags_changed = far_flags.len() as u64;
         ctx.step()?;
+    }
+    if !local_moves.is_empty() {
+        ctx.op = "moving messages moved locally (UID MOVE)";
+        let moved = moves::move_on_server(ctx, session, state, &row, &local_moves, &known, &far.flags)?;
+        report.moved_on_server += moved;
+        for m in &local_moves {
+            index.invalidate(m.to.id);
+        }
     }
     if !far_deletes.is_empty() {
         let warning =
@@ -469,6 +500,11 @@ fn sync_folder_once(
         let data = lf_to_crlf(&dir.read(entry).map_err(|e| lerr(ctx, &e))?);
         if data.contains(&0) {
             ctx.error(message_error(ctx, shown, entry, "it contains a NUL byte, which IMAP cannot carry", None));
+            continue;
+        }
+        if moves::is_move_in_flight(ctx, state, index, &row, entry, &data).map_err(|e| lerr(ctx, &e))? {
+            // Moved here from a folder not synced yet: that folder's sync moves it on the
+            // server; uploading it too would make two.
             continue;
         }
         let a = AppendRow {
@@ -542,8 +578,23 @@ fn sync_folder_once(
     ctx.op = "downloading (UID FETCH)";
     let mut flags_now = listed_flags;
     flags_now.extend(far.flags.iter().map(|(u, f)| (*u, *f)));
-    let max_uid =
-        download(ctx, session, state, &row, &dir, &downloads, &flags_now, &mut report, sel.uidvalidity, first_time)?;
+    let copies = if downloads.is_empty() {
+        HashMap::new()
+    } else {
+        moves::local_copies(ctx, session, state, index, &row, &downloads).map_err(|e| lerr(ctx, &e))?
+    };
+    let max_uid = download(
+        ctx,
+        session,
+        state,
+        &row,
+        &dir,
+        &downloads,
+        &copies,
+        &flags_now,
+        &mut report,
+        (sel.uidvalidity, first_time),
+    )?;
     if ctx.report.cancelled {
         return Ok(Some(report));
     }
@@ -695,10 +746,10 @@ fn download(
     row: &FolderRow,
     dir: &Folder,
     downloads: &[(u32, u64)],
+    copies: &HashMap<u32, (std::path::PathBuf, String)>,
     flags_now: &HashMap<u32, syncmail_imap::Flags>,
     report: &mut FolderReport,
-    uidvalidity: u32,
-    first_time: bool,
+    (uidvalidity, first_time): (u32, bool),
 ) -> Result<u32, FolderError> {
     let shown = row.display_name.as_str();
     let total = downloads.len() as u64;
@@ -723,9 +774,23 @@ fn download(
         let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
         let mut staged = Vec::with_capacity(batch.len());
         let mut seen = BTreeSet::new();
+        let mut ids: Vec<(u32, String)> = Vec::new();
+        // Messages already here in another folder: copied from there, not downloaded.
+        for uid in uids.iter().filter(|u| copies.contains_key(u)) {
+            let (path, mid) = &copies[uid];
+            let data =
+                std::fs::read(path).map_err(|e| local_error(ctx, shown, format!("reading {}: {e}", path.display())))?;
+            let flags = flags_now.get(uid).copied().unwrap_or_default();
+            let s = dir.stage_unsynced(names[uid], &data).map_err(|e| local_error(ctx, shown, e))?;
+            staged.push((*uid, flags, s, true));
+            seen.insert(*uid);
+            ids.push((*uid, mid.clone()));
+            done += 1;
+        }
+        let to_fetch: Vec<u32> = uids.iter().copied().filter(|u| !copies.contains_key(u)).collect();
         let mut failure: Option<FolderError> = None;
         let mut data = Vec::new();
-        let fetched = session.fetch_bodies(&uids, FETCH_CHUNK, FETCH_WINDOW, |uid, flags, body| {
+        let fetched = session.fetch_bodies(&to_fetch, FETCH_CHUNK, FETCH_WINDOW, |uid, flags, body| {
             if failure.is_some() || !seen.insert(uid) {
                 return Ok(());
             }
@@ -733,8 +798,11 @@ fn download(
             // A server may send FLAGS in a FETCH of its own; the listing's are then current.
             let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
             maildir::crlf_to_lf_into(body, &mut data);
+            if let Some(mid) = header(body, "Message-ID") {
+                ids.push((uid, mid));
+            }
             match dir.stage_unsynced(unique, &data) {
-                Ok(s) => staged.push((uid, flags, s)),
+                Ok(s) => staged.push((uid, flags, s, false)),
                 Err(e) => failure = Some(local_error(ctx, shown, e)),
             }
             done += 1;
@@ -758,14 +826,18 @@ fn download(
         if staged.len() > FSYNC_EACH_UP_TO {
             dir.sync_filesystem().map_err(|e| local_error(ctx, shown, e))?;
         } else if !staged.is_empty() {
-            let files: Vec<&maildir::Staged> = staged.iter().map(|(_, _, s)| s).collect();
+            let files: Vec<&maildir::Staged> = staged.iter().map(|(_, _, s, _)| s).collect();
             dir.sync_staged(&files).map_err(|e| local_error(ctx, shown, e))?;
         }
         let mut agreed = Vec::with_capacity(staged.len());
-        for (uid, flags, s) in staged {
+        for (uid, flags, s, copied) in staged {
             dir.publish(s, flags).map_err(|e| local_error(ctx, shown, e))?;
             agreed.push((uid, flags));
-            report.downloaded += 1;
+            if copied {
+                report.moved_in += 1;
+            } else {
+                report.downloaded += 1;
+            }
         }
         report.bytes_downloaded = done_bytes;
         dir.sync().map_err(|e| local_error(ctx, shown, e))?;
@@ -799,7 +871,7 @@ fn download(
             highestmodseq: if first_time { 0 } else { row.highestmodseq },
             far_count: row.far_count,
         };
-        state.commit(row.id, &agreed, &missing, Some(mark)).map_err(|e| local_error(ctx, shown, e))?;
+        state.commit_with_ids(row.id, &agreed, &ids, &missing, Some(mark)).map_err(|e| local_error(ctx, shown, e))?;
         ctx.step()?;
     }
     Ok(max_uid)

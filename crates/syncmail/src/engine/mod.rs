@@ -10,7 +10,9 @@
 
 mod errors;
 mod folder;
+mod hierarchy;
 mod message;
+mod moves;
 pub mod plan;
 mod rematch;
 
@@ -163,9 +165,12 @@ pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelTok
             "leave the flag out of the request; the other flags are carried out",
         );
     }
-    let wanted = req
-        .flags
-        .intersection(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS);
+    let wanted = req.flags.intersection(
+        SyncFlags::UPLOAD_HIERARCHY
+            | SyncFlags::DOWNLOAD_HIERARCHY
+            | SyncFlags::DOWNLOAD_CONTENTS
+            | SyncFlags::UPLOAD_CONTENTS,
+    );
     if wanted.is_empty() {
         return ctx.report;
     }
@@ -224,7 +229,7 @@ fn sync_folders(
     let local_err = |e: rusqlite::Error| errors::local(&name, None, format!("sync state: {e}"));
 
     // The folders to sync: from the server's list (hierarchy) or the ones known already.
-    let mut mailboxes: Vec<Mailbox> = if flags.contains(SyncFlags::DOWNLOAD_HIERARCHY) {
+    let mut mailboxes: Vec<Mailbox> = if flags.intersects(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::UPLOAD_HIERARCHY) {
         session.list().map_err(|e| imap_err(&e))?
     } else {
         state
@@ -252,6 +257,10 @@ fn sync_folders(
             retryable: false,
         });
     }
+    hierarchy::sync_hierarchy(ctx, session, state, &mut mailboxes, flags)?;
+    moves::clear_attic(ctx);
+    moves::recover(ctx, session, state)?;
+    let mut index = moves::NearIndex::default();
     // The Trash folder for the "trash" deletion policy: special-use, else configured,
     // else one named Trash.
     let trash = mailboxes
@@ -320,7 +329,18 @@ fn sync_folders(
         let mut attempt = 0u32;
         let mut failed_attempts: Vec<usize> = Vec::new();
         loop {
-            match folder::sync_folder(ctx, session, state, mb, status, created_allowed, mode, trash.as_deref()) {
+            let r = folder::sync_folder(
+                ctx,
+                session,
+                state,
+                mb,
+                status,
+                created_allowed,
+                mode,
+                trash.as_deref(),
+                &mut index,
+            );
+            match r {
                 Ok(Some(r)) => {
                     if r != (FolderReport { folder: r.folder.clone(), ..Default::default() }) {
                         ctx.report.folders.push(r);
@@ -362,6 +382,7 @@ fn sync_folders(
             }
         }
     }
+    moves::clear_attic(ctx);
     ctx.progress(Step::Finish, "done".into(), None, (total, total), (0, 0));
     Ok(())
 }

@@ -1,0 +1,410 @@
+//! Messages moved between folders, recognized instead of deleted and transferred again.
+//!
+//! - **Moved locally** (a mail reader moved the file, keeping its unique name, or wrote a
+//!   copy and deleted the original): the message is missing from its folder A and a file
+//!   the state does not know is in folder B, with the same unique name, or the same
+//!   Message-ID and size. When A is synced, the message is moved on the server (UID MOVE,
+//!   COPYUID giving its new UID) instead of deleted from A and uploaded to B. The move is
+//!   journaled before it is sent; [`recover`] resolves one a crash interrupted. While A
+//!   has not been synced yet, B does not upload such a file.
+//! - **Moved on the server**: a new message in B whose Message-ID and size match a known
+//!   message of another folder is taken from the local copy (the file still in A, or one
+//!   removed from A earlier in this run, kept in the *attic* until the run ends) instead of
+//!   downloaded. Its flags are the server's.
+//!
+//! Without a Message-ID, a match by size alone is never trusted: such a message is
+//! transferred as before.
+
+use super::message::{header, lf_to_crlf};
+use super::{Ctx, errors};
+use crate::api::SyncError;
+use crate::far::Session;
+use crate::state::{FolderRow, MoveRow, State};
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use syncmail_imap::Flags;
+use syncmail_maildir::{self as maildir, Entry, Folder};
+
+/// What one run knows of local files across folders, read lazily and kept for the run.
+#[derive(Default)]
+pub(crate) struct NearIndex {
+    /// Folder id → its listing.
+    scans: HashMap<i64, HashMap<String, Entry>>,
+    /// Files removed from a folder because the server expunged them, this run: (size,
+    /// Message-ID) → path in the attic.
+    attic: HashMap<(u64, String), PathBuf>,
+    /// Files the state does not know, in every folder: built on first need.
+    unknown: Option<Vec<Unknown>>,
+}
+
+pub(crate) struct Unknown {
+    pub folder: FolderRow,
+    pub entry: Entry,
+    /// CRLF size and Message-ID (the server's terms).
+    pub size: u64,
+    pub message_id: String,
+}
+
+fn attic_dir(ctx: &Ctx<'_>) -> PathBuf {
+    ctx.account.state_dir.join("attic")
+}
+
+/// Empties the attic (at the start and end of a run).
+pub(crate) fn clear_attic(ctx: &Ctx<'_>) {
+    let _ = fs::remove_dir_all(attic_dir(ctx));
+}
+
+impl NearIndex {
+    fn scan(&mut self, root: &Path, f: &FolderRow) -> std::io::Result<&HashMap<String, Entry>> {
+        if let std::collections::hash_map::Entry::Vacant(v) = self.scans.entry(f.id) {
+            v.insert(Folder::new(root.join(&f.near_path)).scan().map_err(std::io::Error::other)?);
+        }
+        Ok(&self.scans[&f.id])
+    }
+
+    /// Forgets what was read of a folder (it changed).
+    pub fn invalidate(&mut self, folder_id: i64) {
+        self.scans.remove(&folder_id);
+        self.unknown = None;
+    }
+
+    /// Keeps a file the server expunged until the run ends, in case the message went to
+    /// another folder; removes it from its folder either way.
+    pub fn remove_to_attic(
+        &mut self,
+        ctx: &Ctx<'_>,
+        dir: &Folder,
+        entry: &Entry,
+        size: u64,
+        message_id: String,
+    ) -> maildir::Result<()> {
+        if !message_id.is_empty() {
+            let attic = attic_dir(ctx);
+            let to = attic.join(entry.unique());
+            if fs::create_dir_all(&attic).is_ok() && fs::rename(dir.entry_path(entry), &to).is_ok() {
+                self.attic.insert((size, message_id), to);
+                return Ok(());
+            }
+        }
+        dir.remove(entry)
+    }
+
+    /// A local file holding the message with this size and Message-ID, outside `folder_id`.
+    pub fn local_copy(
+        &mut self,
+        ctx: &Ctx<'_>,
+        state: &State,
+        folder_id: i64,
+        size: u64,
+        message_id: &str,
+    ) -> Result<Option<PathBuf>, String> {
+        if message_id.is_empty() {
+            return Ok(None);
+        }
+        if let Some(p) = self.attic.get(&(size, message_id.to_string())) {
+            return Ok(Some(p.clone()));
+        }
+        let folders = state.folders().map_err(|e| e.to_string())?;
+        for (fid, _uid, near_id, _) in state.find_identity(size, message_id).map_err(|e| e.to_string())? {
+            if fid == folder_id {
+                continue;
+            }
+            let Some(f) = folders.iter().find(|f| f.id == fid) else { continue };
+            let scan = self.scan(&ctx.account.maildir, f).map_err(|e| e.to_string())?;
+            if let Some(e) = scan.get(&near_id) {
+                return Ok(Some(ctx.account.maildir.join(&f.near_path).join(e.sub.dir()).join(&e.file_name)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Files the state does not know, in every known folder but `except`.
+    fn unknown(&mut self, ctx: &Ctx<'_>, state: &State) -> Result<&[Unknown], String> {
+        if self.unknown.is_none() {
+            let mut out = Vec::new();
+            for f in state.folders().map_err(|e| e.to_string())? {
+                let known: BTreeSet<String> =
+                    state.messages(f.id).map_err(|e| e.to_string())?.into_values().map(|r| r.near_id).collect();
+                let dir = Folder::new(ctx.account.maildir.join(&f.near_path));
+                let scan = self.scan(&ctx.account.maildir, &f).map_err(|e| e.to_string())?.clone();
+                for (unique, entry) in scan {
+                    if known.contains(&unique) {
+                        continue;
+                    }
+                    let data = lf_to_crlf(&dir.read(&entry).map_err(|e| e.to_string())?);
+                    out.push(Unknown {
+                        folder: f.clone(),
+                        entry,
+                        size: data.len() as u64,
+                        message_id: header(&data, "Message-ID").unwrap_or_default(),
+                    });
+                }
+            }
+            self.unknown = Some(out);
+        }
+        Ok(self.unknown.as_deref().unwrap_or_default())
+    }
+}
+
+/// A known message of `row` whose file is gone, found as a new file in another folder.
+pub(crate) struct LocalMove {
+    pub uid: u32,
+    pub to: FolderRow,
+    pub entry: Entry,
+}
+
+/// The flags a moved message should carry: where the local file changed a flag since the
+/// last agreement, the file's; elsewhere the server's.
+pub(crate) fn merged_flags(agreed: Flags, near: Flags, far: Flags) -> Flags {
+    let changed_here = near.bits() ^ agreed.bits();
+    Flags::from_bits((near.bits() & changed_here) | (far.bits() & !changed_here))
+}
+
+/// Which of the messages about to be deleted on the server (`uids`, missing locally) were
+/// moved to another local folder.
+pub(crate) fn find_local_moves(
+    ctx: &Ctx<'_>,
+    state: &State,
+    index: &mut NearIndex,
+    row: &FolderRow,
+    uids: &[u32],
+    known: &std::collections::BTreeMap<u32, crate::state::MessageRow>,
+) -> Result<Vec<LocalMove>, String> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = &ctx.account.folders;
+    let unknown = index.unknown(ctx, state)?;
+    let mut taken: BTreeSet<(i64, String)> = BTreeSet::new();
+    let mut out = Vec::new();
+    for &uid in uids {
+        let Some(r) = known.get(&uid) else { continue };
+        let mid = state.message_id_of(row.id, uid).map_err(|e| e.to_string())?;
+        let candidate = unknown
+            .iter()
+            .filter(|u| u.folder.id != row.id && filter.matches(&u.folder.display_name, u.folder.delimiter))
+            .filter(|u| !taken.contains(&(u.folder.id, u.entry.unique().to_string())))
+            .find(|u| u.entry.unique() == r.near_id)
+            .or_else(|| {
+                let same: Vec<&Unknown> = unknown
+                    .iter()
+                    .filter(|u| u.folder.id != row.id && !mid.is_empty())
+                    .filter(|u| !taken.contains(&(u.folder.id, u.entry.unique().to_string())))
+                    .filter(|u| u.size == r.size && u.message_id == mid)
+                    .collect();
+                // Two candidates with one identity: which went where is not known.
+                if same.len() == 1 { Some(same[0]) } else { None }
+            });
+        if let Some(u) = candidate {
+            taken.insert((u.folder.id, u.entry.unique().to_string()));
+            out.push(LocalMove { uid, to: u.folder.clone(), entry: u.entry.clone() });
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a new local file in `row` is a message moved here from another folder whose
+/// sync has not moved it on the server yet (so it must not be uploaded).
+pub(crate) fn is_move_in_flight(
+    ctx: &Ctx<'_>,
+    state: &State,
+    index: &mut NearIndex,
+    row: &FolderRow,
+    entry: &Entry,
+    crlf: &[u8],
+) -> Result<bool, String> {
+    let mut sources: Vec<(i64, String)> = state
+        .folders_with_near_id(entry.unique())
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|f| (f, entry.unique().to_string()))
+        .collect();
+    if let Some(mid) = header(crlf, "Message-ID") {
+        sources.extend(
+            state
+                .find_identity(crlf.len() as u64, &mid)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(f, _, near_id, _)| (f, near_id)),
+        );
+    }
+    if sources.is_empty() {
+        return Ok(false);
+    }
+    let folders = state.folders().map_err(|e| e.to_string())?;
+    for (fid, near_id) in sources {
+        if fid == row.id {
+            continue;
+        }
+        let Some(f) = folders.iter().find(|f| f.id == fid) else { continue };
+        if !ctx.account.folders.matches(&f.display_name, f.delimiter) {
+            continue;
+        }
+        if ctx.req.folders.as_ref().is_some_and(|only| !only.iter().any(|o| *o == f.display_name || *o == f.far_name)) {
+            continue;
+        }
+        if !Folder::new(ctx.account.maildir.join(&f.near_path)).exists() {
+            continue;
+        }
+        let scan = index.scan(&ctx.account.maildir, f).map_err(|e| e.to_string())?;
+        if !scan.contains_key(&near_id) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Carries out local moves on the server from the selected folder `row`: journaled, one
+/// UID MOVE per destination, then one commit. Returns how many were moved.
+pub(crate) fn move_on_server(
+    ctx: &mut Ctx<'_>,
+    session: &mut Session,
+    state: &mut State,
+    row: &FolderRow,
+    moves: &[LocalMove],
+    known: &std::collections::BTreeMap<u32, crate::state::MessageRow>,
+    far_flags: &std::collections::BTreeMap<u32, Flags>,
+) -> Result<u64, SyncError> {
+    let shown = row.display_name.clone();
+    let account = ctx.name().to_string();
+    let lerr = |e: &dyn std::fmt::Display| errors::local(&account, Some(&shown), e.to_string());
+    let mut by_dest: HashMap<i64, Vec<&LocalMove>> = HashMap::new();
+    for m in moves {
+        by_dest.entry(m.to.id).or_default().push(m);
+    }
+    let mut moved = 0;
+    for (_, group) in by_dest {
+        let to = group[0].to.clone();
+        // Flags changed on either side travel with the message: set on the source first.
+        let mut stores = Vec::new();
+        let mut flags_of: HashMap<u32, Flags> = HashMap::new();
+        for m in &group {
+            let Some(r) = known.get(&m.uid) else { continue };
+            let far = far_flags.get(&m.uid).copied().unwrap_or(r.flags);
+            let want = merged_flags(r.flags, m.entry.flags, far);
+            if want != far {
+                stores.push((m.uid, want.difference(far), far.difference(want)));
+            }
+            flags_of.insert(m.uid, want);
+        }
+        if !stores.is_empty() {
+            session.store_flags(&stores).map_err(|e| errors::from_imap(ctx.name(), Some(&shown), &e))?;
+        }
+        let journal: Vec<MoveRow> = group
+            .iter()
+            .filter_map(|m| {
+                let r = known.get(&m.uid)?;
+                Some(MoveRow {
+                    from_folder: row.id,
+                    uid: m.uid,
+                    to_folder: to.id,
+                    near_id: m.entry.unique().to_string(),
+                    flags: flags_of.get(&m.uid).copied().unwrap_or(r.flags),
+                    size: r.size,
+                    message_id: state.message_id_of(row.id, m.uid).unwrap_or_default(),
+                    // The destination's UIDNEXT as last seen: the message arrives above it.
+                    uid_floor: to.uidnext.max(1),
+                })
+            })
+            .collect();
+        state.journal_moves(&journal).map_err(|e| lerr(&e))?;
+        ctx.step()?;
+        let uids: Vec<u32> = journal.iter().map(|m| m.uid).collect();
+        let got =
+            session.move_messages(&uids, &to.far_name).map_err(|e| errors::from_imap(ctx.name(), Some(&shown), &e))?;
+        let map = match got {
+            Some((v, map)) if to.uidvalidity == 0 || v == to.uidvalidity => map,
+            _ => HashMap::new(),
+        };
+        // A move whose new UID the server did not say stays journaled: the next run finds
+        // the message in the destination (see `recover`).
+        let done: Vec<(MoveRow, Option<u32>)> =
+            journal.into_iter().filter_map(|m| map.get(&m.uid).map(|u| (m.clone(), Some(*u)))).collect();
+        // The local file takes flags the server changed (before the record: a crash in
+        // between leaves a file whose flags the next plan reads as agreed or changed).
+        let dest = Folder::new(ctx.account.maildir.join(&to.near_path));
+        for (m, _) in &done {
+            if let Some(lm) = group.iter().find(|g| g.uid == m.uid)
+                && lm.entry.flags != m.flags
+            {
+                dest.set_flags(&lm.entry, m.flags).map_err(|e| lerr(&e))?;
+            }
+        }
+        state.finish_moves(&done).map_err(|e| lerr(&e))?;
+        moved += done.len() as u64;
+        ctx.step()?;
+    }
+    Ok(moved)
+}
+
+/// Resolves moves a crash interrupted: a message still in its source folder was not
+/// moved (the journal row goes; the next plan sees the move again); one that left it is
+/// looked for in the destination and recorded there, or, not found, forgotten in the
+/// source, so that the local file is uploaded as new.
+pub(crate) fn recover(ctx: &mut Ctx<'_>, session: &mut Session, state: &mut State) -> Result<(), SyncError> {
+    let name = ctx.name().to_string();
+    let lerr = |e: &dyn std::fmt::Display| errors::local(&name, None, e.to_string());
+    let pending = state.moves().map_err(|e| lerr(&e))?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let folders = state.folders().map_err(|e| lerr(&e))?;
+    let by_id = |id: i64| folders.iter().find(|f| f.id == id);
+    for m in pending {
+        let (Some(from), Some(to)) = (by_id(m.from_folder), by_id(m.to_folder)) else { continue };
+        let imap = |e: syncmail_imap::Error| errors::from_imap(&name, Some(&from.display_name), &e);
+        session.select(&from.far_name, None).map_err(imap)?;
+        if !session.still_there(&[m.uid]).map_err(imap)?.is_empty() {
+            // Not moved: forget the journal row only.
+            state.drop_move(m.from_folder, m.uid).map_err(|e| lerr(&e))?;
+            continue;
+        }
+        session.select(&to.far_name, None).map_err(imap)?;
+        let dir = Folder::new(ctx.account.maildir.join(&to.near_path));
+        let scan = dir.scan().map_err(|e| lerr(&e))?;
+        let found = match scan.get(&m.near_id) {
+            Some(e) => {
+                let data = lf_to_crlf(&dir.read(e).map_err(|e| lerr(&e))?);
+                let exclude: BTreeSet<u32> = state.messages(to.id).map_err(|e| lerr(&e))?.into_keys().collect();
+                session.find_appended(m.uid_floor, &m.message_id, &data, &exclude).map_err(imap)?
+            }
+            None => None,
+        };
+        state.finish_moves(&[(m, found)]).map_err(|e| lerr(&e))?;
+        ctx.step()?;
+    }
+    Ok(())
+}
+
+/// New server messages of `row` (UID, size) that are already here in another folder:
+/// UID → (the local file, its Message-ID). Asks the server for Message-IDs only of
+/// messages whose size some known message elsewhere has.
+pub(crate) fn local_copies(
+    ctx: &Ctx<'_>,
+    session: &mut Session,
+    state: &State,
+    index: &mut NearIndex,
+    row: &FolderRow,
+    downloads: &[(u32, u64)],
+) -> Result<HashMap<u32, (PathBuf, String)>, String> {
+    let mut out = HashMap::new();
+    let mut candidates = Vec::new();
+    for (uid, size) in downloads {
+        if index.attic.keys().any(|(s, _)| s == size)
+            || state.size_known_elsewhere(row.id, *size).map_err(|e| e.to_string())?
+        {
+            candidates.push(*uid);
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(out);
+    }
+    let ids = session.identities_of(&candidates).map_err(|e| e.to_string())?;
+    for (uid, (size, mid)) in ids {
+        if let Some(p) = index.local_copy(ctx, state, row.id, size, &mid)? {
+            out.insert(uid, (p, mid));
+        }
+    }
+    Ok(out)
+}

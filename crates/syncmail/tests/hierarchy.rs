@@ -1,0 +1,206 @@
+//! The folder hierarchy both ways, and messages moved between folders, against a real
+//! Dovecot: folders created, renamed and deleted on each side show on the other; a renamed
+//! folder of 1,000 messages and 100 messages moved between folders are not transferred
+//! again (bytes received and the report's counters say so); deletions that would lose
+//! something are turned back.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use syncmail::{ErrorKind, FolderChange, Side, Store, SyncFlags, SyncReport};
+use syncmail_imap::Flags;
+use syncmail_testkit::{Dovecot, Options, message};
+
+const ALL: SyncFlags = TWO_WAY.union(SyncFlags::UPLOAD_HIERARCHY);
+
+fn sync_all(store: &Store) -> SyncReport {
+    let (r, _) = sync(store, ALL);
+    assert!(r.is_success(), "sync failed: {:#?}", r.errors);
+    r
+}
+
+fn far_folders(dv: &Dovecot) -> Vec<String> {
+    let mut v: Vec<String> = dv.doveadm(&["mailbox", "list"]).lines().map(|l| l.trim().to_string()).collect();
+    v.sort();
+    v
+}
+
+fn dir_of(root: &Path, rel: &str) -> std::path::PathBuf {
+    root.join("mail").join(rel)
+}
+
+/// Nothing transferred: no message downloaded or uploaded, few bytes read.
+fn assert_no_transfer(r: &SyncReport, context: &str) {
+    assert_eq!((r.downloaded(), r.uploaded()), (0, 0), "{context}: {:#?}", r.folders);
+    assert!(r.bytes_received < 256 << 10, "{context}: {} bytes received", r.bytes_received);
+}
+
+#[test]
+fn folders_created_renamed_and_deleted_on_each_side() {
+    let dv = Dovecot::start(Options::default());
+    dv.doveadm(&["mailbox", "create", "Projects"]);
+    for i in 0..5 {
+        dv.save("Projects", &message(&format!("p{i}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    sync_all(&store);
+    assert_same(&dv, root);
+
+    // Created locally → created on the server, its message uploaded.
+    let local = syncmail_maildir::Folder::new(dir_of(root, "Local"));
+    local.create().unwrap();
+    near_add(root, "Local", "l1", Flags::SEEN);
+    let r = sync_all(&store);
+    assert!(far_folders(&dv).contains(&"Local".to_string()), "{:?}", far_folders(&dv));
+    assert!(r.hierarchy.contains(&FolderChange::Created { side: Side::Server, folder: "Local".into() }));
+    assert_eq!(r.uploaded(), 1);
+    assert_same(&dv, root);
+
+    // Created locally inside another folder → created with the server's separator.
+    syncmail_maildir::Folder::new(dir_of(root, "Local/Sub")).create().unwrap();
+    sync_all(&store);
+    assert!(far_folders(&dv).contains(&"Local.Sub".to_string()), "{:?}", far_folders(&dv));
+
+    // Renamed locally (with its child) → renamed on the server; nothing transferred.
+    std::fs::rename(dir_of(root, "Local"), dir_of(root, "Renamed")).unwrap();
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "local rename");
+    let names = far_folders(&dv);
+    assert!(names.contains(&"Renamed".to_string()) && names.contains(&"Renamed.Sub".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("Local")), "{names:?}");
+    assert_same(&dv, root);
+
+    // Renamed on the server → renamed here; nothing transferred.
+    dv.doveadm(&["mailbox", "rename", "Projects", "Archive.Projects"]);
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "server rename");
+    assert!(dir_of(root, "Archive/Projects/cur").is_dir());
+    assert!(!dir_of(root, "Projects").exists());
+    assert!(
+        r.hierarchy.iter().any(|c| matches!(c, FolderChange::Renamed { side: Side::Local, .. })),
+        "{:?}",
+        r.hierarchy
+    );
+    assert_same(&dv, root);
+
+    // Deleted locally, server copy unchanged → deleted on the server.
+    std::fs::remove_dir_all(dir_of(root, "Renamed")).unwrap();
+    let r = sync_all(&store);
+    let names = far_folders(&dv);
+    assert!(!names.iter().any(|n| n.starts_with("Renamed")), "{names:?}");
+    assert!(r.hierarchy.iter().any(|c| matches!(c, FolderChange::Deleted { side: Side::Server, .. })));
+
+    // Deleted on the server, local copy unchanged → deleted here.
+    dv.doveadm(&["mailbox", "delete", "Archive.Projects"]);
+    let r = sync_all(&store);
+    assert!(!dir_of(root, "Archive/Projects/cur").exists());
+    assert!(r.hierarchy.iter().any(|c| matches!(c, FolderChange::Deleted { side: Side::Local, .. })));
+    assert_same(&dv, root);
+    // And then nothing is left to do.
+    let r = sync_all(&store);
+    assert!(r.hierarchy.is_empty(), "{:?}", r.hierarchy);
+    assert_no_transfer(&r, "quiet run");
+}
+
+#[test]
+fn a_deleted_folder_comes_back_when_the_other_side_changed_it() {
+    let dv = Dovecot::start(Options::default());
+    for f in ["Keep", "Gone"] {
+        dv.doveadm(&["mailbox", "create", f]);
+        dv.save(f, &message(&format!("{f}-1"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    sync_all(&store);
+
+    // Deleted locally while the server got new mail there: not deleted on the server,
+    // downloaded again whole.
+    std::fs::remove_dir_all(dir_of(root, "Keep")).unwrap();
+    dv.save("Keep", &message("Keep-2", "x"));
+    let (r, _) = sync(&store, ALL);
+    assert!(r.errors.iter().any(|e| e.kind == ErrorKind::DeletionsHeld && e.folder.as_deref() == Some("Keep")));
+    assert!(far_folders(&dv).contains(&"Keep".to_string()));
+    assert_eq!(near_folder(root, "Keep").scan().unwrap().len(), 2);
+
+    // Deleted on the server while a new message arrived locally: created there again,
+    // and the local messages uploaded.
+    dv.doveadm(&["mailbox", "delete", "Gone"]);
+    near_add(root, "Gone", "Gone-local", Flags::empty());
+    let (r, _) = sync(&store, ALL);
+    assert!(r.errors.iter().any(|e| e.kind == ErrorKind::DeletionsHeld && e.folder.as_deref() == Some("Gone")));
+    assert!(far_folders(&dv).contains(&"Gone".to_string()));
+    assert_eq!(dv.uids("Gone").len(), 2, "both local messages are on the server again");
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "after the return");
+    assert_same(&dv, root);
+}
+
+#[test]
+fn a_folder_of_about_1000_renamed_and_100_messages_moved_are_not_transferred_again() {
+    let dv = Dovecot::start(Options {
+        messages: 2000,
+        corpus_args: ["--tiny", "--folders", "Big,Other"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    let r = sync_all(&store);
+    assert_eq!(r.downloaded(), 2000, "{:#?}", r.folders);
+    // The corpus spreads messages about evenly.
+    let big = dv.uids("Big").len();
+    let n_other = dv.uids("Other").len();
+    assert!(big >= 900 && n_other >= 900, "{big} {n_other}");
+
+    // A local rename of the 1,000-message folder.
+    std::fs::rename(dir_of(root, "Big"), dir_of(root, "Renamed")).unwrap();
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "local rename of 1000");
+    assert_eq!(dv.uids("Renamed").len(), big);
+    assert_same(&dv, root);
+
+    // A server rename of it.
+    dv.doveadm(&["mailbox", "rename", "Renamed", "Again"]);
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "server rename of 1000");
+    assert_eq!(near_folder(root, "Again").scan().unwrap().len(), big);
+    assert_same(&dv, root);
+
+    // 100 messages moved on the server, some flagged first: taken from the local copies.
+    let uids = dv.uids("Other");
+    for &u in &uids[..10] {
+        dv.flags_add("Other", u, "\\Flagged");
+    }
+    let set = format!("{}:{}", uids[0], uids[99]);
+    dv.doveadm(&["move", "Again", "mailbox", "Other", "uid", &set]);
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "100 moved on the server");
+    let moved_in: u64 = r.folders.iter().map(|f| f.moved_in).sum();
+    assert_eq!(moved_in, 100, "{:#?}", r.folders);
+    assert_same(&dv, root);
+
+    // 100 messages moved locally (files renamed into the other folder, flags changed on
+    // some): moved on the server, not uploaded and deleted.
+    let other = near_folder(root, "Other");
+    let again = near_folder(root, "Again");
+    let entries: Vec<_> = other.scan().unwrap().into_values().take(100).collect();
+    for (i, e) in entries.iter().enumerate() {
+        let name = if i < 5 { format!("{}:2,S", e.unique()) } else { e.file_name.clone() };
+        std::fs::rename(other.entry_path(e), again.path().join("cur").join(name)).unwrap();
+    }
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "100 moved locally");
+    let moved: u64 = r.folders.iter().map(|f| f.moved_on_server).sum();
+    assert_eq!(moved, 100, "{:#?}", r.folders);
+    assert_eq!(r.folders.iter().map(|f| f.far_deleted).sum::<u64>(), 0);
+    assert_eq!(dv.uids("Again").len(), big + 200);
+    assert_eq!(dv.uids("Other").len(), n_other - 200);
+    assert_same(&dv, root);
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "quiet run");
+}
