@@ -682,6 +682,14 @@ impl Session {
         Ok(copyuid(done.code))
     }
 
+    /// The flags of some messages of the selected folder.
+    pub fn current_flags(&mut self, uids: &[u32]) -> Result<HashMap<u32, Flags>> {
+        if uids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self.fetch_identities(&uid_set(uids))?.into_iter().map(|(uid, flags, ..)| (uid, flags)).collect())
+    }
+
     /// Message-ID and size of some messages of the selected folder: UID → (size, id).
     pub fn identities_of(&mut self, uids: &[u32]) -> Result<HashMap<u32, (u64, String)>> {
         if uids.is_empty() {

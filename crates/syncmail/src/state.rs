@@ -537,12 +537,6 @@ impl State {
         tx.commit()
     }
 
-    /// Drops a journaled move that did not happen.
-    pub fn drop_move(&mut self, from_folder: i64, uid: u32) -> Result<()> {
-        self.conn.execute("DELETE FROM moves WHERE from_folder = ?1 AND uid = ?2", params![from_folder, uid])?;
-        Ok(())
-    }
-
     /// Ends moves: each leaves its source folder; with a new UID it is known in the
     /// destination from now on (same file, same agreed flags). One transaction.
     pub fn finish_moves(&mut self, done: &[(MoveRow, Option<u32>)]) -> Result<()> {

@@ -204,3 +204,106 @@ fn a_folder_of_about_1000_renamed_and_100_messages_moved_are_not_transferred_aga
     let r = sync_all(&store);
     assert_no_transfer(&r, "quiet run");
 }
+
+fn subject_of(data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data);
+    text.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or("").trim().to_string()
+}
+
+/// Every hierarchy change and move kind at once, on a synced store.
+fn mixed_scenario(dv: &Dovecot, root: &Path) -> Store {
+    for (f, n) in [("A", 4), ("B", 3), ("C", 2), ("D", 1), ("E", 1), ("F", 1)] {
+        dv.doveadm(&["mailbox", "create", f]);
+        for i in 1..=n {
+            dv.save(f, &message(&format!("{}{i}", f.to_lowercase()), "x"));
+        }
+    }
+    let store = Store::open(account(dv, root, Conn::Plain, "")).unwrap();
+    sync_all(&store);
+    std::fs::rename(dir_of(root, "A"), dir_of(root, "A2")).unwrap(); // renamed here
+    dv.doveadm(&["mailbox", "rename", "B", "B2"]); // renamed there
+    let c1 = near_find(root, "C", "c1").unwrap(); // moved here, and marked seen
+    std::fs::rename(
+        near_folder(root, "C").entry_path(&c1),
+        dir_of(root, "D").join("cur").join(format!("{}:2,S", c1.unique())),
+    )
+    .unwrap();
+    let d1 = far_uid(dv, "D", "d1").to_string(); // moved there
+    dv.doveadm(&["move", "C", "mailbox", "D", "uid", &d1]);
+    syncmail_maildir::Folder::new(dir_of(root, "N")).create().unwrap(); // created here
+    near_add(root, "N", "n1", Flags::empty());
+    dv.doveadm(&["mailbox", "delete", "E"]); // deleted there
+    std::fs::remove_dir_all(dir_of(root, "F")).unwrap(); // deleted here
+    store
+}
+
+fn assert_mixed_result(dv: &Dovecot, root: &Path, context: &str) {
+    assert_same(dv, root);
+    let got: std::collections::BTreeMap<String, Vec<(String, Flags)>> = dv
+        .server_messages()
+        .into_iter()
+        .filter(|(f, _)| f != "INBOX")
+        .map(|(f, ms)| {
+            let mut v: Vec<(String, Flags)> = ms.iter().map(|(d, fl)| (subject_of(d), *fl)).collect();
+            v.sort();
+            (f, v)
+        })
+        .collect();
+    let s = |x: &str, f: Flags| (x.to_string(), f);
+    let n = Flags::empty();
+    let want: std::collections::BTreeMap<String, Vec<(String, Flags)>> = [
+        ("A2", vec![s("a1", n), s("a2", n), s("a3", n), s("a4", n)]),
+        ("B2", vec![s("b1", n), s("b2", n), s("b3", n)]),
+        ("C", vec![s("c2", n), s("d1", n)]),
+        ("D", vec![s("c1", Flags::SEEN)]),
+        ("N", vec![s("n1", n)]),
+    ]
+    .into_iter()
+    .map(|(f, v)| (f.to_string(), v))
+    .collect();
+    assert_eq!(got, want, "{context}");
+}
+
+#[test]
+fn every_kind_of_change_in_one_run() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let store = mixed_scenario(&dv, tmp.path());
+    let r = sync_all(&store);
+    assert_mixed_result(&dv, tmp.path(), "after one sync");
+    assert_eq!((r.downloaded(), r.uploaded()), (0, 1), "only n1 travels: {:#?}", r.folders);
+    assert_eq!(r.folders.iter().map(|f| f.moved_in + f.moved_on_server).sum::<u64>(), 2);
+}
+
+/// The same, interrupted after step k for every k, then resumed: the same end state,
+/// nothing lost or doubled, and a further run has nothing to do.
+#[test]
+fn every_kind_of_change_interrupted_at_every_step_then_resumed() {
+    let mut k = 1;
+    loop {
+        let dv = Dovecot::start(Options::default());
+        let tmp = tempfile::tempdir().unwrap();
+        let store = mixed_scenario(&dv, tmp.path());
+        let mut req = syncmail::SyncRequest::new(ALL);
+        req.interrupt_after = Some(k);
+        let r = store.synchronize(req);
+        let interrupted = r.errors.iter().any(|e| e.kind == ErrorKind::Cancelled);
+        assert!(interrupted || r.is_success(), "step {k}: {:#?}", r.errors);
+        sync_all(&store);
+        assert_mixed_result(&dv, tmp.path(), &format!("interrupted after step {k}, then resumed"));
+        let again = sync_all(&store);
+        assert!(again.hierarchy.is_empty(), "step {k}: {:?}", again.hierarchy);
+        let work: u64 = again
+            .folders
+            .iter()
+            .map(|f| f.downloaded + f.uploaded + f.flags_changed + f.far_flags_changed + f.deleted + f.far_deleted)
+            .sum();
+        assert_eq!(work, 0, "step {k}: a run after the resume still had work: {:#?}", again.folders);
+        if !interrupted {
+            assert!(k > 10, "the scenario has only {k} steps: the hook is not reached");
+            eprintln!("interrupted and resumed at each of {} steps", k - 1);
+            return;
+        }
+        k += 1;
+    }
+}

@@ -255,8 +255,9 @@ pub(crate) fn is_move_in_flight(
     Ok(false)
 }
 
-/// Carries out local moves on the server from the selected folder `row`: journaled, one
-/// UID MOVE per destination, then one commit. Returns how many were moved.
+/// Carries out local moves on the server from the selected folder `row`: journaled
+/// (with the flags the message is to carry), then per destination the flags set on the
+/// source, one UID MOVE, the local files' flags, and one commit. Returns how many moved.
 pub(crate) fn move_on_server(
     ctx: &mut Ctx<'_>,
     session: &mut Session,
@@ -266,82 +267,91 @@ pub(crate) fn move_on_server(
     known: &std::collections::BTreeMap<u32, crate::state::MessageRow>,
     far_flags: &std::collections::BTreeMap<u32, Flags>,
 ) -> Result<u64, SyncError> {
-    let shown = row.display_name.clone();
     let account = ctx.name().to_string();
-    let lerr = |e: &dyn std::fmt::Display| errors::local(&account, Some(&shown), e.to_string());
-    let mut by_dest: HashMap<i64, Vec<&LocalMove>> = HashMap::new();
+    let lerr = |e: &dyn std::fmt::Display| errors::local(&account, Some(&row.display_name), e.to_string());
+    let mut journal = Vec::new();
+    let mut far_now: HashMap<u32, Flags> = HashMap::new();
     for m in moves {
-        by_dest.entry(m.to.id).or_default().push(m);
+        let Some(r) = known.get(&m.uid) else { continue };
+        let far = far_flags.get(&m.uid).copied().unwrap_or(r.flags);
+        far_now.insert(m.uid, far);
+        journal.push(MoveRow {
+            from_folder: row.id,
+            uid: m.uid,
+            to_folder: m.to.id,
+            near_id: m.entry.unique().to_string(),
+            flags: merged_flags(r.flags, m.entry.flags, far),
+            size: r.size,
+            message_id: state.message_id_of(row.id, m.uid).map_err(|e| lerr(&e))?,
+            // The destination's UIDNEXT as last seen: the message arrives above it.
+            uid_floor: m.to.uidnext.max(1),
+        });
     }
+    state.journal_moves(&journal).map_err(|e| lerr(&e))?;
+    ctx.step()?;
     let mut moved = 0;
-    for (_, group) in by_dest {
-        let to = group[0].to.clone();
-        // Flags changed on either side travel with the message: set on the source first.
-        let mut stores = Vec::new();
-        let mut flags_of: HashMap<u32, Flags> = HashMap::new();
-        for m in &group {
-            let Some(r) = known.get(&m.uid) else { continue };
-            let far = far_flags.get(&m.uid).copied().unwrap_or(r.flags);
-            let want = merged_flags(r.flags, m.entry.flags, far);
-            if want != far {
-                stores.push((m.uid, want.difference(far), far.difference(want)));
-            }
-            flags_of.insert(m.uid, want);
+    for m in moves {
+        if journal.iter().any(|j| j.to_folder == m.to.id && j.uid == m.uid) {
+            let group: Vec<MoveRow> = journal.iter().filter(|j| j.to_folder == m.to.id).cloned().collect();
+            journal.retain(|j| j.to_folder != m.to.id);
+            moved += complete_moves(ctx, session, state, row, &m.to, group, &far_now)?;
         }
-        if !stores.is_empty() {
-            session.store_flags(&stores).map_err(|e| errors::from_imap(ctx.name(), Some(&shown), &e))?;
-        }
-        let journal: Vec<MoveRow> = group
-            .iter()
-            .filter_map(|m| {
-                let r = known.get(&m.uid)?;
-                Some(MoveRow {
-                    from_folder: row.id,
-                    uid: m.uid,
-                    to_folder: to.id,
-                    near_id: m.entry.unique().to_string(),
-                    flags: flags_of.get(&m.uid).copied().unwrap_or(r.flags),
-                    size: r.size,
-                    message_id: state.message_id_of(row.id, m.uid).unwrap_or_default(),
-                    // The destination's UIDNEXT as last seen: the message arrives above it.
-                    uid_floor: to.uidnext.max(1),
-                })
-            })
-            .collect();
-        state.journal_moves(&journal).map_err(|e| lerr(&e))?;
-        ctx.step()?;
-        let uids: Vec<u32> = journal.iter().map(|m| m.uid).collect();
-        let got =
-            session.move_messages(&uids, &to.far_name).map_err(|e| errors::from_imap(ctx.name(), Some(&shown), &e))?;
-        let map = match got {
-            Some((v, map)) if to.uidvalidity == 0 || v == to.uidvalidity => map,
-            _ => HashMap::new(),
-        };
-        // A move whose new UID the server did not say stays journaled: the next run finds
-        // the message in the destination (see `recover`).
-        let done: Vec<(MoveRow, Option<u32>)> =
-            journal.into_iter().filter_map(|m| map.get(&m.uid).map(|u| (m.clone(), Some(*u)))).collect();
-        // The local file takes flags the server changed (before the record: a crash in
-        // between leaves a file whose flags the next plan reads as agreed or changed).
-        let dest = Folder::new(ctx.account.maildir.join(&to.near_path));
-        for (m, _) in &done {
-            if let Some(lm) = group.iter().find(|g| g.uid == m.uid)
-                && lm.entry.flags != m.flags
-            {
-                dest.set_flags(&lm.entry, m.flags).map_err(|e| lerr(&e))?;
-            }
-        }
-        state.finish_moves(&done).map_err(|e| lerr(&e))?;
-        moved += done.len() as u64;
-        ctx.step()?;
     }
     Ok(moved)
 }
 
-/// Resolves moves a crash interrupted: a message still in its source folder was not
-/// moved (the journal row goes; the next plan sees the move again); one that left it is
-/// looked for in the destination and recorded there, or, not found, forgotten in the
-/// source, so that the local file is uploaded as new.
+/// The second half of a move, from the selected folder `from` to `to`: the flags each
+/// message is to carry set on the source, UID MOVE, the local files' flags, one commit.
+/// A move whose new UID the server does not say stays journaled, for [`recover`].
+fn complete_moves(
+    ctx: &mut Ctx<'_>,
+    session: &mut Session,
+    state: &mut State,
+    from: &FolderRow,
+    to: &FolderRow,
+    journal: Vec<MoveRow>,
+    far_now: &HashMap<u32, Flags>,
+) -> Result<u64, SyncError> {
+    let account = ctx.name().to_string();
+    let lerr = |e: &dyn std::fmt::Display| errors::local(&account, Some(&from.display_name), e.to_string());
+    let imap = |e: syncmail_imap::Error| errors::from_imap(&account, Some(&from.display_name), &e);
+    let stores: Vec<(u32, Flags, Flags)> = journal
+        .iter()
+        .filter_map(|m| {
+            let far = far_now.get(&m.uid).copied()?;
+            (far != m.flags).then(|| (m.uid, m.flags.difference(far), far.difference(m.flags)))
+        })
+        .collect();
+    if !stores.is_empty() {
+        session.store_flags(&stores).map_err(imap)?;
+    }
+    let uids: Vec<u32> = journal.iter().map(|m| m.uid).collect();
+    let map = match session.move_messages(&uids, &to.far_name).map_err(imap)? {
+        Some((v, map)) if to.uidvalidity == 0 || v == to.uidvalidity => map,
+        _ => HashMap::new(),
+    };
+    let done: Vec<(MoveRow, Option<u32>)> =
+        journal.into_iter().filter_map(|m| map.get(&m.uid).map(|u| (m.clone(), Some(*u)))).collect();
+    // The local file takes the merged flags before the record: a crash in between
+    // leaves a file whose flags the next plan reads as a local change, which they are.
+    let dest = Folder::new(ctx.account.maildir.join(&to.near_path));
+    let scan = dest.scan().map_err(|e| lerr(&e))?;
+    for (m, _) in &done {
+        if let Some(e) = scan.get(&m.near_id)
+            && e.flags != m.flags
+        {
+            dest.set_flags(e, m.flags).map_err(|e| lerr(&e))?;
+        }
+    }
+    state.finish_moves(&done).map_err(|e| lerr(&e))?;
+    ctx.step()?;
+    Ok(done.len() as u64)
+}
+
+/// Resolves moves a crash interrupted: a message still in its source folder is moved
+/// now (its flags may have been set already, which must not read as a change on the
+/// server); one that left it is looked for in the destination and recorded there, or,
+/// not found, forgotten in the source, so that the local file is uploaded as new.
 pub(crate) fn recover(ctx: &mut Ctx<'_>, session: &mut Session, state: &mut State) -> Result<(), SyncError> {
     let name = ctx.name().to_string();
     let lerr = |e: &dyn std::fmt::Display| errors::local(&name, None, e.to_string());
@@ -356,8 +366,9 @@ pub(crate) fn recover(ctx: &mut Ctx<'_>, session: &mut Session, state: &mut Stat
         let imap = |e: syncmail_imap::Error| errors::from_imap(&name, Some(&from.display_name), &e);
         session.select(&from.far_name, None).map_err(imap)?;
         if !session.still_there(&[m.uid]).map_err(imap)?.is_empty() {
-            // Not moved: forget the journal row only.
-            state.drop_move(m.from_folder, m.uid).map_err(|e| lerr(&e))?;
+            let far_now = session.current_flags(&[m.uid]).map_err(imap)?;
+            let (from, to) = (from.clone(), to.clone());
+            complete_moves(ctx, session, state, &from, &to, vec![m], &far_now)?;
             continue;
         }
         session.select(&to.far_name, None).map_err(imap)?;
