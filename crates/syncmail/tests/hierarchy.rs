@@ -279,31 +279,11 @@ fn every_kind_of_change_in_one_run() {
 /// nothing lost or doubled, and a further run has nothing to do.
 #[test]
 fn every_kind_of_change_interrupted_at_every_step_then_resumed() {
-    let mut k = 1;
-    loop {
-        let dv = Dovecot::start(Options::default());
-        let tmp = tempfile::tempdir().unwrap();
-        let store = mixed_scenario(&dv, tmp.path());
-        let mut req = syncmail::SyncRequest::new(ALL);
-        req.interrupt_after = Some(k);
-        let r = store.synchronize(req);
-        let interrupted = r.errors.iter().any(|e| e.kind == ErrorKind::Cancelled);
-        assert!(interrupted || r.is_success(), "step {k}: {:#?}", r.errors);
-        sync_all(&store);
-        assert_mixed_result(&dv, tmp.path(), &format!("interrupted after step {k}, then resumed"));
-        let again = sync_all(&store);
-        assert!(again.hierarchy.is_empty(), "step {k}: {:?}", again.hierarchy);
-        let work: u64 = again
-            .folders
-            .iter()
-            .map(|f| f.downloaded + f.uploaded + f.flags_changed + f.far_flags_changed + f.deleted + f.far_deleted)
-            .sum();
-        assert_eq!(work, 0, "step {k}: a run after the resume still had work: {:#?}", again.folders);
-        if !interrupted {
-            assert!(k > 10, "the scenario has only {k} steps: the hook is not reached");
-            eprintln!("interrupted and resumed at each of {} steps", k - 1);
-            return;
-        }
-        k += 1;
-    }
+    interrupted_at_every_step(
+        Options::default(),
+        ALL,
+        &|dv: &mut Dovecot, root: &Path| mixed_scenario(dv, root),
+        &assert_mixed_result,
+        10,
+    );
 }

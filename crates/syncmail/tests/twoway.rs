@@ -114,40 +114,20 @@ fn every_rule_in_one_run() {
     assert_expected(&dv, tmp.path(), "after a second sync");
 }
 
-/// A scenario interrupted after step k, for every k, then resumed: the same end state as
-/// an uninterrupted run, nothing lost, nothing twice.
+/// A scenario interrupted after step k, for every k, then resumed (see
+/// `common::interrupted_at_every_step`), checked against `want`.
 fn interrupted_at_every_step(
     opts: Options,
     setup: fn(&mut Dovecot, &Path) -> Store,
     want: BTreeMap<String, Flags>,
 ) -> u64 {
-    let mut k = 1;
-    loop {
-        let mut dv = Dovecot::start(opts.clone());
-        let tmp = tempfile::tempdir().unwrap();
-        let store = setup(&mut dv, tmp.path());
-        let mut req = SyncRequest::new(TWO_WAY);
-        req.interrupt_after = Some(k);
-        let r = store.synchronize(req);
-        let interrupted = r.errors.iter().any(|e| e.kind == ErrorKind::Cancelled);
-        assert!(interrupted || r.is_success(), "step {k}: {:#?}", r.errors);
-        sync2(&store);
-        assert_state(&dv, tmp.path(), &want, &format!("interrupted after step {k}, then resumed"));
-        // The state agrees too: one more run finds nothing to do.
-        let again = sync2(&store);
-        let work: u64 = again
-            .folders
-            .iter()
-            .map(|f| f.downloaded + f.uploaded + f.flags_changed + f.far_flags_changed + f.deleted + f.far_deleted)
-            .sum();
-        assert_eq!(work, 0, "step {k}: a run after the resume still had work: {:#?}", again.folders);
-        if !interrupted {
-            assert!(k > 3, "the scenario has only {k} steps: the hook is not reached");
-            eprintln!("interrupted and resumed at each of {} steps", k - 1);
-            return k;
-        }
-        k += 1;
-    }
+    common::interrupted_at_every_step(
+        opts,
+        TWO_WAY,
+        &setup,
+        &|dv: &Dovecot, root: &Path, context: &str| assert_state(dv, root, &want, context),
+        3,
+    )
 }
 
 fn rules_scenario(dv: &mut Dovecot, root: &Path) -> Store {

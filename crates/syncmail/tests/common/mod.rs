@@ -172,3 +172,45 @@ pub fn sync2(store: &Store) -> SyncReport {
     assert!(r.is_success(), "sync failed: {:#?}", r.errors);
     r
 }
+
+/// Runs the scenario `setup` builds, interrupted after step k, for every k, then resumed
+/// with `flags`: each time `check` must hold (the same end state as an uninterrupted run,
+/// nothing lost, nothing twice), and one more run must find nothing to do. Returns the
+/// number of steps.
+pub fn interrupted_at_every_step(
+    opts: syncmail_testkit::Options,
+    flags: SyncFlags,
+    setup: &dyn Fn(&mut Dovecot, &Path) -> Store,
+    check: &dyn Fn(&Dovecot, &Path, &str),
+    min_steps: u64,
+) -> u64 {
+    let mut k = 1;
+    loop {
+        let mut dv = Dovecot::start(opts.clone());
+        let tmp = tempfile::tempdir().unwrap();
+        let store = setup(&mut dv, tmp.path());
+        let mut req = SyncRequest::new(flags);
+        req.interrupt_after = Some(k);
+        let r = store.synchronize(req);
+        let interrupted = r.errors.iter().any(|e| e.kind == syncmail::ErrorKind::Cancelled);
+        assert!(interrupted || r.is_success(), "step {k}: {:#?}", r.errors);
+        let (resumed, _) = sync(&store, flags);
+        assert!(resumed.is_success(), "step {k}: the resumed sync failed: {:#?}", resumed.errors);
+        check(&dv, tmp.path(), &format!("interrupted after step {k}, then resumed"));
+        // The state agrees too: one more run finds nothing to do.
+        let (again, _) = sync(&store, flags);
+        assert!(again.is_success() && again.hierarchy.is_empty(), "step {k}: {:#?}", again);
+        let work: u64 = again
+            .folders
+            .iter()
+            .map(|f| f.downloaded + f.uploaded + f.flags_changed + f.far_flags_changed + f.deleted + f.far_deleted)
+            .sum();
+        assert_eq!(work, 0, "step {k}: a run after the resume still had work: {:#?}", again.folders);
+        if !interrupted {
+            assert!(k > min_steps, "the scenario has only {k} steps: the hook is not reached");
+            eprintln!("interrupted and resumed at each of {} steps", k - 1);
+            return k;
+        }
+        k += 1;
+    }
+}
