@@ -121,7 +121,7 @@ class Server:
         self.chown()
         text = DOVECOT_TEMPLATE.read_text()
         for k, v in {"@DIR@": str(self.dir), "@PORT_PLAIN@": str(self.port), "@PORT_TLS@": str(self.port_tls),
-                     "@IMAP_CAPABILITY@": "", "@AUTH_MECHANISMS@": "plain login"}.items():
+                     "@IMAP_CAPABILITY@": "", "@AUTH_MECHANISMS@": "plain login", "@SEPARATOR@": "."}.items():
             text = text.replace(k, v)
         self.conf.write_text(text)
 

@@ -287,3 +287,86 @@ fn every_kind_of_change_interrupted_at_every_step_then_resumed() {
         10,
     );
 }
+
+#[test]
+fn another_separator_and_names_beyond_ascii_both_ways() {
+    let dv = Dovecot::start(Options { separator: Some('/'), ..Default::default() });
+    dv.doveadm(&["mailbox", "create", "Lists/rust"]);
+    dv.doveadm(&["mailbox", "create", "Brouillons d'été"]);
+    dv.save("Lists/rust", &message("r1", "x"));
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    sync_all(&store);
+    assert_eq!(syncmail_maildir::Folder::new(dir_of(root, "Lists/rust")).scan().unwrap().len(), 1);
+    assert!(dir_of(root, "Brouillons d'été/cur").is_dir());
+
+    // Made here: nested, and in UTF-8.
+    for p in ["Projekte/Q4", "Entwürfe", "日本語/メモ"] {
+        syncmail_maildir::Folder::new(dir_of(root, p)).create().unwrap();
+    }
+    near_add(root, "Entwürfe", "e1", Flags::empty());
+    let r = sync_all(&store);
+    let names = far_folders(&dv);
+    for want in ["Projekte/Q4", "Entwürfe", "日本語/メモ"] {
+        assert!(names.contains(&want.to_string()), "{want} missing from {names:?}");
+    }
+    assert_eq!(dv.uids("Entwürfe").len(), 1);
+    assert_eq!(r.hierarchy.iter().filter(|c| matches!(c, FolderChange::Created { side: Side::Server, .. })).count(), 3);
+    // Renamed here across levels.
+    std::fs::rename(dir_of(root, "Entwürfe"), dir_of(root, "日本語/Entwürfe")).unwrap();
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "rename into a UTF-8 parent");
+    assert_eq!(dv.uids("日本語/Entwürfe").len(), 1);
+    let r = sync_all(&store);
+    assert!(r.hierarchy.is_empty(), "{:?}", r.hierarchy);
+}
+
+#[test]
+fn a_local_name_holding_the_separator_is_refused_and_the_rest_syncs() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    sync_all(&store);
+    syncmail_maildir::Folder::new(dir_of(root, "v1.2")).create().unwrap();
+    syncmail_maildir::Folder::new(dir_of(root, "Fine")).create().unwrap();
+    let (r, _) = sync(&store, ALL);
+    let e = r.errors.iter().find(|e| e.kind == ErrorKind::FolderName).expect("an error for v1.2");
+    assert!(e.message.contains("v1.2") && e.message.contains("separator"), "{e:#?}");
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    let names = far_folders(&dv);
+    assert!(names.contains(&"Fine".to_string()) && !names.iter().any(|n| n.starts_with("v1")), "{names:?}");
+}
+
+#[test]
+fn names_that_differ_only_in_case_or_unicode_form_get_one_directory_each_or_an_error() {
+    let dv = Dovecot::start(Options::default());
+    for f in ["Work", "work", "Caf\u{e9}", "Cafe\u{301}"] {
+        dv.doveadm(&["mailbox", "create", f]);
+        dv.save(f, &message(&format!("in {f}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    let (r, _) = sync(&store, ALL);
+    let refused: Vec<&str> =
+        r.errors.iter().filter(|e| e.kind == ErrorKind::FolderName).filter_map(|e| e.folder.as_deref()).collect();
+    assert_eq!(refused.len(), 2, "one of each pair is refused: {:#?}", r.errors);
+    assert_eq!(r.errors.len(), 2, "{:#?}", r.errors);
+    // One directory per pair, each holding its own folder's message only.
+    let dirs: Vec<String> = std::fs::read_dir(root.join("mail"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "INBOX")
+        .collect();
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    for d in dirs {
+        let msgs = syncmail_testkit::read_maildir(&root.join("mail").join(&d));
+        assert_eq!(msgs.len(), 1, "{d}");
+    }
+    // And a second run says the same, changing nothing.
+    let (r, _) = sync(&store, ALL);
+    assert_eq!(r.errors.len(), 2, "{:#?}", r.errors);
+    assert_eq!(r.downloaded() + r.uploaded(), 0);
+}

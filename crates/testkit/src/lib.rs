@@ -48,6 +48,8 @@ pub struct Options {
     pub capability: Option<String>,
     /// SASL mechanisms offered (default `plain login`); `login` hides AUTH=PLAIN.
     pub auth_mechanisms: Option<String>,
+    /// The hierarchy separator the server shows (default `.`).
+    pub separator: Option<char>,
 }
 
 pub struct Dovecot {
@@ -120,7 +122,8 @@ impl Dovecot {
             .replace("@PORT_PLAIN@", &port_plain.to_string())
             .replace("@PORT_TLS@", &port_tls.to_string())
             .replace("@IMAP_CAPABILITY@", opts.capability.as_deref().unwrap_or(""))
-            .replace("@AUTH_MECHANISMS@", opts.auth_mechanisms.as_deref().unwrap_or("plain login"));
+            .replace("@AUTH_MECHANISMS@", opts.auth_mechanisms.as_deref().unwrap_or("plain login"))
+            .replace("@SEPARATOR@", &opts.separator.unwrap_or('.').to_string());
         std::fs::write(d.join("dovecot.conf"), conf).unwrap();
         let mut dv = Dovecot { dir, port_plain, port_tls, child: None };
         dv.launch();

@@ -94,7 +94,7 @@ pub(crate) fn ensure_folder(
         })
     })?;
     let path_str = path.to_string_lossy().into_owned();
-    if let Some(other) = state.folder_by_path(&path_str).map_err(|e| local_error(ctx, shown, e))? {
+    if let Some(other) = clashing_folder(state, &path_str).map_err(|e| local_error(ctx, shown, e))? {
         return Err(FolderError::Folder(SyncError {
             kind: ErrorKind::FolderName,
             account: ctx.name().to_string(),
@@ -118,6 +118,24 @@ pub(crate) fn ensure_folder(
     }
     let row = state.add_folder(&mb.far_name, shown, &path_str, mb.delimiter).map_err(|e| local_error(ctx, shown, e))?;
     Ok(Some((row, true)))
+}
+
+/// A path's key for telling folders apart on any file system: case-folded and in Unicode
+/// normal form C (case-insensitive file systems, and macOS's decomposed names, would put
+/// `Work` and `work`, or `é` and `e`+U+0301, in one directory).
+pub(crate) fn path_key(path: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    path.nfc().collect::<String>().to_lowercase()
+}
+
+/// A known folder whose directory is `near_path`, or would be on a file system that
+/// ignores case or Unicode normalization.
+pub(crate) fn clashing_folder(state: &State, near_path: &str) -> rusqlite::Result<Option<FolderRow>> {
+    if let Some(f) = state.folder_by_path(near_path)? {
+        return Ok(Some(f));
+    }
+    let key = path_key(near_path);
+    Ok(state.folders()?.into_iter().find(|f| path_key(&f.near_path) == key))
 }
 
 /// Whether the Maildir holds exactly what the state agreed on: every known message's file

@@ -89,16 +89,16 @@ fn delimiter(mailboxes: &[Mailbox]) -> Option<char> {
 /// The UTF-8 folder name of a local path: its components joined by the delimiter.
 fn display_of(path: &str, delimiter: Option<char>) -> Result<String, String> {
     let parts: Vec<&str> = path.split('/').collect();
-    if parts.len() > 1 {
-        let Some(d) = delimiter else {
-            return Err("the server has no folder hierarchy, so a folder inside another cannot be made there".into());
-        };
-        if let Some(p) = parts.iter().find(|p| p.contains(d)) {
-            return Err(format!("{p:?} contains {d:?}, the server's hierarchy separator"));
+    match delimiter {
+        None if parts.len() > 1 => {
+            Err("the server has no folder hierarchy, so a folder inside another cannot be made there".into())
         }
-        return Ok(parts.join(&d.to_string()));
+        None => Ok(path.to_string()),
+        Some(d) => match parts.iter().find(|p| p.contains(d)) {
+            Some(p) => Err(format!("{p:?} contains {d:?}, the server's hierarchy separator")),
+            None => Ok(parts.join(&d.to_string())),
+        },
     }
-    Ok(path.to_string())
 }
 
 fn folder_err(ctx: &Ctx<'_>, kind: ErrorKind, folder: &str, message: String, hint: &str) -> SyncError {
@@ -198,12 +198,21 @@ pub(crate) fn sync_hierarchy(
         .filter(|(_, m)| filter.matches(&m.display_name, m.delimiter))
         .map(|(i, _)| i)
         .collect();
-    let mut new_near: Vec<String> = near_paths
-        .iter()
-        .filter(|p| !known_near.contains(p.as_str()))
-        .filter(|p| display_of(p, delim).is_ok_and(|d| filter.matches(&d, delim)))
-        .cloned()
-        .collect();
+    let mut new_near: Vec<String> = Vec::new();
+    for p in near_paths.iter().filter(|p| !known_near.contains(p.as_str())) {
+        match display_of(p, delim) {
+            Ok(d) if filter.matches(&d, delim) => new_near.push(p.clone()),
+            Ok(_) => {}
+            Err(why) if up => ctx.error(folder_err(
+                ctx,
+                ErrorKind::FolderName,
+                p,
+                format!("the local folder {p} cannot be made on the server: {why}"),
+                "rename the local directory; the rest of the account syncs",
+            )),
+            Err(_) => {}
+        }
+    }
 
     // Where each known folder is now.
     let mut found: Vec<(FolderRow, Found<usize>, Found<String>)> = Vec::new();
@@ -349,11 +358,22 @@ pub(crate) fn sync_hierarchy(
                     found.push((row, Found::Here, Found::Gone));
                     continue;
                 }
-                if current != target && root.join(&target).exists() {
-                    ctx.error(folder_err(ctx, ErrorKind::FolderName, &mb.display_name,
-                        format!("the server renamed {shown} to {}, but {} exists here already; the folder was not renamed locally",
-                            mb.display_name, root.join(&target).display()),
-                        "move the local directory out of the way, then sync again"));
+                let clash = super::folder::clashing_folder(state, &target)
+                    .map_err(|e| lerr(e.to_string()))?
+                    .filter(|f| f.id != row.id);
+                if current != target && (root.join(&target).exists() || clash.is_some()) {
+                    ctx.error(folder_err(
+                        ctx,
+                        ErrorKind::FolderName,
+                        &mb.display_name,
+                        format!(
+                            "the server renamed {shown} to {}, but {} is taken here (by a directory, or by a folder \
+                                 whose name differs only in case or Unicode form); the folder was not renamed locally",
+                            mb.display_name,
+                            root.join(&target).display()
+                        ),
+                        "move the local directory out of the way, then sync again",
+                    ));
                     continue;
                 }
                 ctx.progress(
