@@ -22,6 +22,9 @@
 //! [accounts.work.folders]
 //! include = ["*"]                  # patterns: * any text, % any text without the delimiter
 //! exclude = ["Spam", "Lists.%"]
+//! subscribed-only = false          # true: only folders subscribed on the server (and INBOX)
+//! [accounts.work.folders.local-names]   # fixed local names for special-use folders
+//! sent = "Sent"                    # sent, drafts, trash, junk, archive, all, flagged
 //! ```
 
 use serde::Deserialize;
@@ -86,7 +89,14 @@ struct RawFolders {
     include: Option<Vec<String>>,
     #[serde(default)]
     exclude: Vec<String>,
+    #[serde(default)]
+    subscribed_only: bool,
+    #[serde(default)]
+    local_names: BTreeMap<String, String>,
 }
+
+/// The special-use attributes (RFC 6154) a folder can be given a fixed local name by.
+pub const SPECIAL_USES: &[&str] = &["sent", "drafts", "trash", "junk", "archive", "all", "flagged"];
 
 /// Where the password comes from. It is fetched when a sync connects, not when the
 /// configuration is read, so a locked keyring does not block `syncmail --help`.
@@ -144,16 +154,27 @@ pub struct ImapConfig {
     pub auth_mech: AuthMech,
 }
 
-/// Include/exclude patterns over server folder names.
+/// Which server folders are synced, and where special ones go locally.
 #[derive(Debug, Clone)]
 pub struct FolderFilter {
+    /// Include/exclude patterns over server folder names.
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// Only folders the server lists as subscribed (LSUB), and INBOX.
+    pub subscribed_only: bool,
+    /// Special-use attribute (lower case, without `\\`: `sent`) → local folder name
+    /// (`/` between levels): "Sent Items" and "[Gmail]/Sent Mail" can both be `Sent` here.
+    pub local_names: BTreeMap<String, String>,
 }
 
 impl Default for FolderFilter {
     fn default() -> Self {
-        FolderFilter { include: vec!["*".into()], exclude: Vec::new() }
+        FolderFilter {
+            include: vec!["*".into()],
+            exclude: Vec::new(),
+            subscribed_only: false,
+            local_names: BTreeMap::new(),
+        }
     }
 }
 
@@ -337,9 +358,25 @@ impl Config {
             if let Some(m) = a.delete_guard_min {
                 delete_guard.min = m;
             }
+            let mut local_names = BTreeMap::new();
+            for (k, v) in a.folders.local_names {
+                let key = k.trim_start_matches('\\').to_ascii_lowercase();
+                if !SPECIAL_USES.contains(&key.as_str()) {
+                    return Err(invalid(format!(
+                        "[folders.local-names] has {k:?}; the special uses are {}",
+                        SPECIAL_USES.join(", ")
+                    )));
+                }
+                if let Err(e) = syncmail_maildir::folder_path(&v, Some('/')) {
+                    return Err(invalid(format!("[folders.local-names] {k} = {v:?}: {e}")));
+                }
+                local_names.insert(key, v);
+            }
             let folders = FolderFilter {
                 include: a.folders.include.unwrap_or_else(|| vec!["*".into()]),
                 exclude: a.folders.exclude,
+                subscribed_only: a.folders.subscribed_only,
+                local_names,
             };
             accounts.insert(
                 name.clone(),

@@ -125,8 +125,12 @@ impl Session {
     /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
     pub fn list(&mut self) -> Result<Vec<Mailbox>> {
         let list_status = self.client.has("LIST-STATUS");
+        // Special-use attributes (RFC 6154) may come only when asked for.
+        let special = if self.client.has("SPECIAL-USE") { "SPECIAL-USE " } else { "" };
         let cmd = if list_status {
-            format!("LIST \"\" \"*\" RETURN (STATUS ({}))", self.status_items())
+            format!("LIST \"\" \"*\" RETURN ({special}STATUS ({}))", self.status_items())
+        } else if !special.is_empty() && self.client.has("LIST-EXTENDED") {
+            "LIST \"\" \"*\" RETURN (SPECIAL-USE)".to_string()
         } else {
             "LIST \"\" \"*\"".to_string()
         };

@@ -370,3 +370,39 @@ fn names_that_differ_only_in_case_or_unicode_form_get_one_directory_each_or_an_e
     assert_eq!(r.errors.len(), 2, "{:#?}", r.errors);
     assert_eq!(r.downloaded() + r.uploaded(), 0);
 }
+
+#[test]
+fn special_use_folders_get_fixed_local_names_and_subscriptions_can_limit_the_sync() {
+    let dv = Dovecot::start(Options::default());
+    dv.doveadm(&["mailbox", "create", "-s", "Sent Items"]);
+    dv.doveadm(&["mailbox", "create", "-s", "Subscribed"]);
+    dv.doveadm(&["mailbox", "create", "Unsubscribed"]);
+    dv.save("Sent Items", &message("sent1", "x"));
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let extra =
+        "[accounts.test.folders]\nsubscribed-only = true\n[accounts.test.folders.local-names]\nsent = \"Sent\"\n";
+    let store = Store::open(account(&dv, root, Conn::Plain, extra)).unwrap();
+    let r = sync_all(&store);
+    assert_eq!(r.downloaded(), 1);
+    assert_eq!(syncmail_maildir::Folder::new(dir_of(root, "Sent")).scan().unwrap().len(), 1);
+    assert!(!dir_of(root, "Sent Items").exists());
+    assert!(dir_of(root, "Subscribed/cur").is_dir());
+    assert!(!dir_of(root, "Unsubscribed").exists(), "not subscribed, not synced");
+    // A message written locally to Sent goes to the server's Sent Items.
+    near_add(root, "Sent", "sent2", Flags::SEEN);
+    let r = sync_all(&store);
+    assert_eq!(r.uploaded(), 1);
+    assert_eq!(dv.uids("Sent Items").len(), 2);
+    let r = sync_all(&store);
+    assert!(r.hierarchy.is_empty(), "{:?}", r.hierarchy);
+    assert_no_transfer(&r, "quiet run");
+}
+
+#[test]
+fn unknown_special_use_in_local_names_is_a_config_error() {
+    let text = "[accounts.a]\nmaildir = \"/tmp/m\"\n[accounts.a.imap]\nhost = \"h\"\nuser = \"u\"\npassword = \"p\"\n\
+                [accounts.a.folders.local-names]\nsnet = \"Sent\"\n";
+    let e = syncmail::Config::parse(text, Path::new("/tmp/c.toml")).unwrap_err().to_string();
+    assert!(e.contains("snet") && e.contains("sent, drafts"), "{e}");
+}

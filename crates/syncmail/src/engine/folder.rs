@@ -80,7 +80,7 @@ pub(crate) fn ensure_folder(
     if !may_create {
         return Ok(None);
     }
-    let path = folder_path(shown, mb.delimiter).map_err(|e| {
+    let path = near_path_of(ctx.account, mb).map_err(|e| {
         FolderError::Folder(SyncError {
             kind: ErrorKind::FolderName,
             account: ctx.name().to_string(),
@@ -118,6 +118,22 @@ pub(crate) fn ensure_folder(
     }
     let row = state.add_folder(&mb.far_name, shown, &path_str, mb.delimiter).map_err(|e| local_error(ctx, shown, e))?;
     Ok(Some((row, true)))
+}
+
+/// Where a server folder lives locally: the fixed local name of its special use where the
+/// account gives one (`[folders.local-names]`), else its name split at its delimiter.
+pub(crate) fn near_path_of(
+    account: &crate::config::AccountConfig,
+    mb: &Mailbox,
+) -> maildir::Result<std::path::PathBuf> {
+    let names = &account.folders.local_names;
+    if !names.is_empty()
+        && let Some(local) =
+            mb.attributes.iter().find_map(|a| names.get(&a.trim_start_matches('\\').to_ascii_lowercase()))
+    {
+        return folder_path(local, Some('/'));
+    }
+    folder_path(&mb.display_name, mb.delimiter)
 }
 
 /// A path's key for telling folders apart on any file system: case-folded and in Unicode

@@ -28,7 +28,7 @@ use crate::state::{FolderRow, State};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
-use syncmail_maildir::{self as maildir, Folder, folder_path};
+use syncmail_maildir::{self as maildir, Folder};
 
 /// Directory levels looked into below the store root.
 const MAX_DEPTH: usize = 32;
@@ -335,7 +335,7 @@ pub(crate) fn sync_hierarchy(
                     Found::Renamed(p) => p.clone(),
                     _ => row.near_path.clone(),
                 };
-                let target = match folder_path(&mb.display_name, mb.delimiter) {
+                let target = match super::folder::near_path_of(ctx.account, &mb) {
                     Ok(p) => p.to_string_lossy().into_owned(),
                     Err(e) => {
                         ctx.error(folder_err(

@@ -272,6 +272,10 @@ fn sync_folders(
             mailboxes.iter().find(|m| m.display_name.eq_ignore_ascii_case("Trash")).map(|m| m.far_name.clone())
         });
     mailboxes.retain(|m| m.selectable && ctx.account.folders.matches(&m.display_name, m.delimiter));
+    if ctx.account.folders.subscribed_only {
+        let subscribed = session.subscribed().map_err(|e| imap_err(&e))?;
+        mailboxes.retain(|m| m.far_name.eq_ignore_ascii_case("INBOX") || subscribed.contains(&m.far_name));
+    }
     if let Some(only) = &ctx.req.folders {
         mailboxes.retain(|m| only.iter().any(|o| o == &m.display_name || o == &m.far_name));
     }
