@@ -56,6 +56,67 @@ pub fn check_component(c: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// How folders are laid out under the store root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// Each level a directory: `Lists.rust` → `Lists/rust`, INBOX → `INBOX`.
+    #[default]
+    Verbatim,
+    /// Maildir++ (Courier, Dovecot): INBOX is the root itself (`.`), every other folder a
+    /// directory `.Lists.rust` beside the others. A `.` inside a level cannot be stored.
+    MaildirPlusPlus,
+}
+
+impl Layout {
+    /// What follows a folder's path in the paths of the folders inside it.
+    pub fn child_prefix(self, near_path: &str) -> String {
+        match self {
+            Layout::Verbatim => format!("{near_path}/"),
+            Layout::MaildirPlusPlus if near_path == "." => ".INBOX.".to_string(),
+            Layout::MaildirPlusPlus => format!("{near_path}."),
+        }
+    }
+
+    /// The levels of a folder's name from its path (`Lists/rust` or `.Lists.rust` →
+    /// `["Lists", "rust"]`; INBOX → `["INBOX"]`).
+    pub fn components(self, near_path: &str) -> Vec<String> {
+        match self {
+            Layout::Verbatim => near_path.split('/').map(str::to_string).collect(),
+            Layout::MaildirPlusPlus if near_path == "." => vec!["INBOX".to_string()],
+            Layout::MaildirPlusPlus => {
+                near_path.strip_prefix('.').unwrap_or(near_path).split('.').map(str::to_string).collect()
+            }
+        }
+    }
+
+    /// The relative path of a folder: the server's name split at its hierarchy
+    /// delimiter, each level checked by [`check_component`].
+    pub fn folder_path(self, name: &str, delimiter: Option<char>) -> Result<PathBuf> {
+        if self == Layout::MaildirPlusPlus && name.eq_ignore_ascii_case("INBOX") {
+            return Ok(PathBuf::from("."));
+        }
+        let verbatim = folder_path(name, delimiter)?;
+        if self == Layout::Verbatim {
+            return Ok(verbatim);
+        }
+        let parts: Vec<String> = verbatim.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+        if let Some(p) = parts.iter().find(|p| p.contains('.')) {
+            return Err(Error::UnsafeName {
+                name: name.to_string(),
+                reason: format!("{p:?} contains '.', which the Maildir++ layout uses between levels"),
+            });
+        }
+        let joined = format!(".{}", parts.join("."));
+        if joined.len() > 255 {
+            return Err(Error::UnsafeName {
+                name: name.to_string(),
+                reason: "its Maildir++ directory name is longer than 255 bytes, the file system's limit".into(),
+            });
+        }
+        Ok(PathBuf::from(joined))
+    }
+}
+
 /// The relative path of a folder in the verbatim layout: the server's name split at its
 /// hierarchy delimiter, each component a directory (`Lists.rust` with `.` → `Lists/rust`).
 /// INBOX (any case) is `INBOX`.
@@ -359,6 +420,32 @@ impl Folder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layouts_map_names_to_paths_and_back() {
+        let v = Layout::Verbatim;
+        let pp = Layout::MaildirPlusPlus;
+        assert_eq!(v.folder_path("Lists.rust", Some('.')).unwrap(), PathBuf::from("Lists/rust"));
+        assert_eq!(pp.folder_path("Lists/rust", Some('/')).unwrap(), PathBuf::from(".Lists.rust"));
+        assert_eq!(pp.folder_path("inbox", Some('/')).unwrap(), PathBuf::from("."));
+        assert_eq!(pp.folder_path("INBOX/Sub", Some('/')).unwrap(), PathBuf::from(".INBOX.Sub"));
+        assert_eq!(pp.components(".Lists.rust"), ["Lists", "rust"]);
+        assert_eq!(pp.components("."), ["INBOX"]);
+        assert_eq!(v.components("Lists/rust"), ["Lists", "rust"]);
+        assert_eq!(pp.child_prefix(".Lists"), ".Lists.");
+        assert_eq!(pp.child_prefix("."), ".INBOX.");
+        assert_eq!(v.child_prefix("Lists"), "Lists/");
+        // A '.' inside a level cannot be told from the separator in Maildir++.
+        let e = pp.folder_path("v1.2/notes", Some('/')).unwrap_err().to_string();
+        assert!(e.contains("'.'"), "{e}");
+        // The hostile names are refused in both layouts.
+        for bad in ["..", "a/../b", ".hidden", "x\u{0}y", ""] {
+            assert!(pp.folder_path(bad, Some('/')).is_err(), "{bad:?}");
+            assert!(v.folder_path(bad, Some('/')).is_err(), "{bad:?}");
+        }
+        let long = "x".repeat(200);
+        assert!(pp.folder_path(&format!("{long}/{long}"), Some('/')).is_err(), "longer than 255 bytes joined");
+    }
 
     #[test]
     fn verbatim_paths() {

@@ -10,6 +10,7 @@
 //! trash-folder = "Trash"           # for "trash" where the server marks no \Trash folder
 //! delete-guard = 50                # hold back deletions of more than 50% of a folder …
 //! delete-guard-min = 10            # … when they are at least 10 messages
+//! layout = "verbatim"              # "verbatim" (Lists/rust/) | "maildir++" (.Lists.rust/, INBOX = the root)
 //! [accounts.work.imap]
 //! host = "imap.example.org"
 //! port = 993                       # default follows tls
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use syncmail_imap::{AuthMech, Secret, TlsMode};
+pub use syncmail_maildir::Layout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,6 +62,7 @@ struct RawAccount {
     maildir: String,
     state_dir: Option<String>,
     delete_policy: Option<String>,
+    layout: Option<String>,
     trash_folder: Option<String>,
     delete_guard: Option<u32>,
     delete_guard_min: Option<u32>,
@@ -248,6 +251,8 @@ pub struct AccountConfig {
     /// The server folder for `DeletePolicy::Trash`, when special-use does not tell.
     pub trash_folder: Option<String>,
     pub delete_guard: DeleteGuard,
+    /// How folders are laid out in the Maildir root.
+    pub layout: Layout,
 }
 
 #[derive(Debug, Clone)]
@@ -348,6 +353,13 @@ impl Config {
                     )));
                 }
             };
+            let layout = match a.layout.as_deref() {
+                None | Some("verbatim") => Layout::Verbatim,
+                Some("maildir++") => Layout::MaildirPlusPlus,
+                Some(other) => {
+                    return Err(invalid(format!("layout = {other:?} is not one of \"verbatim\", \"maildir++\"")));
+                }
+            };
             let mut delete_guard = DeleteGuard::default();
             if let Some(p) = a.delete_guard {
                 if p > 100 {
@@ -397,6 +409,7 @@ impl Config {
                     delete_policy,
                     trash_folder: a.trash_folder,
                     delete_guard,
+                    layout,
                     name,
                 },
             );

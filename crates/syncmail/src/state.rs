@@ -385,8 +385,16 @@ impl State {
     /// `far_name`/`near_path` become the new ones, the old ones are kept as `prev_*`
     /// until [`State::finish_renames`]. One transaction. Children are the rows whose far
     /// name starts with the old name and the delimiter, or whose path starts with the old
-    /// path and `/` (IMAP RENAME takes inferior names along; so does a directory move).
-    pub fn begin_rename(&mut self, folder_id: i64, far_name: &str, display_name: &str, near_path: &str) -> Result<()> {
+    /// path and the layout's separator (IMAP RENAME takes inferior names along; so does a
+    /// directory move in the verbatim layout, and `move_dir` in the Maildir++ one).
+    pub fn begin_rename(
+        &mut self,
+        folder_id: i64,
+        far_name: &str,
+        display_name: &str,
+        near_path: &str,
+        layout: syncmail_maildir::Layout,
+    ) -> Result<()> {
         let all = self.folders()?;
         let Some(row) = all.iter().find(|f| f.id == folder_id).cloned() else { return Ok(()) };
         let tx = self.conn.transaction()?;
@@ -406,8 +414,10 @@ impl State {
                 let far_child = row.delimiter.and_then(|d| {
                     f.far_name.strip_prefix(&format!("{}{d}", row.far_name)).map(|rest| format!("{far_name}{d}{rest}"))
                 });
-                let near_child =
-                    f.near_path.strip_prefix(&format!("{}/", row.near_path)).map(|rest| format!("{near_path}/{rest}"));
+                let near_child = f
+                    .near_path
+                    .strip_prefix(&layout.child_prefix(&row.near_path))
+                    .map(|rest| format!("{}{rest}", layout.child_prefix(near_path)));
                 if far_child.is_none() && near_child.is_none() {
                     continue;
                 }

@@ -406,3 +406,47 @@ fn unknown_special_use_in_local_names_is_a_config_error() {
     let e = syncmail::Config::parse(text, Path::new("/tmp/c.toml")).unwrap_err().to_string();
     assert!(e.contains("snet") && e.contains("sent, drafts"), "{e}");
 }
+
+#[test]
+fn the_maildir_plus_plus_layout_both_ways() {
+    use syncmail_maildir::Layout::MaildirPlusPlus as PP;
+    let dv = Dovecot::start(Options::default());
+    dv.save("INBOX", &message("i1", "x"));
+    dv.doveadm(&["mailbox", "create", "Lists.rust"]);
+    dv.save("Lists.rust", &message("r1", "x"));
+    dv.doveadm(&["mailbox", "create", "v1.2"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account_with(&dv, root, Conn::Plain, "layout = \"maildir++\"", "")).unwrap();
+    let (r, _) = sync(&store, ALL);
+    // "v1.2" is the server's folder "2" inside "v1": with '.' as the separator it is two
+    // levels, which Maildir++ stores fine.
+    assert!(r.is_success(), "{:#?}", r.errors);
+    let mail = root.join("mail");
+    assert_eq!(syncmail_testkit::read_maildir(&mail).len(), 1, "INBOX is the root");
+    assert_eq!(syncmail_testkit::read_maildir(&mail.join(".Lists.rust")).len(), 1);
+    syncmail_testkit::assert_store_matches_in(&dv, &mail, PP);
+
+    // Made here → made there; renamed here (with the folder inside it) → renamed there.
+    syncmail_maildir::Folder::new(mail.join(".Local")).create().unwrap();
+    syncmail_maildir::Folder::new(mail.join(".Local.Sub")).create().unwrap();
+    let sub = syncmail_maildir::Folder::new(mail.join(".Local.Sub"));
+    let staged = sub.stage("local-s1", b"Subject: s1\nMessage-ID: <s1@test>\n\nx\n").unwrap();
+    sub.publish(staged, Flags::SEEN).unwrap();
+    let r = sync_all(&store);
+    assert_eq!(r.uploaded(), 1);
+    assert!(far_folders(&dv).contains(&"Local.Sub".to_string()));
+    std::fs::rename(mail.join(".Local.Sub"), mail.join(".Local.Moved")).unwrap();
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "maildir++ rename");
+    let names = far_folders(&dv);
+    assert!(names.contains(&"Local.Moved".to_string()) && !names.contains(&"Local.Sub".to_string()), "{names:?}");
+    // Renamed on the server with a folder inside: both follow here.
+    dv.doveadm(&["mailbox", "rename", "Lists", "Groups"]);
+    let r = sync_all(&store);
+    assert_no_transfer(&r, "maildir++ server rename");
+    assert!(mail.join(".Groups.rust/cur").is_dir() && !mail.join(".Lists.rust").exists());
+    syncmail_testkit::assert_store_matches_in(&dv, &mail, PP);
+    let r = sync_all(&store);
+    assert!(r.hierarchy.is_empty(), "{:?}", r.hierarchy);
+}

@@ -331,10 +331,19 @@ pub fn local_messages(
     root: &Path,
     server_names: impl IntoIterator<Item = String>,
 ) -> BTreeMap<String, Vec<(Vec<u8>, Flags)>> {
+    local_messages_in(root, server_names, syncmail_maildir::Layout::Verbatim)
+}
+
+/// [`local_messages`] for a store in `layout`.
+pub fn local_messages_in(
+    root: &Path,
+    server_names: impl IntoIterator<Item = String>,
+    layout: syncmail_maildir::Layout,
+) -> BTreeMap<String, Vec<(Vec<u8>, Flags)>> {
     server_names
         .into_iter()
         .map(|n| {
-            let rel: PathBuf = if n == "INBOX" { PathBuf::from("INBOX") } else { n.split('.').collect() };
+            let rel: PathBuf = layout.folder_path(&n, Some('.')).unwrap();
             let msgs = read_maildir(&root.join(rel));
             (n, msgs)
         })
@@ -345,8 +354,13 @@ pub fn local_messages(
 /// by folder, byte for byte up to line ends, with the same flags: nothing missing, nothing
 /// twice.
 pub fn assert_store_matches(dv: &Dovecot, maildir_root: &Path) {
+    assert_store_matches_in(dv, maildir_root, syncmail_maildir::Layout::Verbatim);
+}
+
+/// [`assert_store_matches`] for a store in `layout`.
+pub fn assert_store_matches_in(dv: &Dovecot, maildir_root: &Path, layout: syncmail_maildir::Layout) {
     let server = dv.server_messages();
-    let local = local_messages(maildir_root, server.keys().cloned());
+    let local = local_messages_in(maildir_root, server.keys().cloned(), layout);
     for (folder, msgs) in &server {
         let l = &local[folder];
         assert_eq!(l.len(), msgs.len(), "{folder}: {} local messages, {} on the server", l.len(), msgs.len());

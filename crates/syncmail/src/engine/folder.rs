@@ -24,7 +24,7 @@ use crate::far::{FlagQuery, Mailbox, MailboxStatus, Session};
 use crate::state::{AppendRow, FarMark, FolderRow, State};
 use std::collections::{BTreeSet, HashMap};
 use syncmail_imap::Error as ImapError;
-use syncmail_maildir::{self as maildir, Entry, Folder, folder_path};
+use syncmail_maildir::{self as maildir, Entry, Folder};
 
 /// Messages per state commit (one journal step), and the bytes after which a batch ends
 /// early. Each batch ends in one syncfs(2): large batches keep the file system from
@@ -131,9 +131,9 @@ pub(crate) fn near_path_of(
         && let Some(local) =
             mb.attributes.iter().find_map(|a| names.get(&a.trim_start_matches('\\').to_ascii_lowercase()))
     {
-        return folder_path(local, Some('/'));
+        return account.layout.folder_path(local, Some('/'));
     }
-    folder_path(&mb.display_name, mb.delimiter)
+    account.layout.folder_path(&mb.display_name, mb.delimiter)
 }
 
 /// A path's key for telling folders apart on any file system: case-folded and in Unicode

@@ -28,17 +28,37 @@ use crate::state::{FolderRow, State};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
-use syncmail_maildir::{self as maildir, Folder};
+use syncmail_maildir::{self as maildir, Folder, Layout};
 
 /// Directory levels looked into below the store root.
 const MAX_DEPTH: usize = 32;
 
-/// The Maildir folders under `root` in the verbatim layout, as relative paths with `/`:
-/// directories holding `cur` and `new`. Names that could not have come from a folder name
-/// (a leading dot, a Maildir's own `cur`/`new`/`tmp`, not UTF-8), symbolic links and
-/// folders moved aside after a renumbering (`NAME~uidvalidity-N`) are passed over.
-pub(crate) fn scan_near(root: &Path) -> std::io::Result<Vec<String>> {
+/// The Maildir folders under `root`, as relative paths (`Lists/rust`, or `.Lists.rust`
+/// and `.` for INBOX in Maildir++): directories holding `cur` and `new`. Names that could
+/// not have come from a folder name (a leading dot in the verbatim layout, a Maildir's
+/// own `cur`/`new`/`tmp`, not UTF-8), symbolic links and folders moved aside after a
+/// renumbering (`NAME~uidvalidity-N`) are passed over.
+pub(crate) fn scan_near(root: &Path, layout: Layout) -> std::io::Result<Vec<String>> {
+    let is_folder = |p: &Path| p.join("cur").is_dir() && p.join("new").is_dir();
     let mut out = Vec::new();
+    if layout == Layout::MaildirPlusPlus {
+        if is_folder(root) {
+            out.push(".".to_string());
+        }
+        for entry in fs::read_dir(root)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if !entry.file_type()?.is_dir() || name.contains("~uidvalidity-") || !name.starts_with('.') {
+                continue;
+            }
+            let ok = name.len() > 1 && layout.components(&name).iter().all(|c| maildir::check_component(c).is_ok());
+            if ok && is_folder(&entry.path()) {
+                out.push(name);
+            }
+        }
+        out.sort();
+        return Ok(out);
+    }
     let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
     while let Some((dir, rel, depth)) = stack.pop() {
         let entries = match fs::read_dir(&dir) {
@@ -57,7 +77,7 @@ pub(crate) fn scan_near(root: &Path) -> std::io::Result<Vec<String>> {
             }
             let path = entry.path();
             let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-            if path.join("cur").is_dir() && path.join("new").is_dir() {
+            if is_folder(&path) {
                 out.push(child.clone());
             }
             if depth + 1 < MAX_DEPTH {
@@ -86,14 +106,14 @@ fn delimiter(mailboxes: &[Mailbox]) -> Option<char> {
         .or_else(|| mailboxes.iter().find_map(|m| m.delimiter))
 }
 
-/// The UTF-8 folder name of a local path: its components joined by the delimiter.
-fn display_of(path: &str, delimiter: Option<char>) -> Result<String, String> {
-    let parts: Vec<&str> = path.split('/').collect();
+/// The UTF-8 folder name of a local path: its levels joined by the delimiter.
+fn display_of(path: &str, delimiter: Option<char>, layout: Layout) -> Result<String, String> {
+    let parts = layout.components(path);
     match delimiter {
         None if parts.len() > 1 => {
             Err("the server has no folder hierarchy, so a folder inside another cannot be made there".into())
         }
-        None => Ok(path.to_string()),
+        None => Ok(parts.concat()),
         Some(d) => match parts.iter().find(|p| p.contains(d)) {
             Some(p) => Err(format!("{p:?} contains {d:?}, the server's hierarchy separator")),
             None => Ok(parts.join(&d.to_string())),
@@ -134,16 +154,36 @@ fn near_unchanged(state: &State, row: &FolderRow, root: &Path) -> Result<bool, S
         && known.values().all(|r| !r.pending && scan.get(&r.near_id).is_some_and(|e| e.flags == r.flags)))
 }
 
-/// Renames the directory `from` to `to` (both relative to `root`), making `to`'s parents,
-/// and makes the change durable.
-fn move_dir(root: &Path, from: &str, to: &str) -> std::io::Result<()> {
+/// Renames the folder at `from` to `to` (both relative to `root`), making `to`'s parents,
+/// and makes the change durable. In the Maildir++ layout the folders inside it, which
+/// are its siblings on disk, are renamed along (in the verbatim one they move with it).
+fn move_dir(root: &Path, from: &str, to: &str, layout: Layout) -> std::io::Result<()> {
     let (src, dst) = (root.join(from), root.join(to));
     if let Some(parent) = dst.parent() {
         fs::create_dir_all(parent)?;
     }
     fs::rename(&src, &dst)?;
+    move_children(root, from, to, layout)?;
     for p in [src.parent(), dst.parent()].into_iter().flatten() {
         fs::File::open(p)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// In the Maildir++ layout: renames the folders inside `from` to be inside `to`.
+fn move_children(root: &Path, from: &str, to: &str, layout: Layout) -> std::io::Result<()> {
+    if layout != Layout::MaildirPlusPlus {
+        return Ok(());
+    }
+    let (old, new) = (layout.child_prefix(from), layout.child_prefix(to));
+    for entry in fs::read_dir(root)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(&old) {
+            let target = root.join(format!("{new}{rest}"));
+            if !target.exists() {
+                fs::rename(root.join(&name), target)?;
+            }
+        }
     }
     Ok(())
 }
@@ -186,7 +226,8 @@ pub(crate) fn sync_hierarchy(
     finish_interrupted_renames(ctx, session, state, mailboxes)?;
 
     let rows = state.folders().map_err(|e| lerr(format!("sync state: {e}")))?;
-    let near_paths = scan_near(&root).map_err(|e| lerr(format!("cannot read {}: {e}", root.display())))?;
+    let layout = ctx.account.layout;
+    let near_paths = scan_near(&root, layout).map_err(|e| lerr(format!("cannot read {}: {e}", root.display())))?;
     let filter = &ctx.account.folders;
     let rows: Vec<FolderRow> = rows.into_iter().filter(|r| filter.matches(&r.display_name, r.delimiter)).collect();
     let known_far: HashSet<&str> = rows.iter().map(|r| r.far_name.as_str()).collect();
@@ -200,7 +241,7 @@ pub(crate) fn sync_hierarchy(
         .collect();
     let mut new_near: Vec<String> = Vec::new();
     for p in near_paths.iter().filter(|p| !known_near.contains(p.as_str())) {
-        match display_of(p, delim) {
+        match display_of(p, delim, layout) {
             Ok(d) if filter.matches(&d, delim) => new_near.push(p.clone()),
             Ok(_) => {}
             Err(why) if up => ctx.error(folder_err(
@@ -351,7 +392,7 @@ pub(crate) fn sync_hierarchy(
                 if near == Found::Gone {
                     // Renamed there, deleted here: a deletion of the renamed folder.
                     state
-                        .begin_rename(row.id, &mb.far_name, &mb.display_name, &target)
+                        .begin_rename(row.id, &mb.far_name, &mb.display_name, &target, layout)
                         .map_err(|e| lerr(e.to_string()))?;
                     state.finish_renames().map_err(|e| lerr(e.to_string()))?;
                     let row = state.folder(&mb.far_name).map_err(|e| lerr(e.to_string()))?.unwrap_or(row);
@@ -386,14 +427,16 @@ pub(crate) fn sync_hierarchy(
                 if current != row.near_path {
                     // Renamed on both sides: the local rename is recorded first.
                     state
-                        .begin_rename(row.id, &row.far_name, &row.display_name, &current)
+                        .begin_rename(row.id, &row.far_name, &row.display_name, &current, layout)
                         .map_err(|e| lerr(e.to_string()))?;
                     state.finish_renames().map_err(|e| lerr(e.to_string()))?;
                 }
-                state.begin_rename(row.id, &mb.far_name, &mb.display_name, &target).map_err(|e| lerr(e.to_string()))?;
+                state
+                    .begin_rename(row.id, &mb.far_name, &mb.display_name, &target, layout)
+                    .map_err(|e| lerr(e.to_string()))?;
                 ctx.step()?;
                 if current != target {
-                    move_dir(&root, &current, &target)
+                    move_dir(&root, &current, &target, layout)
                         .map_err(|e| lerr(format!("cannot rename {current} to {target}: {e}")))?;
                 }
                 state.finish_renames().map_err(|e| lerr(e.to_string()))?;
@@ -405,7 +448,7 @@ pub(crate) fn sync_hierarchy(
                 ctx.step()?;
             }
             (Found::Here, Found::Renamed(p)) if up => {
-                let display = match display_of(&p, delim) {
+                let display = match display_of(&p, delim, layout) {
                     Ok(d) => d,
                     Err(why) => {
                         ctx.error(folder_err(
@@ -440,7 +483,7 @@ pub(crate) fn sync_hierarchy(
                     (0, 0),
                     (0, 0),
                 );
-                state.begin_rename(row.id, &far_name, &display, &p).map_err(|e| lerr(e.to_string()))?;
+                state.begin_rename(row.id, &far_name, &display, &p, layout).map_err(|e| lerr(e.to_string()))?;
                 ctx.step()?;
                 session.rename(&row.far_name, &far_name).map_err(|e| errors::from_imap(&name, Some(&shown), &e))?;
                 state.finish_renames().map_err(|e| lerr(e.to_string()))?;
@@ -451,9 +494,9 @@ pub(crate) fn sync_hierarchy(
             (Found::Gone, Found::Renamed(p)) => {
                 // Deleted there, renamed here: the rename is recorded, then it is a
                 // deletion on the server of a folder that still lives here.
-                if let Ok(display) = display_of(&p, delim) {
+                if let Ok(display) = display_of(&p, delim, layout) {
                     let far_name = session.encode_name(&display);
-                    state.begin_rename(row.id, &far_name, &display, &p).map_err(|e| lerr(e.to_string()))?;
+                    state.begin_rename(row.id, &far_name, &display, &p, layout).map_err(|e| lerr(e.to_string()))?;
                     state.finish_renames().map_err(|e| lerr(e.to_string()))?;
                     if let Some(r) = state.folder(&far_name).map_err(|e| lerr(e.to_string()))? {
                         found.push((r, Found::Gone, Found::Here));
@@ -572,7 +615,7 @@ pub(crate) fn sync_hierarchy(
     if up {
         let far_now: HashSet<String> = mailboxes.iter().map(|m| m.far_name.clone()).collect();
         for p in new_near {
-            let Ok(display) = display_of(&p, delim) else { continue };
+            let Ok(display) = display_of(&p, delim, layout) else { continue };
             let far_name = session.encode_name(&display);
             if state.folder_by_path(&p).map_err(|e| lerr(e.to_string()))?.is_some() {
                 continue;
@@ -727,7 +770,7 @@ fn finish_interrupted_renames(
     for r in &pending {
         let is_child = pending.iter().any(|p| {
             p.id != r.id
-                && (r.near_path.starts_with(&format!("{}/", p.near_path))
+                && (r.near_path.starts_with(&ctx.account.layout.child_prefix(&p.near_path))
                     || p.delimiter.is_some_and(|d| r.far_name.starts_with(&format!("{}{d}", p.far_name))))
         });
         if is_child {
@@ -745,7 +788,7 @@ fn finish_interrupted_renames(
         }
         if r.prev_near_path != r.near_path && !root.join(&r.near_path).exists() && root.join(&r.prev_near_path).exists()
         {
-            move_dir(&root, &r.prev_near_path, &r.near_path)
+            move_dir(&root, &r.prev_near_path, &r.near_path, ctx.account.layout)
                 .map_err(|e| lerr(format!("cannot rename {} to {}: {e}", r.prev_near_path, r.near_path)))?;
         }
     }

@@ -118,19 +118,39 @@ pub(crate) fn rematch(
     }
 
     if !locals.is_empty() && pairs.len() * 2 < locals.len() {
-        // A different folder under the old name: keep every local message, aside.
+        // A different folder under the old name: keep every local message, aside. Only
+        // the folder's own messages move (cur, new, tmp); folders inside it stay.
         let base = dir.path().to_path_buf();
-        let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut moved_to = base.with_file_name(format!("{name}~uidvalidity-{}", row.uidvalidity));
+        let aside = |n: usize| {
+            let suffix = if n == 1 { String::new() } else { format!("-{n}") };
+            if row.near_path == "." {
+                // Maildir++ INBOX: the root itself.
+                base.join(format!(".INBOX~uidvalidity-{}{suffix}", row.uidvalidity))
+            } else {
+                let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                base.with_file_name(format!("{name}~uidvalidity-{}{suffix}", row.uidvalidity))
+            }
+        };
         let mut n = 1;
+        let mut moved_to = aside(n);
         while moved_to.exists() {
             n += 1;
-            moved_to = base.with_file_name(format!("{name}~uidvalidity-{}-{n}", row.uidvalidity));
+            moved_to = aside(n);
         }
-        std::fs::rename(&base, &moved_to).map_err(|e| lerr(&format!("moving {} aside: {e}", base.display())))?;
-        if let Some(parent) = base.parent() {
+        std::fs::create_dir_all(&moved_to).map_err(|e| lerr(&format!("creating {}: {e}", moved_to.display())))?;
+        for sub in ["cur", "new", "tmp"] {
+            match std::fs::rename(base.join(sub), moved_to.join(sub)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(lerr(&format!("moving {} aside: {e}", base.join(sub).display())));
+                }
+                _ => {}
+            }
+        }
+        maildir::sync_dir(&moved_to).map_err(|e| lerr(&e))?;
+        if let Some(parent) = moved_to.parent() {
             maildir::sync_dir(parent).map_err(|e| lerr(&e))?;
         }
+        maildir::sync_dir(&base).map_err(|e| lerr(&e))?;
         dir.create().map_err(|e| lerr(&e))?;
         state.rebuild_folder(row.id, uidvalidity, &[]).map_err(|e| lerr(&e))?;
         return Ok(Outcome::MovedAside { moved_to });
