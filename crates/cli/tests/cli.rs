@@ -228,3 +228,31 @@ fn killed_at_random_moments_during_two_way_work_loses_and_duplicates_nothing() {
         }
     }
 }
+
+#[test]
+fn folder_changes_show_in_the_summary_and_the_json_done_event() {
+    let dv = Dovecot::start(Options { messages: 20, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = write_config(&dv, tmp.path(), "secret");
+    let out = syncmail().arg("-c").arg(&conf).arg("sync").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let projects = syncmail_maildir::Folder::new(tmp.path().join("mail/Projects"));
+    projects.create().unwrap();
+    let staged = projects.stage("local-1", b"Subject: p1\nMessage-ID: <p1@test>\n\nx\n").unwrap();
+    projects.publish(staged, syncmail_imap::Flags::empty()).unwrap();
+    let out = syncmail().arg("-c").arg(&conf).arg("sync").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("created Projects (server side)"), "{text}");
+    std::fs::rename(tmp.path().join("mail/Projects"), tmp.path().join("mail/Renamed")).unwrap();
+    let out = syncmail().arg("-c").arg(&conf).args(["--json", "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = json_lines(&out.stdout);
+    let done = events.iter().find(|e| e["event"] == "done").unwrap();
+    assert_eq!(
+        done["hierarchy"],
+        serde_json::json!([{"change": "renamed", "side": "server", "from": "Projects", "to": "Renamed"}])
+    );
+    assert_eq!(done["uploaded"], 0);
+    assert!(dv.doveadm(&["mailbox", "list"]).lines().any(|l| l.trim() == "Renamed"));
+}
