@@ -278,6 +278,11 @@ impl State {
         Ok(out)
     }
 
+    /// Whether the account knows any message at all.
+    pub fn has_messages(&self) -> Result<bool> {
+        self.conn.query_row("SELECT EXISTS (SELECT 1 FROM messages)", [], |r| r.get::<_, i64>(0).map(|v| v != 0))
+    }
+
     /// Whether a download of this folder was interrupted (rows still pending).
     pub fn has_pending(&self, folder_id: i64) -> Result<bool> {
         self.conn.query_row(

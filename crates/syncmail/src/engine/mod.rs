@@ -261,6 +261,7 @@ fn sync_folders(
     moves::clear_attic(ctx);
     moves::recover(ctx, session, state)?;
     let mut index = moves::NearIndex::default();
+    index.had_messages = state.has_messages().map_err(local_err)?;
     // The Trash folder for the "trash" deletion policy: special-use, else configured,
     // else one named Trash.
     let trash = mailboxes

@@ -36,6 +36,9 @@ pub(crate) struct NearIndex {
     attic: HashMap<(u64, String), PathBuf>,
     /// Files the state does not know, in every folder: built on first need.
     unknown: Option<Vec<Unknown>>,
+    /// Whether the account had messages before this run: in a first sync nothing can
+    /// have moved, and the search for local copies is skipped.
+    pub had_messages: bool,
 }
 
 pub(crate) struct Unknown {
@@ -400,6 +403,9 @@ pub(crate) fn local_copies(
     downloads: &[(u32, u64)],
 ) -> Result<HashMap<u32, (PathBuf, String)>, String> {
     let mut out = HashMap::new();
+    if !index.had_messages {
+        return Ok(out);
+    }
     let mut candidates = Vec::new();
     for (uid, size) in downloads {
         if index.attic.keys().any(|(s, _)| s == size)
