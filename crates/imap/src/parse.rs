@@ -133,10 +133,11 @@ pub enum Untagged<'a> {
     Capability(Vec<String>),
     List(ListEntry),
     Lsub(ListEntry),
-    /// STATUS response: mailbox name as sent, and the items.
+    /// STATUS response: mailbox name as sent, the numeric items, and MAILBOXID (RFC 8474).
     MailboxStatus {
         name: Vec<u8>,
         items: Vec<(String, u64)>,
+        mailbox_id: Option<String>,
     },
     Flags(Vec<String>),
     Exists(u32),
@@ -498,16 +499,21 @@ fn untagged<'a>(lx: &mut Lexer<'a>) -> PResult<Untagged<'a>> {
             let items = match lx.value()? {
                 Value::List(v) => {
                     let mut items = Vec::new();
+                    let mut mailbox_id = None;
                     for pair in v.chunks(2) {
                         let [k, val] = pair else { return Err("a STATUS item without a value".into()) };
                         let k = text(k.as_bytes().ok_or("a STATUS item name")?).to_ascii_uppercase();
+                        if k == "MAILBOXID" {
+                            mailbox_id = string_list(val)?.into_iter().next();
+                            continue;
+                        }
                         items.push((k, val.as_number().ok_or("a STATUS value that is not a number")?));
                     }
-                    items
+                    (items, mailbox_id)
                 }
                 _ => return Err("expected the STATUS item list".into()),
             };
-            Untagged::MailboxStatus { name, items }
+            Untagged::MailboxStatus { name, items: items.0, mailbox_id: items.1 }
         }
         "SEARCH" => {
             let mut v = Vec::new();
@@ -738,7 +744,16 @@ mod tests {
                     ("UIDNEXT".into(), 44292),
                     ("UIDVALIDITY".into(), 1),
                     ("HIGHESTMODSEQ".into(), 7011231777)
-                ]
+                ],
+                mailbox_id: None,
+            })
+        );
+        assert_eq!(
+            p(b"* STATUS INBOX (UIDVALIDITY 3 MAILBOXID (F2212ea87-6097-4256-9d51-71338625))\r\n"),
+            Response::Untagged(Untagged::MailboxStatus {
+                name: b"INBOX".to_vec(),
+                items: vec![("UIDVALIDITY".into(), 3)],
+                mailbox_id: Some("F2212ea87-6097-4256-9d51-71338625".into()),
             })
         );
     }

@@ -28,12 +28,15 @@ pub struct Mailbox {
     pub status: Option<MailboxStatus>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailboxStatus {
     pub messages: u32,
     pub uidnext: u32,
     pub uidvalidity: u32,
     pub highestmodseq: Option<u64>,
+    /// RFC 8474 MAILBOXID, where the server offers OBJECTID: stays with the folder across
+    /// renames.
+    pub mailbox_id: Option<String>,
 }
 
 /// What SELECT told us, plus what QRESYNC sent with it.
@@ -71,8 +74,8 @@ fn flags_of(list: &[String]) -> Flags {
     f
 }
 
-fn status_of(items: &[(String, u64)]) -> MailboxStatus {
-    let mut s = MailboxStatus::default();
+fn status_of(items: &[(String, u64)], mailbox_id: Option<String>) -> MailboxStatus {
+    let mut s = MailboxStatus { mailbox_id, ..Default::default() };
     for (k, v) in items {
         match k.as_str() {
             "MESSAGES" => s.messages = *v as u32,
@@ -119,7 +122,12 @@ impl Session {
     }
 
     fn status_items(&self) -> &'static str {
-        if self.condstore { "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ" } else { "MESSAGES UIDNEXT UIDVALIDITY" }
+        match (self.condstore, self.client.has("OBJECTID")) {
+            (true, true) => "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ MAILBOXID",
+            (true, false) => "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ",
+            (false, true) => "MESSAGES UIDNEXT UIDVALIDITY MAILBOXID",
+            (false, false) => "MESSAGES UIDNEXT UIDVALIDITY",
+        }
     }
 
     /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
@@ -143,8 +151,8 @@ impl Session {
             client.run(&cmd, |u| {
                 match u {
                     Untagged::List(e) => entries.push(e),
-                    Untagged::MailboxStatus { name, items } => {
-                        statuses.insert(name, status_of(&items));
+                    Untagged::MailboxStatus { name, items, mailbox_id } => {
+                        statuses.insert(name, status_of(&items, mailbox_id));
                     }
                     _ => {}
                 }
@@ -166,7 +174,7 @@ impl Session {
                 let display_name = client.decode_name(&e.name).unwrap_or_else(|_| far_name.clone());
                 out.push(Mailbox {
                     attributes: e.attributes.clone(),
-                    status: statuses.get(&e.name).copied(),
+                    status: statuses.get(&e.name).cloned(),
                     far_name,
                     display_name,
                     delimiter: e.delimiter,
@@ -176,7 +184,7 @@ impl Session {
         }
         for m in &mut out {
             if m.status.is_none() {
-                m.status = statuses.get(m.far_name.as_bytes()).copied();
+                m.status = statuses.get(m.far_name.as_bytes()).cloned();
             }
         }
         self.unusable_names = bad.into_iter().collect();
@@ -200,14 +208,14 @@ impl Session {
             }
             for (name, tag) in tags {
                 let r = self.client.complete(&tag, |u| {
-                    if let Untagged::MailboxStatus { name, items } = u {
-                        got.insert(name, status_of(&items));
+                    if let Untagged::MailboxStatus { name, items, mailbox_id } = u {
+                        got.insert(name, status_of(&items, mailbox_id));
                     }
                     Ok(())
                 });
                 match r {
                     Ok(_) => {
-                        let s = got.get(name.as_bytes()).copied().unwrap_or_default();
+                        let s = got.get(name.as_bytes()).cloned().unwrap_or_default();
                         out.insert(name, Ok(s));
                     }
                     Err(e @ (Error::No { .. } | Error::Bad { .. })) => {
@@ -322,7 +330,8 @@ impl Session {
             }
         }
         if list_new {
-            tags.push(self.client.send(&format!("UID FETCH {}:* (UID FLAGS RFC822.SIZE)", uidnext.max(1)))?);
+            let emailid = if self.client.has("OBJECTID") { " EMAILID" } else { "" };
+            tags.push(self.client.send(&format!("UID FETCH {}:* (UID FLAGS RFC822.SIZE{emailid})", uidnext.max(1)))?);
         }
         let full_listing = query == FlagQuery::All;
         {
@@ -336,6 +345,9 @@ impl Session {
                             // `N:*` returns the last message even below N (RFC 3501 §6.4.8).
                             if let Some(size) = data.size {
                                 ch.new.insert(uid, (size, flags));
+                            }
+                            if let Some(id) = data.email_id {
+                                ch.email_ids.insert(uid, id);
                             }
                         } else {
                             ch.flags.insert(uid, flags);
@@ -756,6 +768,8 @@ pub struct Changes {
     pub present: Option<UidRanges>,
     /// Messages from the old UIDNEXT on: UID → (size, flags).
     pub new: BTreeMap<u32, (u64, Flags)>,
+    /// Their EMAILID (RFC 8474), where the server offers OBJECTID.
+    pub email_ids: HashMap<u32, String>,
 }
 
 /// Why a session could not be opened.

@@ -100,6 +100,13 @@ CREATE TABLE moves (
     PRIMARY KEY (from_folder, uid)
 ) STRICT;
 "#,
+    r#"
+-- OBJECTID (RFC 8474), where the server offers it: MAILBOXID stays with a folder across
+-- renames, EMAILID with a message across moves and copies. '' when not known.
+ALTER TABLE folders ADD COLUMN mailbox_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN email_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX messages_by_email_id ON messages(email_id) WHERE email_id != '';
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +125,8 @@ pub struct FolderRow {
     /// A rename under way: the far name and the local path before it ('' when none).
     pub prev_far_name: String,
     pub prev_near_path: String,
+    /// The server's MAILBOXID ('' when not offered).
+    pub mailbox_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,11 +214,12 @@ impl State {
             near_mtimes: r.get(9)?,
             prev_far_name: r.get(10)?,
             prev_near_path: r.get(11)?,
+            mailbox_id: r.get(12)?,
         })
     }
 
     const FOLDER_COLS: &'static str = "id, far_name, display_name, near_path, delimiter, uidvalidity, uidnext, highestmodseq, far_count, near_mtimes, \
-         prev_far_name, prev_near_path";
+         prev_far_name, prev_near_path, mailbox_id";
 
     pub fn folders(&self) -> Result<Vec<FolderRow>> {
         let mut st = self.conn.prepare(&format!("SELECT {} FROM folders ORDER BY id", Self::FOLDER_COLS))?;
@@ -459,6 +469,23 @@ impl State {
         Ok(())
     }
 
+    /// Records the server's MAILBOXID of a folder.
+    pub fn set_mailbox_id(&mut self, folder_id: i64, mailbox_id: &str) -> Result<()> {
+        self.conn.execute("UPDATE folders SET mailbox_id = ?2 WHERE id = ?1", params![folder_id, mailbox_id])?;
+        Ok(())
+    }
+
+    /// Known messages with this EMAILID: (folder, unique name).
+    pub fn find_email_id(&self, email_id: &str) -> Result<Vec<(i64, String)>> {
+        if email_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut st =
+            self.conn.prepare_cached("SELECT folder_id, near_id FROM messages WHERE email_id = ?1 AND pending = 0")?;
+        let rows = st.query_map([email_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
     /// Forgets a folder and all its messages and journals.
     pub fn delete_folder(&mut self, folder_id: i64) -> Result<()> {
         self.conn.execute("DELETE FROM folders WHERE id = ?1", [folder_id])?;
@@ -499,11 +526,16 @@ impl State {
 
     /// The Message-ID recorded for a message ('' when none).
     pub fn message_id_of(&self, folder_id: i64, uid: u32) -> Result<String> {
+        Ok(self.identity_of(folder_id, uid)?.0)
+    }
+
+    /// The Message-ID and EMAILID recorded for a message ('' where not known).
+    pub fn identity_of(&self, folder_id: i64, uid: u32) -> Result<(String, String)> {
         self.conn
             .query_row(
-                "SELECT message_id FROM messages WHERE folder_id = ?1 AND uid = ?2",
+                "SELECT message_id, email_id FROM messages WHERE folder_id = ?1 AND uid = ?2",
                 params![folder_id, uid],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map(Option::unwrap_or_default)
@@ -602,22 +634,24 @@ impl State {
         self.commit_with_ids(folder_id, agreed, &[], forget, mark)
     }
 
-    /// [`State::commit`], also recording Message-IDs of the messages (downloads).
+    /// [`State::commit`], also recording the Message-ID and EMAILID of messages
+    /// (downloads): (UID, Message-ID, EMAILID), '' where not known.
     pub fn commit_with_ids(
         &mut self,
         folder_id: i64,
         agreed: &[(u32, Flags)],
-        ids: &[(u32, String)],
+        ids: &[(u32, String, String)],
         forget: &[u32],
         mark: Option<FarMark>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             if !ids.is_empty() {
-                let mut st =
-                    tx.prepare_cached("UPDATE messages SET message_id = ?3 WHERE folder_id = ?1 AND uid = ?2")?;
-                for (uid, id) in ids {
-                    st.execute(params![folder_id, uid, id])?;
+                let mut st = tx.prepare_cached(
+                    "UPDATE messages SET message_id = ?3, email_id = ?4 WHERE folder_id = ?1 AND uid = ?2",
+                )?;
+                for (uid, id, email_id) in ids {
+                    st.execute(params![folder_id, uid, id, email_id])?;
                 }
             }
             let mut up =

@@ -200,6 +200,11 @@ fn sync_folder_once(
     let shown = mb.display_name.as_str();
     let Some((row, created)) = ensure_folder(ctx, state, mb, may_create)? else { return Ok(None) };
     let mut report = FolderReport { folder: shown.to_string(), created, ..Default::default() };
+    if let Some(id) = status.as_ref().and_then(|s| s.mailbox_id.as_deref())
+        && id != row.mailbox_id
+    {
+        state.set_mailbox_id(row.id, id).map_err(|e| local_error(ctx, shown, e))?;
+    }
     let dir = Folder::new(ctx.account.maildir.join(&row.near_path));
     let dir_existed = dir.exists();
     let lerr = |ctx: &Ctx<'_>, e: &dyn std::fmt::Display| local_error(ctx, shown, e);
@@ -368,6 +373,7 @@ fn sync_folder_once(
     } else {
         session.changes(row.uidnext, query, need_uids, list_new).map_err(|e| imap_error(ctx, shown, &e))?
     };
+    let email_ids = changes.email_ids;
     let mut far = FarView { new: changes.new, ..Default::default() };
     let listed_flags: HashMap<u32, syncmail_imap::Flags> = far.new.iter().map(|(u, (_, f))| (*u, *f)).collect();
     if sel.qresync_used {
@@ -458,8 +464,8 @@ fn sync_folder_once(
             Action::Agree { uid, flags } => agreed.push((uid, flags)),
             Action::DeleteNear { uid, entry } => {
                 let size = known.get(&uid).map_or(0, |r| r.size);
-                let mid = state.message_id_of(row.id, uid).map_err(|e| lerr(ctx, &e))?;
-                index.remove_to_attic(ctx, &dir, &entry, size, mid).map_err(|e| lerr(ctx, &e))?;
+                let (mid, email_id) = state.identity_of(row.id, uid).map_err(|e| lerr(ctx, &e))?;
+                index.remove_to_attic(ctx, &dir, &entry, size, mid, email_id).map_err(|e| lerr(ctx, &e))?;
                 forget.push(uid);
                 report.deleted += 1;
                 touched = true;
@@ -615,7 +621,7 @@ fn sync_folder_once(
     let copies = if downloads.is_empty() {
         HashMap::new()
     } else {
-        moves::local_copies(ctx, session, state, index, &row, &downloads).map_err(|e| lerr(ctx, &e))?
+        moves::local_copies(ctx, session, state, index, &row, &downloads, &email_ids).map_err(|e| lerr(ctx, &e))?
     };
     let max_uid = download(
         ctx,
@@ -624,7 +630,7 @@ fn sync_folder_once(
         &row,
         &dir,
         &downloads,
-        &copies,
+        (&copies, &email_ids),
         &flags_now,
         &mut report,
         (sel.uidvalidity, first_time),
@@ -780,7 +786,7 @@ fn download(
     row: &FolderRow,
     dir: &Folder,
     downloads: &[(u32, u64)],
-    copies: &HashMap<u32, (std::path::PathBuf, String)>,
+    (copies, email_ids): (&HashMap<u32, (std::path::PathBuf, String)>, &HashMap<u32, String>),
     flags_now: &HashMap<u32, syncmail_imap::Flags>,
     report: &mut FolderReport,
     (uidvalidity, first_time): (u32, bool),
@@ -808,7 +814,8 @@ fn download(
         let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
         let mut staged = Vec::with_capacity(batch.len());
         let mut seen = BTreeSet::new();
-        let mut ids: Vec<(u32, String)> = Vec::new();
+        let mut ids: Vec<(u32, String, String)> = Vec::new();
+        let email_id = |uid: u32| email_ids.get(&uid).cloned().unwrap_or_default();
         // Messages already here in another folder: copied from there, not downloaded.
         for uid in uids.iter().filter(|u| copies.contains_key(u)) {
             let (path, mid) = &copies[uid];
@@ -818,7 +825,8 @@ fn download(
             let s = dir.stage_unsynced(names[uid], &data).map_err(|e| local_error(ctx, shown, e))?;
             staged.push((*uid, flags, s, true));
             seen.insert(*uid);
-            ids.push((*uid, mid.clone()));
+            let mid = if mid.is_empty() { header(&data, "Message-ID").unwrap_or_default() } else { mid.clone() };
+            ids.push((*uid, mid, email_id(*uid)));
             done += 1;
         }
         let to_fetch: Vec<u32> = uids.iter().copied().filter(|u| !copies.contains_key(u)).collect();
@@ -832,8 +840,9 @@ fn download(
             // A server may send FLAGS in a FETCH of its own; the listing's are then current.
             let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
             maildir::crlf_to_lf_into(body, &mut data);
-            if let Some(mid) = header(body, "Message-ID") {
-                ids.push((uid, mid));
+            let mid = header(body, "Message-ID").unwrap_or_default();
+            if !mid.is_empty() || email_ids.contains_key(&uid) {
+                ids.push((uid, mid, email_id(uid)));
             }
             match dir.stage_unsynced(unique, &data) {
                 Ok(s) => staged.push((uid, flags, s, false)),

@@ -721,13 +721,22 @@ fn far_rename_candidate(
     mailboxes: &[Mailbox],
     new_far: &[usize],
 ) -> Result<Option<usize>, SyncError> {
+    // MAILBOXID (RFC 8474) stays with a folder across a rename: where both sides know it,
+    // it decides alone.
+    if !row.mailbox_id.is_empty() {
+        return Ok((0..new_far.len()).find(|&k| {
+            mailboxes[new_far[k]].status.as_ref().and_then(|s| s.mailbox_id.as_deref()) == Some(&row.mailbox_id)
+        }));
+    }
     if row.uidvalidity == 0 {
         return Ok(None);
     }
     let same: Vec<usize> = (0..new_far.len())
-        .filter(|&k| mailboxes[new_far[k]].status.is_some_and(|s| s.uidvalidity == row.uidvalidity))
+        .filter(|&k| mailboxes[new_far[k]].status.as_ref().is_some_and(|s| s.uidvalidity == row.uidvalidity))
         .collect();
-    if let Some(&k) = same.iter().find(|&&k| mailboxes[new_far[k]].status.is_some_and(|s| far_unchanged(row, &s))) {
+    if let Some(&k) =
+        same.iter().find(|&&k| mailboxes[new_far[k]].status.as_ref().is_some_and(|s| far_unchanged(row, s)))
+    {
         return Ok(Some(k));
     }
     let known = state.messages(row.id).map_err(|e| errors::local(ctx.name(), None, e.to_string()))?;

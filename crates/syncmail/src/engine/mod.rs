@@ -297,7 +297,7 @@ fn sync_folders(
             ctx.report.cancelled = true;
             return Ok(());
         }
-        let status: Option<MailboxStatus> = match mb.status {
+        let status: Option<MailboxStatus> = match mb.status.clone() {
             Some(s) => Some(s),
             None => match statuses.remove(&mb.far_name) {
                 Some(Ok(s)) => Some(s),
@@ -339,7 +339,7 @@ fn sync_folders(
                 session,
                 state,
                 mb,
-                status,
+                status.clone(),
                 created_allowed,
                 mode,
                 trash.as_deref(),

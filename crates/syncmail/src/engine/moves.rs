@@ -32,8 +32,9 @@ pub(crate) struct NearIndex {
     /// Folder id → its listing.
     scans: HashMap<i64, HashMap<String, Entry>>,
     /// Files removed from a folder because the server expunged them, this run: (size,
-    /// Message-ID) → path in the attic.
+    /// Message-ID) → path in the attic; and EMAILID → path.
     attic: HashMap<(u64, String), PathBuf>,
+    attic_by_email_id: HashMap<String, PathBuf>,
     /// Files the state does not know, in every folder: built on first need.
     unknown: Option<Vec<Unknown>>,
     /// Whether the account had messages before this run: in a first sync nothing can
@@ -81,16 +82,54 @@ impl NearIndex {
         entry: &Entry,
         size: u64,
         message_id: String,
+        email_id: String,
     ) -> maildir::Result<()> {
-        if !message_id.is_empty() {
+        if !message_id.is_empty() || !email_id.is_empty() {
             let attic = attic_dir(ctx);
             let to = attic.join(entry.unique());
             if fs::create_dir_all(&attic).is_ok() && fs::rename(dir.entry_path(entry), &to).is_ok() {
-                self.attic.insert((size, message_id), to);
+                if !email_id.is_empty() {
+                    self.attic_by_email_id.insert(email_id, to.clone());
+                }
+                if !message_id.is_empty() {
+                    self.attic.insert((size, message_id), to);
+                }
                 return Ok(());
             }
         }
         dir.remove(entry)
+    }
+
+    /// A local file holding the message with this EMAILID, outside `folder_id`.
+    fn local_copy_by_email_id(
+        &mut self,
+        ctx: &Ctx<'_>,
+        state: &State,
+        folder_id: i64,
+        email_id: &str,
+    ) -> Result<Option<PathBuf>, String> {
+        if let Some(p) = self.attic_by_email_id.get(email_id) {
+            return Ok(Some(p.clone()));
+        }
+        let found = state.find_email_id(email_id).map_err(|e| e.to_string())?;
+        let pairs: Vec<(i64, String)> = found.into_iter().filter(|(f, _)| *f != folder_id).collect();
+        self.find_file(ctx, state, &pairs)
+    }
+
+    /// The first of (folder, unique name) whose file is there.
+    fn find_file(&mut self, ctx: &Ctx<'_>, state: &State, pairs: &[(i64, String)]) -> Result<Option<PathBuf>, String> {
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let folders = state.folders().map_err(|e| e.to_string())?;
+        for (fid, near_id) in pairs {
+            let Some(f) = folders.iter().find(|f| f.id == *fid) else { continue };
+            let scan = self.scan(&ctx.account.maildir, f).map_err(|e| e.to_string())?;
+            if let Some(e) = scan.get(near_id) {
+                return Ok(Some(ctx.account.maildir.join(&f.near_path).join(e.sub.dir()).join(&e.file_name)));
+            }
+        }
+        Ok(None)
     }
 
     /// A local file holding the message with this size and Message-ID, outside `folder_id`.
@@ -108,18 +147,14 @@ impl NearIndex {
         if let Some(p) = self.attic.get(&(size, message_id.to_string())) {
             return Ok(Some(p.clone()));
         }
-        let folders = state.folders().map_err(|e| e.to_string())?;
-        for (fid, _uid, near_id, _) in state.find_identity(size, message_id).map_err(|e| e.to_string())? {
-            if fid == folder_id {
-                continue;
-            }
-            let Some(f) = folders.iter().find(|f| f.id == fid) else { continue };
-            let scan = self.scan(&ctx.account.maildir, f).map_err(|e| e.to_string())?;
-            if let Some(e) = scan.get(&near_id) {
-                return Ok(Some(ctx.account.maildir.join(&f.near_path).join(e.sub.dir()).join(&e.file_name)));
-            }
-        }
-        Ok(None)
+        let pairs: Vec<(i64, String)> = state
+            .find_identity(size, message_id)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|(f, ..)| *f != folder_id)
+            .map(|(f, _, near_id, _)| (f, near_id))
+            .collect();
+        self.find_file(ctx, state, &pairs)
     }
 
     /// Files the state does not know, in every known folder but `except`.
@@ -401,6 +436,7 @@ pub(crate) fn local_copies(
     index: &mut NearIndex,
     row: &FolderRow,
     downloads: &[(u32, u64)],
+    email_ids: &HashMap<u32, String>,
 ) -> Result<HashMap<u32, (PathBuf, String)>, String> {
     let mut out = HashMap::new();
     if !index.had_messages {
@@ -408,6 +444,13 @@ pub(crate) fn local_copies(
     }
     let mut candidates = Vec::new();
     for (uid, size) in downloads {
+        // With OBJECTID the server names the message: no guessing, no extra request.
+        if let Some(id) = email_ids.get(uid) {
+            if let Some(p) = index.local_copy_by_email_id(ctx, state, row.id, id)? {
+                out.insert(*uid, (p, String::new()));
+            }
+            continue;
+        }
         if index.attic.keys().any(|(s, _)| s == size)
             || state.size_known_elsewhere(row.id, *size).map_err(|e| e.to_string())?
         {
