@@ -786,7 +786,7 @@ fn download(
     row: &FolderRow,
     dir: &Folder,
     downloads: &[(u32, u64)],
-    (copies, email_ids): (&HashMap<u32, (std::path::PathBuf, String)>, &HashMap<u32, String>),
+    (copies, email_ids): (&moves::LocalCopies, &HashMap<u32, String>),
     flags_now: &HashMap<u32, syncmail_imap::Flags>,
     report: &mut FolderReport,
     (uidvalidity, first_time): (u32, bool),

@@ -26,6 +26,9 @@ use std::path::{Path, PathBuf};
 use syncmail_imap::Flags;
 use syncmail_maildir::{self as maildir, Entry, Folder};
 
+/// New server messages found here already: UID → (the local file, its Message-ID).
+pub(crate) type LocalCopies = HashMap<u32, (PathBuf, String)>;
+
 /// What one run knows of local files across folders, read lazily and kept for the run.
 #[derive(Default)]
 pub(crate) struct NearIndex {
@@ -437,7 +440,7 @@ pub(crate) fn local_copies(
     row: &FolderRow,
     downloads: &[(u32, u64)],
     email_ids: &HashMap<u32, String>,
-) -> Result<HashMap<u32, (PathBuf, String)>, String> {
+) -> Result<LocalCopies, String> {
     let mut out = HashMap::new();
     if !index.had_messages {
         return Ok(out);
