@@ -8,6 +8,7 @@
 //! files are chowned to it).
 #![allow(clippy::unwrap_used)] // a test harness: failing loudly is its job
 
+pub mod hostile;
 pub mod proxy;
 
 use std::collections::BTreeMap;

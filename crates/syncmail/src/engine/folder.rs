@@ -263,6 +263,28 @@ fn sync_folder_once(
         ctx.step()?;
         return sync_folder_once(ctx, session, state, mb, None, false, mode, trash, true);
     }
+    if let Some(n) = sel.uidnext
+        && row.uidvalidity != 0
+        && n < row.uidnext
+    {
+        // RFC 3501 §2.3.1.1: UIDNEXT never decreases unless UIDVALIDITY changes. A server
+        // that lowers it may hand out UIDs already seen: none of its UIDs can be trusted.
+        return Err(FolderError::Folder(SyncError {
+            kind: ErrorKind::Server,
+            account: ctx.name().to_string(),
+            folder: Some(shown.to_string()),
+            message: format!(
+                "the server's UIDNEXT went backwards ({n}, after {}) under the same UIDVALIDITY; the folder \
+                 was left alone",
+                row.uidnext
+            ),
+            server_text: None,
+            hint: "the server's UIDs cannot be trusted; report it to the server's administrator (rebuilding \
+                   the server's index gives the folder a new UIDVALIDITY, which syncmail handles)"
+                .into(),
+            retryable: false,
+        }));
+    }
     let first_time = row.uidvalidity == 0;
     if first_time {
         let mark = FarMark { uidvalidity: sel.uidvalidity, uidnext: 1, highestmodseq: 0, far_count: 0 };
