@@ -38,6 +38,9 @@ pub struct ConnectOptions {
     /// Applies to connecting and to every read and write.
     pub timeout: Duration,
     pub limits: Limits,
+    /// Allow a password to be sent without TLS to a server that is not on this machine.
+    /// Off by default: with `TlsMode::None`, only loopback servers get a password.
+    pub allow_plaintext: bool,
 }
 
 /// How to log in.
@@ -69,6 +72,7 @@ pub struct Client {
     /// Command names by tag, for error messages.
     pending: HashMap<String, String>,
     utf8: bool,
+    allow_plaintext: bool,
 }
 
 impl Client {
@@ -86,6 +90,7 @@ impl Client {
             early: HashMap::new(),
             pending: HashMap::new(),
             utf8: false,
+            allow_plaintext: opts.allow_plaintext,
         };
         c.greeting()?;
         if opts.tls == TlsMode::StartTls {
@@ -170,6 +175,27 @@ impl Client {
         if user.contains(['\0', '\r', '\n']) || password.expose().contains(['\0', '\r', '\n']) {
             return Err(Error::Protocol("the user name or password contains a NUL or line break".into()));
         }
+        self.check_may_send_password()?;
+        let result = self.login_inner(user, password, mech);
+        // A server may quote what it was sent; none of it reaches an error message.
+        result.map_err(|e| redact(e, user, password))
+    }
+
+    /// Refuses to send a password in clear text over the network (RFC 8314 §3: cleartext
+    /// is for loopback, or where the person has said so).
+    fn check_may_send_password(&self) -> Result<()> {
+        if self.is_tls() || self.allow_plaintext || self.conn.peer_is_loopback() {
+            return Ok(());
+        }
+        Err(Error::Insecure(
+            "refusing to send the password over an unencrypted connection to a server that is not on this \
+             machine; use tls = \"implicit\" (port 993) or \"starttls\" (port 143), or set \
+             allow-plaintext = true in the [imap] section if the network is trusted"
+                .into(),
+        ))
+    }
+
+    fn login_inner(&mut self, user: &str, password: &Secret, mech: AuthMech) -> Result<()> {
         let use_plain = match mech {
             AuthMech::Auto => self.has("AUTH=PLAIN"),
             AuthMech::Plain => true,
@@ -450,6 +476,32 @@ impl Client {
     }
 }
 
+/// Replaces the password, in the forms it was sent (as is, quoted, inside the base64 SASL
+/// PLAIN message), in whatever text of `e` came from the server.
+fn redact(e: Error, user: &str, password: &Secret) -> Error {
+    let pw = password.expose();
+    let forms =
+        [base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}")), quote(pw), pw.to_string()];
+    let clean = |mut t: String| -> String {
+        for f in forms.iter().filter(|f| !f.is_empty()) {
+            t = t.replace(f.as_str(), "(password hidden)");
+        }
+        t
+    };
+    match e {
+        Error::No { command, code, text } => Error::No { command, code, text: clean(text) },
+        Error::Bad { command, text } => Error::Bad { command, text: clean(text) },
+        Error::Auth { user, text } => Error::Auth { user, text: clean(text) },
+        Error::Bye { text } => Error::Bye { text: clean(text) },
+        Error::Protocol(t) => Error::Protocol(clean(t)),
+        Error::Parse(mut p) => {
+            p.line = clean(p.line);
+            Error::Parse(p)
+        }
+        other => other,
+    }
+}
+
 /// The command name for error messages: `UID FETCH`, `SELECT`, …
 fn command_name(cmd: &str) -> String {
     let mut words = cmd.split(' ');
@@ -510,6 +562,7 @@ mod fake_server_tests {
             ca_file: None,
             timeout: Duration::from_secs(secs),
             limits: Limits::default(),
+            allow_plaintext: false,
         }
     }
 

@@ -133,26 +133,71 @@ pub fn tls_config(host: &str, ca_file: Option<&Path>) -> Result<Arc<rustls::Clie
     Ok(Arc::new(cfg))
 }
 
+/// A certificate error in words a person can act on: which host, what is wrong, what to do.
+/// There is no switch to skip verification; each message says the fix instead.
 fn explain_tls(host: &str, e: &io::Error) -> Error {
     let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
     let reason = match inner {
         Some(rustls::Error::InvalidCertificate(c)) => {
             use rustls::CertificateError as C;
             match c {
-                C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".to_string(),
-                C::NotValidForName | C::NotValidForNameContext { .. } => {
-                    format!("the server's certificate is not valid for the name {host}")
-                }
-                C::UnknownIssuer => "the server's certificate is signed by an unknown issuer (for a private CA, \
-                     set ca-file to its PEM certificate)"
+                C::ExpiredContext { not_after, .. } => format!(
+                    "the server's certificate expired on {}; the server's administrator must renew it \
+                     (syncmail never connects with an expired certificate)",
+                    day_of(not_after.as_secs())
+                ),
+                C::Expired => "the server's certificate has expired; the server's administrator must renew it \
+                     (syncmail never connects with an expired certificate)"
                     .to_string(),
-                other => format!("the server's certificate is not acceptable: {other:?}"),
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "the server's certificate is not valid yet; check this machine's clock".to_string()
+                }
+                C::NotValidForNameContext { presented, .. } => format!(
+                    "the server's certificate is not valid for the name {host} (it is for {}); set host in \
+                     the [imap] section to a name the certificate is for",
+                    if presented.is_empty() {
+                        "no name at all".to_string()
+                    } else {
+                        presented.iter().map(|n| bare_name(n)).collect::<Vec<_>>().join(", ")
+                    }
+                ),
+                C::NotValidForName => format!(
+                    "the server's certificate is not valid for the name {host}; set host in the [imap] section \
+                     to a name the certificate is for"
+                ),
+                C::UnknownIssuer => "the server's certificate is signed by an unknown issuer (for a private CA, \
+                     set ca-file in the [imap] section to its PEM certificate)"
+                    .to_string(),
+                other => format!("the server's certificate is not acceptable: {other}"),
             }
         }
         Some(other) => other.to_string(),
         None => e.to_string(),
     };
     Error::Tls { host: host.into(), reason }
+}
+
+/// A presented name as webpki spells it (`DnsName("a.example")`, `IpAddress(…)`), bare.
+fn bare_name(n: &str) -> &str {
+    match (n.find('('), n.rfind(')')) {
+        (Some(a), Some(b)) if a < b => n[a + 1..b].trim_matches('"'),
+        _ => n,
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time, for certificate dates (the civil-from-days
+/// algorithm of Howard Hinnant's date library).
+fn day_of(secs: u64) -> String {
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 impl Connection {
@@ -216,6 +261,11 @@ impl Connection {
 
     pub fn is_tls(&self) -> bool {
         matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Whether the peer is this machine (a loopback address), as connected, not as named.
+    pub fn peer_is_loopback(&self) -> bool {
+        self.stream.tcp().and_then(|t| t.peer_addr().ok()).is_some_and(|a| a.ip().is_loopback())
     }
 
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
@@ -330,7 +380,14 @@ fn literal_len(line: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::literal_len;
+    use super::{day_of, literal_len};
+
+    #[test]
+    fn certificate_dates() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_of(1_609_459_200), "2021-01-01");
+        assert_eq!(day_of(951_782_400), "2000-02-29");
+    }
 
     #[test]
     fn literal_announcements() {

@@ -19,6 +19,8 @@
 //! ca-file = "/path/to/ca.pem"                # optional
 //! timeout = 60                               # seconds, for every read and write
 //! auth-mech = "auto"                         # "auto" | "plain" (AUTHENTICATE PLAIN) | "login" (LOGIN)
+//! allow-plaintext = false                    # with tls = "none": send the password to a server
+//!                                            # that is not on this machine (loopback always may)
 //! [accounts.work.folders]
 //! include = ["*"]                  # patterns: * any text, % any text without the delimiter
 //! exclude = ["Spam", "Lists.%"]
@@ -78,6 +80,7 @@ struct RawImap {
     ca_file: Option<String>,
     timeout: Option<u64>,
     auth_mech: Option<String>,
+    allow_plaintext: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +145,9 @@ pub struct ImapConfig {
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
     pub auth_mech: AuthMech,
+    /// Send the password without TLS to a server that is not on this machine (`tls =
+    /// "none"` alone allows it only for loopback).
+    pub allow_plaintext: bool,
 }
 
 /// Include/exclude patterns over server folder names.
@@ -355,6 +361,7 @@ impl Config {
                         ca_file: a.imap.ca_file.as_deref().map(|s| expand(s, &base)),
                         timeout,
                         auth_mech,
+                        allow_plaintext: a.imap.allow_plaintext.unwrap_or(false),
                     },
                     folders,
                     delete_policy,

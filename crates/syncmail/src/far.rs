@@ -100,6 +100,7 @@ impl Session {
             ca_file: cfg.ca_file.clone(),
             timeout: cfg.timeout,
             limits: Limits::default(),
+            allow_plaintext: cfg.allow_plaintext,
         };
         let mut client = Client::connect(&opts).map_err(SessionError::Imap)?;
         let password = cfg.password.fetch().map_err(SessionError::Password)?;

@@ -147,7 +147,7 @@ impl Script {
     }
 }
 
-/// The running fake, on 127.0.0.1:`port`; stops accepting when dropped.
+/// The running fake, on `port`; stops accepting when dropped.
 pub struct ScriptedServer {
     pub port: u16,
     /// Connections accepted so far.
@@ -159,8 +159,15 @@ pub struct ScriptedServer {
 }
 
 impl ScriptedServer {
+    /// Starts on 127.0.0.1.
     pub fn start(script: Script) -> ScriptedServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        ScriptedServer::start_on(std::net::Ipv4Addr::LOCALHOST.into(), script)
+    }
+
+    /// Starts on `ip` (a non-loopback address of this machine, for tests of what is sent
+    /// over a network).
+    pub fn start_on(ip: std::net::IpAddr, script: Script) -> ScriptedServer {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let folders = Arc::new(Mutex::new(script.folders.clone()));

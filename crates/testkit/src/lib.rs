@@ -49,6 +49,8 @@ pub struct Options {
     pub capability: Option<String>,
     /// SASL mechanisms offered (default `plain login`); `login` hides AUTH=PLAIN.
     pub auth_mechanisms: Option<String>,
+    /// The password of user `test` (default [`PASSWORD`]).
+    pub password: Option<String>,
 }
 
 pub struct Dovecot {
@@ -121,7 +123,8 @@ impl Dovecot {
             .replace("@PORT_PLAIN@", &port_plain.to_string())
             .replace("@PORT_TLS@", &port_tls.to_string())
             .replace("@IMAP_CAPABILITY@", opts.capability.as_deref().unwrap_or(""))
-            .replace("@AUTH_MECHANISMS@", opts.auth_mechanisms.as_deref().unwrap_or("plain login"));
+            .replace("@AUTH_MECHANISMS@", opts.auth_mechanisms.as_deref().unwrap_or("plain login"))
+            .replace("@PASSWORD@", opts.password.as_deref().unwrap_or(PASSWORD));
         std::fs::write(d.join("dovecot.conf"), conf).unwrap();
         let mut dv = Dovecot { dir, port_plain, port_tls, child: None };
         dv.launch();
@@ -174,6 +177,14 @@ impl Dovecot {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// Restarts the server with a certificate a client must refuse: `expired`,
+    /// `wrong-name` or `other-ca` (see `scripts/dovecot/make-bad-cert.sh`).
+    pub fn use_bad_certificate(&mut self, kind: &str) {
+        let script = repo_root().join("scripts/dovecot/make-bad-cert.sh");
+        run(Command::new("sh").arg(script).arg(self.dir.path().join("certs")).arg(kind));
+        self.restart();
     }
 
     pub fn dir(&self) -> &Path {

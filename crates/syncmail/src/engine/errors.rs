@@ -35,6 +35,12 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
                 .to_string(),
         ),
         ImapError::No { .. } => (ErrorKind::Server, "the server's own words say why it refused".to_string()),
+        ImapError::Insecure(_) => (
+            ErrorKind::Config,
+            "protect the connection with TLS (tls = \"implicit\" or \"starttls\" in the [imap] section); \
+             allow-plaintext = true sends the password readable to anyone on the network path"
+                .to_string(),
+        ),
         ImapError::Protocol(_) => (
             ErrorKind::Server,
             "the message says what the server lacks or did; adjust tls, port or auth-mech in the [imap] \
