@@ -273,6 +273,23 @@ pub fn default_state_base() -> PathBuf {
     xdg("XDG_STATE_HOME", ".local/state").join("syncmail")
 }
 
+/// A TOML error quotes the line it is about, and serde quotes a value of the wrong type:
+/// either may be a `password = …` line. Every value given to a `password` key is hidden.
+fn hide_passwords(text: &str, mut message: String) -> String {
+    for line in text.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("password") else { continue };
+        let Some(value) = rest.trim_start().strip_prefix('=') else { continue };
+        let value = value.trim();
+        let bare = value.trim_matches(|c| c == '"' || c == '\'');
+        for v in [value, bare] {
+            if !v.is_empty() && v != "\"" && v != "'" {
+                message = message.replace(v, "(password hidden)");
+            }
+        }
+    }
+    message
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
@@ -281,8 +298,8 @@ impl Config {
 
     /// Parses configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: path.into(), message: hide_passwords(text, e.to_string()) })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let state_base = raw.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(default_state_base);
         let mut accounts = BTreeMap::new();
@@ -472,6 +489,19 @@ mod tests {
         assert!(pattern_match(b"inbox", b"INBOX", Some('.')));
         assert!(!pattern_match(b"Sent", b"sent", Some('.')));
         assert!(pattern_match(b"*Sent*", b"Old Sent Items", Some('/')));
+    }
+
+    #[test]
+    fn a_syntax_error_on_the_password_line_does_not_show_the_password() {
+        for text in [
+            "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword = \"hunter2\" oops\n",
+            "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword = hunter2\n",
+            "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword = 12345678\n",
+        ] {
+            let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(!e.contains("hunter2") && !e.contains("12345678"), "{e}");
+            assert!(e.contains("line 6"), "{e}");
+        }
     }
 
     #[test]
