@@ -53,6 +53,18 @@ pub enum AuthMech {
     Plain,
     /// The LOGIN command (RFC 3501 §6.2.3).
     Login,
+    /// AUTHENTICATE XOAUTH2 (Google's and Microsoft's SASL mechanism) with an OAuth 2.0
+    /// access token in place of the password.
+    XOAuth2,
+    /// AUTHENTICATE OAUTHBEARER (RFC 7628) with an OAuth 2.0 access token.
+    OAuthBearer,
+}
+
+impl AuthMech {
+    /// Whether the secret is an OAuth 2.0 access token rather than a password.
+    pub fn is_oauth(self) -> bool {
+        matches!(self, AuthMech::XOAuth2 | AuthMech::OAuthBearer)
+    }
 }
 
 /// A command's successful completion.
@@ -73,6 +85,9 @@ pub struct Client {
     pending: HashMap<String, String>,
     utf8: bool,
     allow_plaintext: bool,
+    /// Where the connection goes, for OAUTHBEARER's `host` and `port` (RFC 7628 §3.1).
+    host: String,
+    port: u16,
 }
 
 impl Client {
@@ -91,6 +106,8 @@ impl Client {
             pending: HashMap::new(),
             utf8: false,
             allow_plaintext: opts.allow_plaintext,
+            host: opts.host.clone(),
+            port: opts.port,
         };
         c.greeting()?;
         if opts.tls == TlsMode::StartTls {
@@ -176,9 +193,27 @@ impl Client {
             return Err(Error::Protocol("the user name or password contains a NUL or line break".into()));
         }
         self.check_may_send_password()?;
-        let result = self.login_inner(user, password, mech);
+        let result = if mech.is_oauth() {
+            self.authenticate_oauth(user, password, mech)
+        } else {
+            self.login_inner(user, password, mech)
+        };
         // A server may quote what it was sent; none of it reaches an error message.
-        result.map_err(|e| redact(e, user, password))
+        result.map_err(|e| redact(e, &self.sent_forms(user, password)))
+    }
+
+    /// Every form in which a login may have sent `secret`: as is, quoted (LOGIN), inside
+    /// the base64 SASL messages of PLAIN, XOAUTH2 and OAUTHBEARER.
+    fn sent_forms(&self, user: &str, secret: &Secret) -> Vec<String> {
+        let pw = secret.expose();
+        let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+        vec![
+            b64(format!("\0{user}\0{pw}")),
+            b64(xoauth2_message(user, pw)),
+            b64(oauthbearer_message(user, &self.host, self.port, pw)),
+            quote(pw),
+            pw.to_string(),
+        ]
     }
 
     /// Refuses to send a password in clear text over the network (RFC 8314 §3: cleartext
@@ -195,11 +230,76 @@ impl Client {
         ))
     }
 
+    /// AUTHENTICATE XOAUTH2 or OAUTHBEARER with `token`. A server that refuses the token
+    /// first sends a challenge (base64 JSON saying why); the client answers it with an
+    /// empty (XOAUTH2) or `%x01` (RFC 7628 §3.2.3) response, and the server then says NO.
+    fn authenticate_oauth(&mut self, user: &str, token: &Secret, mech: AuthMech) -> Result<()> {
+        let (name, message, dummy) = if mech == AuthMech::OAuthBearer {
+            ("OAUTHBEARER", oauthbearer_message(user, &self.host, self.port, token.expose()), "AQ==")
+        } else {
+            ("XOAUTH2", xoauth2_message(user, token.expose()), "")
+        };
+        if !self.has(&format!("AUTH={name}")) {
+            let offered: Vec<&str> = self.caps.iter().filter(|c| c.starts_with("AUTH=")).map(String::as_str).collect();
+            return Err(Error::Protocol(format!(
+                "the server does not offer AUTH={name} (it offers {}); set auth-mech to one it offers",
+                if offered.is_empty() { "no SASL mechanism".to_string() } else { offered.join(" ") }
+            )));
+        }
+        let ir = base64::engine::general_purpose::STANDARD.encode(message);
+        let command = format!("AUTHENTICATE {name}");
+        let tag = if self.has("SASL-IR") {
+            self.send_raw(&format!("{command} {ir}"), &command)?
+        } else {
+            let tag = self.send_raw(&command, &command)?;
+            self.wait_continue()?;
+            self.conn.write_all(format!("{ir}\r\n").as_bytes())?;
+            tag
+        };
+        let mut why = String::new();
+        loop {
+            self.conn.read_response(&mut self.buf)?;
+            match parse_response(&self.buf)? {
+                Response::Continue(challenge) => {
+                    // The error report (RFC 7628 §3.2.2): kept for the error message.
+                    let decoded =
+                        base64::engine::general_purpose::STANDARD.decode(challenge.trim()).unwrap_or_default();
+                    why = String::from_utf8_lossy(&decoded).chars().filter(|c| !c.is_control()).take(300).collect();
+                    self.conn.write_all(format!("{dummy}\r\n").as_bytes())?;
+                }
+                Response::Tagged { tag: t, status, code, text } if t == tag => {
+                    self.pending.remove(&tag);
+                    let text = if why.is_empty() { text } else { format!("{text} ({why})") };
+                    return match status {
+                        Status::Ok => {
+                            if let Some(Code::Capability(c)) = code {
+                                self.set_caps(c);
+                            } else {
+                                self.capability()?;
+                            }
+                            Ok(())
+                        }
+                        _ => Err(Error::Auth { user: user.to_string(), text }),
+                    };
+                }
+                Response::Tagged { tag: t, .. } => {
+                    return Err(Error::Protocol(format!(
+                        "the server completed a command that was never sent (tag {t})"
+                    )));
+                }
+                Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+                    return Err(Error::Bye { text });
+                }
+                Response::Untagged(_) => {}
+            }
+        }
+    }
+
     fn login_inner(&mut self, user: &str, password: &Secret, mech: AuthMech) -> Result<()> {
         let use_plain = match mech {
             AuthMech::Auto => self.has("AUTH=PLAIN"),
             AuthMech::Plain => true,
-            AuthMech::Login => false,
+            AuthMech::Login | AuthMech::XOAuth2 | AuthMech::OAuthBearer => false,
         };
         let result = if use_plain {
             let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{}", password.expose()));
@@ -476,12 +576,21 @@ impl Client {
     }
 }
 
-/// Replaces the password, in the forms it was sent (as is, quoted, inside the base64 SASL
-/// PLAIN message), in whatever text of `e` came from the server.
-fn redact(e: Error, user: &str, password: &Secret) -> Error {
-    let pw = password.expose();
-    let forms =
-        [base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}")), quote(pw), pw.to_string()];
+/// The XOAUTH2 initial response (before base64), as Google and Microsoft document it.
+fn xoauth2_message(user: &str, token: &str) -> String {
+    format!("user={user}\x01auth=Bearer {token}\x01\x01")
+}
+
+/// The OAUTHBEARER initial response (RFC 7628 §3.1; the user name escaped as RFC 5801's
+/// saslname).
+fn oauthbearer_message(user: &str, host: &str, port: u16, token: &str) -> String {
+    let user = user.replace('=', "=3D").replace(',', "=2C");
+    format!("n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01")
+}
+
+/// Replaces the secret, in every form it was sent, in whatever text of `e` came from the
+/// server.
+fn redact(e: Error, forms: &[String]) -> Error {
     let clean = |mut t: String| -> String {
         for f in forms.iter().filter(|f| !f.is_empty()) {
             t = t.replace(f.as_str(), "(password hidden)");

@@ -15,10 +15,12 @@
 //! port = 993                       # default follows tls
 //! tls = "implicit"                 # "implicit" (default) | "starttls" | "none"
 //! user = "me@example.org"
-//! password-command = "pass show mail/work"   # or: password = "...", password-env = "VAR"
+//! password-command = "pass show mail/work"   # or: password = "...", password-env = "VAR",
+//!                                            # or: oauth-token-command = "oama access me@example.org"
 //! ca-file = "/path/to/ca.pem"                # optional
 //! timeout = 60                               # seconds, for every read and write
 //! auth-mech = "auto"                         # "auto" | "plain" (AUTHENTICATE PLAIN) | "login" (LOGIN)
+//!                                            # | "xoauth2" | "oauthbearer" (with oauth-token-command)
 //! allow-plaintext = false                    # with tls = "none": send the password to a server
 //!                                            # that is not on this machine (loopback always may)
 //! [accounts.work.folders]
@@ -77,6 +79,7 @@ struct RawImap {
     password: Option<String>,
     password_command: Option<String>,
     password_env: Option<String>,
+    oauth_token_command: Option<String>,
     ca_file: Option<String>,
     timeout: Option<u64>,
     auth_mech: Option<String>,
@@ -98,6 +101,8 @@ pub enum PasswordSource {
     Plain(Secret),
     Command(String),
     Env(String),
+    /// A command that prints an OAuth 2.0 access token (for XOAUTH2 / OAUTHBEARER).
+    OAuthCommand(String),
 }
 
 impl PasswordSource {
@@ -108,31 +113,49 @@ impl PasswordSource {
             PasswordSource::Env(var) => {
                 std::env::var(var).map(Secret::new).map_err(|_| format!("the environment variable {var} is not set"))
             }
-            PasswordSource::Command(cmd) => {
-                let out = Command::new("sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .stdin(std::process::Stdio::null())
-                    .output()
-                    .map_err(|e| format!("cannot run password-command: {e}"))?;
-                if !out.status.success() {
-                    // stderr of the command is shown; stdout is not, it may hold the secret.
-                    let err = String::from_utf8_lossy(&out.stderr);
-                    return Err(format!(
-                        "password-command failed ({}){}",
-                        out.status,
-                        if err.trim().is_empty() { String::new() } else { format!(": {}", err.trim()) }
-                    ));
-                }
-                let s = String::from_utf8(out.stdout).map_err(|_| "password-command printed non-UTF-8".to_string())?;
-                let line = s.lines().next().unwrap_or("").to_string();
-                if line.is_empty() {
-                    return Err("password-command printed nothing".into());
-                }
-                Ok(Secret::new(line))
-            }
+            PasswordSource::Command(cmd) => run_secret_command("password-command", cmd, false),
+            PasswordSource::OAuthCommand(cmd) => run_secret_command("oauth-token-command", cmd, false),
         }
     }
+
+    /// After the server refused a token: runs the token command again, with
+    /// `SYNCMAIL_OAUTH_REFRESH=1` in its environment so that it can skip its cache.
+    /// `None` where the source is not a token command (a password is not retried).
+    pub fn refresh(&self) -> Option<Result<Secret, String>> {
+        match self {
+            PasswordSource::OAuthCommand(cmd) => Some(run_secret_command("oauth-token-command", cmd, true)),
+            _ => None,
+        }
+    }
+
+    pub fn is_oauth(&self) -> bool {
+        matches!(self, PasswordSource::OAuthCommand(_))
+    }
+}
+
+/// Runs `cmd` with `sh -c`; its first line of output is the secret. On failure its stderr
+/// is shown, never its stdout (which may hold the secret).
+fn run_secret_command(key: &str, cmd: &str, refresh: bool) -> Result<Secret, String> {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd).stdin(std::process::Stdio::null());
+    if refresh {
+        c.env("SYNCMAIL_OAUTH_REFRESH", "1");
+    }
+    let out = c.output().map_err(|e| format!("cannot run {key}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "{key} failed ({}){}",
+            out.status,
+            if err.trim().is_empty() { String::new() } else { format!(": {}", err.trim()) }
+        ));
+    }
+    let s = String::from_utf8(out.stdout).map_err(|_| format!("{key} printed non-UTF-8"))?;
+    let line = s.lines().next().unwrap_or("").trim_end().to_string();
+    if line.is_empty() {
+        return Err(format!("{key} printed nothing"));
+    }
+    Ok(Secret::new(line))
 }
 
 #[derive(Debug, Clone)]
@@ -317,15 +340,29 @@ impl Config {
                 }
             };
             let port = a.imap.port.unwrap_or(if tls == TlsMode::Implicit { 993 } else { 143 });
-            let sources = [a.imap.password.is_some(), a.imap.password_command.is_some(), a.imap.password_env.is_some()];
+            let sources = [
+                a.imap.password.is_some(),
+                a.imap.password_command.is_some(),
+                a.imap.password_env.is_some(),
+                a.imap.oauth_token_command.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() > 1 {
+                return Err(invalid(
+                    "set only one of password, password-command, password-env and oauth-token-command".into(),
+                ));
+            }
             let password = match (a.imap.password, a.imap.password_command, a.imap.password_env) {
-                _ if sources.iter().filter(|s| **s).count() > 1 => {
-                    return Err(invalid("set only one of password, password-command and password-env".into()));
-                }
                 (Some(p), _, _) => PasswordSource::Plain(Secret::new(p)),
                 (_, Some(c), _) => PasswordSource::Command(c),
                 (_, _, Some(v)) => PasswordSource::Env(v),
-                _ => return Err(invalid("[imap] needs password-command, password-env or password".into())),
+                _ => match a.imap.oauth_token_command {
+                    Some(c) => PasswordSource::OAuthCommand(c),
+                    None => {
+                        return Err(invalid(
+                            "[imap] needs password-command, password-env, password or oauth-token-command".into(),
+                        ));
+                    }
+                },
             };
             if a.imap.host.trim().is_empty() {
                 return Err(invalid("[imap] host is empty".into()));
@@ -335,10 +372,24 @@ impl Config {
                 None | Some("AUTO") => AuthMech::Auto,
                 Some("PLAIN") => AuthMech::Plain,
                 Some("LOGIN") => AuthMech::Login,
+                Some("XOAUTH2") => AuthMech::XOAuth2,
+                Some("OAUTHBEARER") => AuthMech::OAuthBearer,
                 Some(other) => {
-                    return Err(invalid(format!("auth-mech = {other:?} is not one of \"auto\", \"plain\", \"login\"")));
+                    return Err(invalid(format!(
+                        "auth-mech = {other:?} is not one of \"auto\", \"plain\", \"login\", \"xoauth2\", \
+                         \"oauthbearer\""
+                    )));
                 }
             };
+            if auth_mech.is_oauth() != password.is_oauth() && auth_mech != AuthMech::Auto {
+                return Err(invalid(if password.is_oauth() {
+                    "oauth-token-command gives an OAuth token: auth-mech must be \"auto\", \"xoauth2\" or \
+                     \"oauthbearer\""
+                        .into()
+                } else {
+                    "auth-mech = \"xoauth2\" or \"oauthbearer\" needs oauth-token-command".into()
+                }));
+            }
             let state_dir = a.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(|| state_base.join(&name));
             let delete_policy = match a.delete_policy.as_deref() {
                 None | Some("expunge") => DeletePolicy::Expunge,

@@ -11,7 +11,7 @@
 use crate::config::{DeletePolicy, ImapConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use syncmail_imap::parse::{Code, Untagged};
-use syncmail_imap::{Client, ConnectOptions, Error, Flags, Limits, Result, parse_uid_set, quote, uid_set};
+use syncmail_imap::{AuthMech, Client, ConnectOptions, Error, Flags, Limits, Result, parse_uid_set, quote, uid_set};
 
 /// A folder as the server lists it.
 #[derive(Debug, Clone)]
@@ -103,8 +103,28 @@ impl Session {
             allow_plaintext: cfg.allow_plaintext,
         };
         let mut client = Client::connect(&opts).map_err(SessionError::Imap)?;
-        let password = cfg.password.fetch().map_err(SessionError::Password)?;
-        client.login(&cfg.user, &password, cfg.auth_mech).map_err(SessionError::Imap)?;
+        let secret = cfg.password.fetch().map_err(SessionError::Password)?;
+        let mech = match cfg.auth_mech {
+            // A token goes by the mechanism the server offers; RFC 7628's first.
+            AuthMech::Auto if cfg.password.is_oauth() => {
+                if client.has("AUTH=OAUTHBEARER") {
+                    AuthMech::OAuthBearer
+                } else {
+                    AuthMech::XOAuth2
+                }
+            }
+            m => m,
+        };
+        match client.login(&cfg.user, &secret, mech) {
+            // A refused token may have expired: the token command runs once more (told to
+            // refresh), and the login is tried once more on the same connection.
+            Err(Error::Auth { .. }) if cfg.password.is_oauth() => {
+                let fresh =
+                    cfg.password.refresh().unwrap_or_else(|| cfg.password.fetch()).map_err(SessionError::Password)?;
+                client.login(&cfg.user, &fresh, mech).map_err(SessionError::Imap)?;
+            }
+            r => r.map_err(SessionError::Imap)?,
+        }
         let enabled = client.enable(&["QRESYNC", "UTF8=ACCEPT"]).map_err(SessionError::Imap)?;
         let qresync = enabled.iter().any(|e| e.eq_ignore_ascii_case("QRESYNC"));
         let condstore = qresync || client.has("CONDSTORE");

@@ -85,3 +85,89 @@ fn no_password_goes_unencrypted_over_a_network_unless_the_config_says_so() {
     let (r, _) = sync(&store, DOWNLOAD);
     assert!(r.is_success(), "{:#?}", r.errors);
 }
+
+/// An account on a scripted server whose token comes from a command that prints
+/// `expired-token`, or `fresh-token` when asked to refresh; each run is counted in `runs`.
+fn oauth_account(tmp: &std::path::Path, port: u16, mech: &str, always: Option<&str>) -> syncmail::AccountConfig {
+    let script = tmp.join("token.sh");
+    let body = match always {
+        Some(t) => format!("echo run >> '{0}/runs'\necho {t}\n", tmp.display()),
+        None => format!(
+            "echo run >> '{0}/runs'\nif [ \"$SYNCMAIL_OAUTH_REFRESH\" = 1 ]; then echo fresh-token; else echo expired-token; fi\n",
+            tmp.display()
+        ),
+    };
+    std::fs::write(&script, body).unwrap();
+    let text = format!(
+        "[accounts.t]\nmaildir = \"{}\"\nstate-dir = \"{}\"\n[accounts.t.imap]\nhost = \"127.0.0.1\"\nport = {port}\n\
+         tls = \"none\"\nuser = \"test\"\noauth-token-command = \"sh '{}'\"\nauth-mech = \"{mech}\"\ntimeout = 5\n",
+        tmp.join("mail").display(),
+        tmp.join("state").display(),
+        script.display()
+    );
+    syncmail::Config::parse(&text, &tmp.join("c.toml")).unwrap().accounts["t"].clone()
+}
+
+fn runs(tmp: &std::path::Path) -> usize {
+    std::fs::read_to_string(tmp.join("runs")).unwrap_or_default().lines().count()
+}
+
+fn oauth_server(caps: &str) -> ScriptedServer {
+    let mut inbox = syncmail_testkit::hostile::FakeFolder::new("INBOX");
+    inbox.add(&syncmail_testkit::message("hello", "via oauth"), &[]);
+    ScriptedServer::start(Script {
+        capabilities: caps.into(),
+        oauth_tokens: vec!["fresh-token".into()],
+        folders: vec![inbox],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn an_expired_oauth_token_is_refreshed_once_and_the_login_retried() {
+    let both = "IMAP4rev1 SASL-IR AUTH=XOAUTH2 AUTH=OAUTHBEARER";
+    let cases = [
+        ("xoauth2", both, "AUTHENTICATE XOAUTH2"),
+        ("oauthbearer", both, "AUTHENTICATE OAUTHBEARER"),
+        ("auto", both, "AUTHENTICATE OAUTHBEARER"),
+        ("auto", "IMAP4rev1 AUTH=XOAUTH2", "AUTHENTICATE XOAUTH2"), // no SASL-IR: "+" first
+    ];
+    for (mech, caps, sent) in cases {
+        let fake = oauth_server(caps);
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(oauth_account(tmp.path(), fake.port, mech, None)).unwrap();
+        let (r, _) = sync(&store, DOWNLOAD);
+        assert!(r.is_success(), "{mech} {caps}: {:#?}", r.errors);
+        assert_eq!(r.downloaded(), 1);
+        assert_eq!(runs(tmp.path()), 2, "{mech}: the token command runs once more, and only once");
+        let auths: Vec<String> = fake.commands().into_iter().filter(|c| c.starts_with("AUTHENTICATE")).collect();
+        assert_eq!(auths, [sent, sent], "{mech} {caps}");
+        // The next run starts again from the command (no token is kept anywhere).
+        let (r, _) = sync(&store, DOWNLOAD);
+        assert!(r.is_success());
+        assert_eq!(runs(tmp.path()), 4);
+    }
+}
+
+#[test]
+fn a_token_refused_after_its_refresh_is_an_auth_error_without_the_token() {
+    let fake = oauth_server("IMAP4rev1 SASL-IR AUTH=XOAUTH2");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(oauth_account(tmp.path(), fake.port, "xoauth2", Some("revoked-token-9f8e"))).unwrap();
+    let (r, rec) = sync(&store, DOWNLOAD);
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    let e = &r.errors[0];
+    assert_eq!(e.kind, ErrorKind::Auth);
+    assert!(e.server_text.as_deref().unwrap_or("").contains("invalid_token"), "{e:#?}");
+    assert!(e.hint.contains("oauth-token-command"), "{}", e.hint);
+    assert_eq!(runs(tmp.path()), 2, "refreshed once, not in a loop");
+    let seen = format!("{:?} {:?}", r, rec.errors.lock().unwrap());
+    assert!(!seen.contains("revoked-token-9f8e"), "the token leaked: {seen}");
+
+    // A server that offers no OAuth mechanism: said so, with what it does offer.
+    let plain = oauth_server("IMAP4rev1 AUTH=PLAIN");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(oauth_account(tmp.path(), plain.port, "xoauth2", None)).unwrap();
+    let (r, _) = sync(&store, DOWNLOAD);
+    assert!(r.errors[0].message.contains("does not offer AUTH=XOAUTH2 (it offers AUTH=PLAIN)"), "{:#?}", r.errors);
+}

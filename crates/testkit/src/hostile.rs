@@ -122,6 +122,9 @@ pub struct Script {
     pub capabilities: String,
     pub user: String,
     pub password: String,
+    /// Access tokens accepted by AUTHENTICATE XOAUTH2 and OAUTHBEARER (offer them in
+    /// `capabilities` as AUTH=XOAUTH2, AUTH=OAUTHBEARER).
+    pub oauth_tokens: Vec<String>,
     pub folders: Vec<FakeFolder>,
     pub hook: Hook,
 }
@@ -133,6 +136,7 @@ impl Default for Script {
             capabilities: "IMAP4rev1 AUTH=PLAIN SASL-IR".into(),
             user: crate::USER.into(),
             password: crate::PASSWORD.into(),
+            oauth_tokens: Vec::new(),
             folders: vec![FakeFolder::new("INBOX")],
             hook: Arc::new(|_, _| Action::Normal),
         }
@@ -336,7 +340,14 @@ impl Conn {
                 args = w2.next().unwrap_or("").to_string();
             }
             let secret = command == "LOGIN" || command == "AUTHENTICATE";
-            self.log.lock().unwrap().push(if secret { command.clone() } else { format!("{command} {args}") });
+            let logged = if secret {
+                // The mechanism, never the credentials.
+                let mech = if command == "AUTHENTICATE" { args.split(' ').next().unwrap_or("") } else { "" };
+                format!("{command} {mech}").trim_end().to_string()
+            } else {
+                format!("{command} {args}")
+            };
+            self.log.lock().unwrap().push(logged);
             let req = Request {
                 tag: tag.to_string(),
                 command: command.clone(),
@@ -405,8 +416,36 @@ impl Conn {
                 };
                 use base64::Engine;
                 let decoded = base64::engine::general_purpose::STANDARD.decode(ir).unwrap_or_default();
-                let want = format!("\0{}\0{}", self.script.user, self.script.password);
-                if args.first().is_some_and(|m| m.eq_ignore_ascii_case("PLAIN")) && decoded == want.as_bytes() {
+                let mech = args.first().map(|m| m.to_ascii_uppercase()).unwrap_or_default();
+                let good = match mech.as_str() {
+                    "PLAIN" => decoded == format!("\0{}\0{}", self.script.user, self.script.password).as_bytes(),
+                    "XOAUTH2" | "OAUTHBEARER" => {
+                        let text = String::from_utf8_lossy(&decoded);
+                        let user_ok = if mech == "XOAUTH2" {
+                            text.starts_with(&format!("user={}\x01", self.script.user))
+                        } else {
+                            text.starts_with(&format!("n,a={},", self.script.user))
+                        };
+                        let ok = user_ok
+                            && self
+                                .script
+                                .oauth_tokens
+                                .iter()
+                                .any(|t| text.contains(&format!("\x01auth=Bearer {t}\x01")));
+                        if !ok {
+                            // RFC 7628 §3.2.2: the error as a challenge, then NO after the
+                            // client's dummy response.
+                            let json = r#"{"status":"invalid_token","schemes":"Bearer","scope":"mail"}"#;
+                            let ch = base64::engine::general_purpose::STANDARD.encode(json);
+                            w.write_all(format!("+ {ch}\r\n").as_bytes()).ok()?;
+                            let mut l = String::new();
+                            r.read_line(&mut l).ok()?;
+                        }
+                        ok
+                    }
+                    _ => false,
+                };
+                if good {
                     ok(&mut out, "AUTHENTICATE");
                 } else {
                     out.extend_from_slice(

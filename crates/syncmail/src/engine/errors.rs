@@ -25,7 +25,8 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
         ),
         ImapError::Auth { .. } => (
             ErrorKind::Auth,
-            "check user and the password (password-command, password-env or password) in the [imap] section"
+            "check user and the password (password-command, password-env or password) in the [imap] section; \
+             with oauth-token-command, check that the command prints a current access token for this user"
                 .to_string(),
         ),
         ImapError::No { command, .. } if matches!(command.as_str(), "SELECT" | "EXAMINE" | "STATUS") => (
@@ -84,7 +85,7 @@ pub(crate) fn from_session(account: &str, e: &SessionError) -> SyncError {
             folder: None,
             message: format!("cannot get the password: {msg}"),
             server_text: None,
-            hint: "check password-command / password-env in the [imap] section".into(),
+            hint: "check password-command / password-env / oauth-token-command in the [imap] section".into(),
             retryable: false,
         },
     }
