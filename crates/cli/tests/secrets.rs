@@ -155,3 +155,53 @@ fn no_secret_in_any_output_or_state_file() {
     }
     assert!(outputs.len() > 20, "only {} outputs were searched", outputs.len());
 }
+
+/// Runs `syncmail --json sync` inside a private D-Bus session with an unlocked GNOME
+/// Keyring that holds `secret` under service=syncmail-test user=test.
+fn run_with_keyring(home: &Path, conf: &Path, secret: &str) -> (bool, String) {
+    for tool in ["dbus-run-session", "gnome-keyring-daemon", "secret-tool"] {
+        assert!(
+            Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap().status.success(),
+            "{tool} is missing: scripts/install-deps.sh installs dbus, gnome-keyring and libsecret-tools"
+        );
+    }
+    std::fs::create_dir_all(home.join(".local/share/keyrings")).unwrap();
+    let script = r#"
+        eval "$(printf keyring-pw | gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
+        eval "$(gnome-keyring-daemon --start --components=secrets)" >/dev/null
+        printf %s "$KR_SECRET" | secret-tool store --label=syncmail service syncmail-test user test
+        exec "$SYNCMAIL" -c "$CONF" --json sync
+    "#;
+    // The keyring daemon leaves with the session's bus when dbus-run-session ends.
+    let out = Command::new("timeout")
+        .args(["120", "dbus-run-session", "--", "sh", "-c", script])
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", home)
+        .env("KR_SECRET", secret)
+        .env("SYNCMAIL", env!("CARGO_BIN_EXE_syncmail"))
+        .env("CONF", conf)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_password_comes_from_the_desktop_keyring() {
+    const KR: &str = "Kr-secret-5150-keyring";
+    let dv = Dovecot::start(Options { messages: 5, password: Some(KR.into()), ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let source = "password-keyring = { service = \"syncmail-test\", user = \"test\" }";
+    let conf = config(root, "kr", dv.port_tls, "implicit", Some(&dv.ca_file()), source);
+    let (ok, out) = run_with_keyring(&root.join("home"), &conf, KR);
+    assert!(ok, "{out}");
+    assert!(!out.contains(KR));
+    syncmail_testkit::assert_store_matches(&dv, &root.join("kr/mail"));
+
+    // An item that is not there: the error says how to store it.
+    let missing = "password-keyring = { service = \"syncmail-test\", user = \"nobody\" }";
+    let conf = config(root, "krmissing", dv.port_tls, "implicit", Some(&dv.ca_file()), missing);
+    let (ok, out) = run_with_keyring(&root.join("home2"), &conf, KR);
+    assert!(!ok);
+    assert!(out.contains("secret-tool store --label=syncmail service syncmail-test user nobody"), "{out}");
+}

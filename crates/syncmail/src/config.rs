@@ -17,6 +17,7 @@
 //! user = "me@example.org"
 //! password-command = "pass show mail/work"   # or: password = "...", password-env = "VAR",
 //!                                            # or: oauth-token-command = "oama access me@example.org"
+//!                                            # or: password-keyring = { service = "imap", user = "me" }
 //! ca-file = "/path/to/ca.pem"                # optional
 //! timeout = 60                               # seconds, for every read and write
 //! auth-mech = "auto"                         # "auto" | "plain" (AUTHENTICATE PLAIN) | "login" (LOGIN)
@@ -80,6 +81,7 @@ struct RawImap {
     password_command: Option<String>,
     password_env: Option<String>,
     oauth_token_command: Option<String>,
+    password_keyring: Option<BTreeMap<String, String>>,
     ca_file: Option<String>,
     timeout: Option<u64>,
     auth_mech: Option<String>,
@@ -103,6 +105,9 @@ pub enum PasswordSource {
     Env(String),
     /// A command that prints an OAuth 2.0 access token (for XOAUTH2 / OAUTHBEARER).
     OAuthCommand(String),
+    /// The desktop keyring (Secret Service, through libsecret's `secret-tool`): the item
+    /// with these attributes.
+    Keyring(BTreeMap<String, String>),
 }
 
 impl PasswordSource {
@@ -115,6 +120,7 @@ impl PasswordSource {
             }
             PasswordSource::Command(cmd) => run_secret_command("password-command", cmd, false),
             PasswordSource::OAuthCommand(cmd) => run_secret_command("oauth-token-command", cmd, false),
+            PasswordSource::Keyring(attrs) => keyring_lookup(attrs),
         }
     }
 
@@ -131,6 +137,33 @@ impl PasswordSource {
     pub fn is_oauth(&self) -> bool {
         matches!(self, PasswordSource::OAuthCommand(_))
     }
+}
+
+/// Looks the password up in the Secret Service (GNOME Keyring, KWallet, KeePassXC…) with
+/// `secret-tool lookup`, its arguments passed as they are (no shell).
+fn keyring_lookup(attrs: &BTreeMap<String, String>) -> Result<Secret, String> {
+    let pairs: Vec<String> = attrs.iter().map(|(k, v)| format!("{k} {v:?}")).collect();
+    let mut c = Command::new("secret-tool");
+    c.arg("lookup").stdin(std::process::Stdio::null());
+    for (k, v) in attrs {
+        c.arg(k).arg(v);
+    }
+    let out = c.output().map_err(|e| {
+        format!("cannot run secret-tool for password-keyring ({e}); install libsecret-tools (Debian) or libsecret")
+    })?;
+    let s = String::from_utf8(out.stdout).map_err(|_| "secret-tool printed non-UTF-8".to_string())?;
+    // secret-tool prints the secret without a line end.
+    let line = s.lines().next().unwrap_or("").to_string();
+    if !out.status.success() || line.is_empty() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "the keyring has no password with {}{}; store one with: secret-tool store --label=syncmail {}",
+            pairs.join(", "),
+            if err.trim().is_empty() { String::new() } else { format!(" ({})", err.trim()) },
+            attrs.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" ")
+        ));
+    }
+    Ok(Secret::new(line))
 }
 
 /// Runs `cmd` with `sh -c`; its first line of output is the secret. On failure its stderr
@@ -345,21 +378,32 @@ impl Config {
                 a.imap.password_command.is_some(),
                 a.imap.password_env.is_some(),
                 a.imap.oauth_token_command.is_some(),
+                a.imap.password_keyring.is_some(),
             ];
             if sources.iter().filter(|s| **s).count() > 1 {
                 return Err(invalid(
-                    "set only one of password, password-command, password-env and oauth-token-command".into(),
+                    "set only one of password, password-command, password-env, password-keyring and \
+                     oauth-token-command"
+                        .into(),
                 ));
             }
             let password = match (a.imap.password, a.imap.password_command, a.imap.password_env) {
                 (Some(p), _, _) => PasswordSource::Plain(Secret::new(p)),
                 (_, Some(c), _) => PasswordSource::Command(c),
                 (_, _, Some(v)) => PasswordSource::Env(v),
-                _ => match a.imap.oauth_token_command {
-                    Some(c) => PasswordSource::OAuthCommand(c),
-                    None => {
+                _ => match (a.imap.oauth_token_command, a.imap.password_keyring) {
+                    (Some(c), _) => PasswordSource::OAuthCommand(c),
+                    (_, Some(attrs)) if !attrs.is_empty() => PasswordSource::Keyring(attrs),
+                    (_, Some(_)) => {
                         return Err(invalid(
-                            "[imap] needs password-command, password-env, password or oauth-token-command".into(),
+                            "password-keyring needs attributes, e.g. { service = \"imap\", user = \"me\" }".into(),
+                        ));
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "[imap] needs password-command, password-env, password-keyring, password or \
+                             oauth-token-command"
+                                .into(),
                         ));
                     }
                 },

@@ -85,7 +85,9 @@ pub(crate) fn from_session(account: &str, e: &SessionError) -> SyncError {
             folder: None,
             message: format!("cannot get the password: {msg}"),
             server_text: None,
-            hint: "check password-command / password-env / oauth-token-command in the [imap] section".into(),
+            hint: "check password-command, password-env, password-keyring or oauth-token-command in the [imap] \
+                   section"
+                .into(),
             retryable: false,
         },
     }
