@@ -7,7 +7,7 @@
 //! [`Client::complete`] later waits for that tag, storing any other tag's completion that
 //! arrives first, so completions may be collected in any order.
 
-use crate::conn::{Connection, Limits, tls_config};
+use crate::conn::{Connection, Limits, LiteralSink, tls_config};
 use crate::error::{Error, Result};
 use crate::parse::{Code, Response, Status, Untagged, parse_response};
 use crate::types::Secret;
@@ -462,14 +462,23 @@ impl Client {
     /// Reads responses until `tag` completes. Untagged responses go to `f`; completions of
     /// other pipelined commands are kept for their own `complete` call.
     /// NO and BAD become errors that carry the server's words.
-    pub fn complete<F>(&mut self, tag: &str, mut f: F) -> Result<Completion>
+    pub fn complete<F>(&mut self, tag: &str, f: F) -> Result<Completion>
+    where
+        F: FnMut(Untagged<'_>) -> Result<()>,
+    {
+        self.complete_to(tag, None, f)
+    }
+
+    /// [`Client::complete`], with the literals `sink` wants streamed to it rather than
+    /// held in memory; `f` then sees them as empty.
+    pub fn complete_to<F>(&mut self, tag: &str, mut sink: Option<&mut dyn LiteralSink>, mut f: F) -> Result<Completion>
     where
         F: FnMut(Untagged<'_>) -> Result<()>,
     {
         let (status, code, text) = match self.early.remove(tag) {
             Some(done) => done,
             None => loop {
-                self.conn.read_response(&mut self.buf)?;
+                self.conn.read_response_to(&mut self.buf, sink.as_mut().map(|s| &mut **s as &mut dyn LiteralSink))?;
                 let r = parse_response(&self.buf)?;
                 match r {
                     Response::Tagged { tag: t, status, code, text } => {

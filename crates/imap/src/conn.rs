@@ -26,6 +26,17 @@ impl Default for Limits {
     }
 }
 
+/// Where large literals go instead of memory (a message body streamed to a file).
+pub trait LiteralSink {
+    /// Whether the literal of `len` bytes announced at the end of `line` goes to the sink.
+    /// If so, the response keeps an empty literal (`{0}`) in its place.
+    fn wants(&mut self, line: &[u8], len: u64) -> bool;
+    /// The literal's bytes, in order, in chunks.
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// The literal is complete.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
 enum Stream {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
@@ -308,6 +319,12 @@ impl Connection {
     /// Reads one complete response into `out` (cleared first): its line, and for every
     /// line that ends in a literal announcement `{n}`, the n bytes and the line after.
     pub fn read_response(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.read_response_to(out, None)
+    }
+
+    /// [`Connection::read_response`], with the literals `sink` wants sent there in chunks
+    /// instead of into `out`: memory stays bounded whatever their size.
+    pub fn read_response_to(&mut self, out: &mut Vec<u8>, mut sink: Option<&mut dyn LiteralSink>) -> Result<()> {
         out.clear();
         loop {
             // One line, up to LF.
@@ -333,6 +350,26 @@ impl Connection {
             let Some(n) = literal_len(line) else { return Ok(()) };
             if n > self.limits.max_literal {
                 return Err(Error::TooLarge { what: "literal", size: n, limit: self.limits.max_literal });
+            }
+            if let Some(sink) = sink.as_deref_mut()
+                && sink.wants(line, n)
+            {
+                // The response keeps an empty literal; the bytes go to the sink.
+                let open = out.iter().rposition(|&b| b == b'{').unwrap_or(out.len());
+                out.truncate(open);
+                out.extend_from_slice(b"{0}\r\n");
+                let mut need = n;
+                while need > 0 {
+                    if self.rpos == self.rbuf.len() {
+                        self.fill()?;
+                    }
+                    let take = need.min((self.rbuf.len() - self.rpos) as u64) as usize;
+                    sink.write(&self.rbuf[self.rpos..self.rpos + take]).map_err(Error::Sink)?;
+                    self.rpos += take;
+                    need -= take as u64;
+                }
+                sink.finish().map_err(Error::Sink)?;
+                continue;
             }
             let total = out.len() as u64 + n;
             if total > self.limits.max_response {

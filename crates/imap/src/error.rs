@@ -39,6 +39,9 @@ pub enum Error {
     /// not on this machine, and the configuration did not allow it.
     #[error("{0}")]
     Insecure(String),
+    /// A literal could not be written where it was streamed to (the disk is full, say).
+    #[error("cannot write a message to disk: {0}")]
+    Sink(io::Error),
     /// A line or literal above the configured limit.
     #[error("the server sent a {what} of {size} bytes, above the limit of {limit} bytes")]
     TooLarge { what: &'static str, size: u64, limit: u64 },

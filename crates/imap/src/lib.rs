@@ -17,6 +17,6 @@ pub mod types;
 pub mod utf7;
 
 pub use client::{AuthMech, Client, Completion, ConnectOptions, TlsMode, quote};
-pub use conn::Limits;
+pub use conn::{Limits, LiteralSink};
 pub use error::{Error, Result};
 pub use types::{Flags, Secret, Uid, parse_uid_set, uid_set};

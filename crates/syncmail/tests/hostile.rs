@@ -215,6 +215,27 @@ fn a_response_cut_short_ends_the_run_with_a_network_error() {
 }
 
 #[test]
+fn a_large_body_cut_short_while_streamed_to_disk_leaves_no_file() {
+    let s = Scene::new(|r, w| {
+        if !is_body_fetch(r) {
+            return Action::Normal;
+        }
+        // Above the streaming threshold: this part goes to a file in tmp/ as it arrives.
+        let _ = w.write_all(b"* 1 FETCH (UID 1 BODY[] {50000000}\r\nFrom: big\r\n\r\n");
+        let _ = w.write_all(&vec![b'x'; 3 << 20]);
+        Action::Hangup
+    });
+    let r = s.sync_fake();
+    let e = last_error(&r, "connection lost");
+    assert_eq!(e.kind, ErrorKind::Network);
+    let tmp = s.root().join("mail/INBOX/tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left in tmp/: {left:?}");
+    assert!(syncmail_testkit::read_maildir(&s.root().join("mail/INBOX")).is_empty());
+    s.finish();
+}
+
+#[test]
 fn an_unsolicited_bye_ends_the_run_with_a_network_error() {
     let s = Scene::new(|r, w| {
         if r.command != "SELECT" {
@@ -233,11 +254,14 @@ fn an_unsolicited_bye_ends_the_run_with_a_network_error() {
 fn fetch_data_for_uids_never_asked_for_is_not_stored() {
     let s = Scene::new(|r, w| {
         if is_body_fetch(r) {
-            let evil = syncmail_testkit::message("never asked for", "injected");
-            let mut out = format!("* 7 FETCH (UID 4242 FLAGS (\\Seen) BODY[] {{{}}}\r\n", evil.len()).into_bytes();
-            out.extend_from_slice(&evil);
-            out.extend_from_slice(b")\r\n");
-            let _ = w.write_all(&out);
+            // One small and one large enough to be streamed to a file.
+            for (uid, size) in [(4242, 10), (4243, 3 << 20)] {
+                let evil = syncmail_testkit::message("never asked for", &"injected ".repeat(size / 9));
+                let mut out = format!("* 7 FETCH (UID {uid} FLAGS (\\Seen) BODY[] {{{}}}\r\n", evil.len()).into_bytes();
+                out.extend_from_slice(&evil);
+                out.extend_from_slice(b")\r\n");
+                let _ = w.write_all(&out);
+            }
         }
         Action::Normal
     });
@@ -245,6 +269,7 @@ fn fetch_data_for_uids_never_asked_for_is_not_stored() {
     assert!(r.is_success(), "{:#?}", r.errors);
     let local = by_subject(&syncmail_testkit::read_maildir(&s.root().join("mail/INBOX")));
     assert_eq!(local.keys().map(String::as_str).collect::<Vec<_>>(), ["first", "second", "third"]);
+    assert!(std::fs::read_dir(s.root().join("mail/INBOX/tmp")).unwrap().next().is_none(), "a file was left in tmp/");
     s.finish();
 }
 

@@ -36,6 +36,9 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
                 .to_string(),
         ),
         ImapError::No { .. } => (ErrorKind::Server, "the server's own words say why it refused".to_string()),
+        ImapError::Sink(_) => {
+            (ErrorKind::Local, "check that the Maildir is writable and the disk is not full".to_string())
+        }
         ImapError::Insecure(_) => (
             ErrorKind::Config,
             "protect the connection with TLS (tls = \"implicit\" or \"starttls\" in the [imap] section); \

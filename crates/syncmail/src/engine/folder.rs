@@ -19,7 +19,7 @@ use super::message::{header, lf_to_crlf};
 use super::plan::{Action, FarView, Mode, plan};
 use super::{Ctx, errors};
 use crate::api::{ErrorKind, FolderReport, Step, SyncError};
-use crate::far::{FlagQuery, Mailbox, MailboxStatus, Session};
+use crate::far::{Body, FlagQuery, Mailbox, MailboxStatus, Session};
 use crate::state::{AppendRow, FarMark, FolderRow, State};
 use std::collections::{BTreeSet, HashMap};
 use syncmail_imap::Error as ImapError;
@@ -35,6 +35,9 @@ const FSYNC_EACH_UP_TO: usize = 128;
 /// UIDs per UID FETCH command, and how many such commands are in flight at once.
 const FETCH_CHUNK: usize = 50;
 const FETCH_WINDOW: usize = 4;
+/// Messages of this size or more are streamed to their file as they arrive, never held
+/// in memory whole.
+const STREAM_FROM: u64 = 1 << 20;
 
 pub(crate) enum FolderError {
     /// This folder failed; the others can go on.
@@ -747,20 +750,30 @@ fn download(
         let mut seen = BTreeSet::new();
         let mut failure: Option<FolderError> = None;
         let mut data = Vec::new();
-        let fetched = session.fetch_bodies(&uids, FETCH_CHUNK, FETCH_WINDOW, |uid, flags, body| {
-            if failure.is_some() || !seen.insert(uid) {
-                return Ok(());
-            }
-            let Some(unique) = names.get(&uid) else { return Ok(()) };
+        let spill = crate::far::Spill { dir: dir.path().join("tmp"), threshold: STREAM_FROM };
+        let fetched = session.fetch_bodies_to(&uids, FETCH_CHUNK, FETCH_WINDOW, &spill, |uid, flags, body| {
+            let unique = names.get(&uid).filter(|_| failure.is_none() && seen.insert(uid));
             // A server may send FLAGS in a FETCH of its own; the listing's are then current.
             let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
-            maildir::crlf_to_lf_into(body, &mut data);
-            match dir.stage_unsynced(unique, &data) {
+            let (result, len) = match (body, unique) {
+                (Body::File { path, .. }, None) => {
+                    let _ = std::fs::remove_file(path);
+                    return Ok(());
+                }
+                (_, None) => return Ok(()),
+                (Body::Bytes(b), Some(unique)) => {
+                    maildir::crlf_to_lf_into(b, &mut data);
+                    (dir.stage_unsynced(unique, &data), b.len() as u64)
+                }
+                // Streamed to tmp/ already (a large message): only renamed.
+                (Body::File { path, len }, Some(unique)) => (dir.stage_written(unique, &path), len),
+            };
+            match result {
                 Ok(s) => staged.push((uid, flags, s)),
                 Err(e) => failure = Some(local_error(ctx, shown, e)),
             }
             done += 1;
-            done_bytes += body.len() as u64;
+            done_bytes += len;
             ctx.progress(
                 Step::Download,
                 format!("downloading {total} new messages"),
