@@ -86,8 +86,19 @@ fn no_password_goes_unencrypted_over_a_network_unless_the_config_says_so() {
     assert!(r.is_success(), "{:#?}", r.errors);
 }
 
-/// An account on a scripted server whose token comes from a command that prints
-/// `expired-token`, or `fresh-token` when asked to refresh; each run is counted in `runs`.
+/// An account on 127.0.0.1:`port` (no TLS: loopback) whose token comes from `command`.
+fn token_account(tmp: &std::path::Path, port: u16, mech: &str, command: &str) -> syncmail::AccountConfig {
+    let text = format!(
+        "[accounts.t]\nmaildir = \"{}\"\nstate-dir = \"{}\"\n[accounts.t.imap]\nhost = \"127.0.0.1\"\nport = {port}\n\
+         tls = \"none\"\nuser = \"test\"\noauth-token-command = {command:?}\nauth-mech = \"{mech}\"\ntimeout = 5\n",
+        tmp.join("mail").display(),
+        tmp.join("state").display(),
+    );
+    syncmail::Config::parse(&text, &tmp.join("c.toml")).unwrap().accounts["t"].clone()
+}
+
+/// [`token_account`] with a command that prints `expired-token`, or `fresh-token` when
+/// asked to refresh (or always `always`); each run is counted in `runs`.
 fn oauth_account(tmp: &std::path::Path, port: u16, mech: &str, always: Option<&str>) -> syncmail::AccountConfig {
     let script = tmp.join("token.sh");
     let body = match always {
@@ -98,14 +109,7 @@ fn oauth_account(tmp: &std::path::Path, port: u16, mech: &str, always: Option<&s
         ),
     };
     std::fs::write(&script, body).unwrap();
-    let text = format!(
-        "[accounts.t]\nmaildir = \"{}\"\nstate-dir = \"{}\"\n[accounts.t.imap]\nhost = \"127.0.0.1\"\nport = {port}\n\
-         tls = \"none\"\nuser = \"test\"\noauth-token-command = \"sh '{}'\"\nauth-mech = \"{mech}\"\ntimeout = 5\n",
-        tmp.join("mail").display(),
-        tmp.join("state").display(),
-        script.display()
-    );
-    syncmail::Config::parse(&text, &tmp.join("c.toml")).unwrap().accounts["t"].clone()
+    token_account(tmp, port, mech, &format!("sh '{}'", script.display()))
 }
 
 fn runs(tmp: &std::path::Path) -> usize {
@@ -170,4 +174,38 @@ fn a_token_refused_after_its_refresh_is_an_auth_error_without_the_token() {
     let store = Store::open(oauth_account(tmp.path(), plain.port, "xoauth2", None)).unwrap();
     let (r, _) = sync(&store, DOWNLOAD);
     assert!(r.errors[0].message.contains("does not offer AUTH=XOAUTH2 (it offers AUTH=PLAIN)"), "{:#?}", r.errors);
+}
+
+/// A token command as users have them, here signing its own JWTs (HS256) for a Dovecot
+/// that checks them locally: expired unless `SYNCMAIL_OAUTH_REFRESH=1` asks for a fresh one.
+const JWT_COMMAND: &str = r#"
+import base64, hashlib, hmac, json, os, sys, time
+key = base64.b64decode(sys.argv[1])
+with open(sys.argv[2], "a") as f:
+    f.write("run\n")
+now = int(time.time())
+fresh = os.environ.get("SYNCMAIL_OAUTH_REFRESH") == "1"
+claims = {"sub": "test", "iat": now - (10 if fresh else 7200), "exp": now + (3600 if fresh else -3600)}
+enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+part = lambda d: enc(json.dumps(d, separators=(",", ":")).encode())
+signed = part({"alg": "HS256", "typ": "JWT"}) + b"." + part(claims)
+print((signed + b"." + enc(hmac.new(key, signed, hashlib.sha256).digest())).decode())
+"#;
+
+#[test]
+fn oauth_against_dovecot_an_expired_jwt_is_refreshed_by_the_token_command() {
+    let key = "c3luY21haWwtdGVzdC1obWFjLWtleS0zMi1ieXRlcyE="; // base64 of a 32-byte key
+    let dv = Dovecot::start(Options { messages: 5, oauth2_key: Some(key.into()), ..Default::default() });
+    for mech in ["xoauth2", "oauthbearer"] {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("jwt.py"), JWT_COMMAND).unwrap();
+        let command =
+            format!("python3 '{}' {key} '{}'", tmp.path().join("jwt.py").display(), tmp.path().join("runs").display());
+        let acc = token_account(tmp.path(), dv.port_plain, mech, &command);
+        let store = Store::open(acc).unwrap();
+        let (r, _) = sync(&store, DOWNLOAD);
+        assert!(r.is_success(), "{mech}: {:#?}", r.errors);
+        assert_eq!(runs(tmp.path()), 2, "{mech}: expired, then refreshed once");
+        assert_same(&dv, tmp.path());
+    }
 }
