@@ -217,8 +217,9 @@ impl Client {
     }
 
     /// Refuses to send a password in clear text over the network (RFC 8314 §3: cleartext
-    /// is for loopback, or where the person has said so).
-    fn check_may_send_password(&self) -> Result<()> {
+    /// is for loopback, or where the person has said so). [`Client::login`] checks it;
+    /// callers may check first, before they fetch the secret at all.
+    pub fn check_may_send_password(&self) -> Result<()> {
         if self.is_tls() || self.allow_plaintext || self.conn.peer_is_loopback() {
             return Ok(());
         }

@@ -103,6 +103,8 @@ impl Session {
             allow_plaintext: cfg.allow_plaintext,
         };
         let mut client = Client::connect(&opts).map_err(SessionError::Imap)?;
+        // Refused before the secret is even fetched (no keyring prompt, no token refresh).
+        client.check_may_send_password().map_err(SessionError::Imap)?;
         let secret = cfg.password.fetch().map_err(SessionError::Password)?;
         let mech = match cfg.auth_mech {
             // A token goes by the mechanism the server offers; RFC 7628's first.

@@ -48,9 +48,10 @@ fn network_address() -> Option<std::net::IpAddr> {
 fn plain_account(tmp: &std::path::Path, ip: std::net::IpAddr, port: u16, extra: &str) -> syncmail::AccountConfig {
     let text = format!(
         "[accounts.t]\nmaildir = \"{}\"\nstate-dir = \"{}\"\n[accounts.t.imap]\nhost = \"{ip}\"\nport = {port}\n\
-         tls = \"none\"\nuser = \"test\"\npassword-command = \"echo secret\"\ntimeout = 5\n{extra}\n",
+         tls = \"none\"\nuser = \"test\"\npassword-command = \"echo run >> '{}'; echo secret\"\ntimeout = 5\n{extra}\n",
         tmp.join("mail").display(),
-        tmp.join("state").display()
+        tmp.join("state").display(),
+        tmp.join("runs").display()
     );
     syncmail::Config::parse(&text, &tmp.join("c.toml")).unwrap().accounts["t"].clone()
 }
@@ -71,6 +72,7 @@ fn no_password_goes_unencrypted_over_a_network_unless_the_config_says_so() {
     assert!(e.message.contains("allow-plaintext") && e.hint.contains("tls"), "{e:#?}");
     let cmds = fake.commands();
     assert!(!cmds.iter().any(|c| c.starts_with("LOGIN") || c.starts_with("AUTHENTICATE")), "{cmds:?}");
+    assert_eq!(runs(tmp.path()), 0, "the password was fetched although it could not be sent");
 
     // Said explicitly: allowed.
     let store = Store::open(plain_account(tmp.path(), ip, fake.port, "allow-plaintext = true")).unwrap();
