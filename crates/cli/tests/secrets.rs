@@ -70,8 +70,8 @@ fn no_secret_in_any_output_or_state_file() {
     let good = config(root, "good", dv.port_tls, "implicit", Some(&dv.ca_file()), env_source);
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
 
-    // Successful syncs, in each output mode.
-    for args in [&["--json", "sync"][..], &["sync"], &["--quiet", "sync"]] {
+    // Successful syncs, in each output mode, with the protocol trace (the most verbose).
+    for args in [&["--json", "-v", "sync"][..], &["-v", "sync"], &["--quiet", "-v", "sync"], &["sync"]] {
         let (ok, out) = run(&good, GOOD, args);
         assert!(ok, "{}", String::from_utf8_lossy(&out));
         outputs.push((format!("good {args:?}"), out));
@@ -81,7 +81,7 @@ fn no_secret_in_any_output_or_state_file() {
     // A wrong password, over STARTTLS and over plain loopback (LOGIN and AUTHENTICATE).
     for (name, port, tls) in [("wrongtls", dv.port_plain, "starttls"), ("wrongplain", dv.port_plain, "none")] {
         let conf = config(root, name, port, tls, Some(&dv.ca_file()), env_source);
-        for args in [&["--json", "sync"][..], &["sync"]] {
+        for args in [&["--json", "-v", "sync"][..], &["-v", "sync"]] {
             let (ok, out) = run(&conf, WRONG, args);
             assert!(!ok);
             assert!(
@@ -93,8 +93,10 @@ fn no_secret_in_any_output_or_state_file() {
         }
     }
     let conf = config(root, "loginmech", dv.port_plain, "none", None, &format!("{env_source}\nauth-mech = \"login\""));
-    let (ok, out) = run(&conf, WRONG, &["--json", "sync"]);
+    let (ok, out) = run(&conf, WRONG, &["--json", "-v", "sync"]);
     assert!(!ok);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("LOGIN (credentials hidden)"), "the trace does not show the login: {text}");
     outputs.push(("LOGIN command".into(), out));
 
     // A hostile server that quotes the credentials back in its refusal, raw and encoded.
@@ -113,10 +115,11 @@ fn no_secret_in_any_output_or_state_file() {
     }));
     for (name, mech) in [("echoplain", "plain"), ("echologin", "login")] {
         let conf = config(root, name, echo.port, "none", None, &format!("{env_source}\nauth-mech = \"{mech}\""));
-        let (ok, out) = run(&conf, GOOD, &["--json", "sync"]);
+        let (ok, out) = run(&conf, GOOD, &["--json", "-v", "sync"]);
         assert!(!ok);
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("you sent") && text.contains("password hidden"), "{text}");
+        assert!(text.contains("\"event\":\"trace\"") && text.contains("S: * OK you sent"), "{text}");
         outputs.push((name.into(), out));
     }
 

@@ -28,7 +28,7 @@ pub enum TlsMode {
     None,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     pub host: String,
     pub port: u16,
@@ -41,6 +41,23 @@ pub struct ConnectOptions {
     /// Allow a password to be sent without TLS to a server that is not on this machine.
     /// Off by default: with `TlsMode::None`, only loopback servers get a password.
     pub allow_plaintext: bool,
+    /// Where to send a protocol trace, if anywhere (the greeting and login included).
+    pub trace: Option<Trace>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .field("limits", &self.limits)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("trace", &self.trace.is_some())
+            .finish()
+    }
 }
 
 /// How to log in.
@@ -88,7 +105,17 @@ pub struct Client {
     /// Where the connection goes, for OAUTHBEARER's `host` and `port` (RFC 7628 §3.1).
     host: String,
     port: u16,
+    /// Receives the protocol, a line per command and response, for `--verbose`.
+    trace: Option<Trace>,
+    /// Forms of the secret sent at login, hidden from the trace from then on (a server
+    /// may quote them back).
+    hidden: Vec<String>,
 }
+
+/// A receiver of protocol lines: `C: …` sent, `S: …` received (the first line of each
+/// response, control characters escaped, cut to 300 bytes, literals elided). Credentials
+/// never appear: commands that carry them show `(credentials hidden)`.
+pub type Trace = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Client {
     /// Connects, reads the greeting, and sets up TLS as asked.
@@ -108,6 +135,8 @@ impl Client {
             allow_plaintext: opts.allow_plaintext,
             host: opts.host.clone(),
             port: opts.port,
+            trace: opts.trace.clone(),
+            hidden: Vec::new(),
         };
         c.greeting()?;
         if opts.tls == TlsMode::StartTls {
@@ -135,7 +164,7 @@ impl Client {
     }
 
     fn greeting(&mut self) -> Result<()> {
-        self.conn.read_response(&mut self.buf)?;
+        self.read(None)?;
         let r = parse_response(&self.buf)?;
         match r {
             Response::Untagged(Untagged::Status { status: Status::Ok | Status::PreAuth, code, .. }) => {
@@ -193,6 +222,7 @@ impl Client {
             return Err(Error::Protocol("the user name or password contains a NUL or line break".into()));
         }
         self.check_may_send_password()?;
+        self.hidden.extend(self.sent_forms(user, password));
         let result = if mech.is_oauth() {
             self.authenticate_oauth(user, password, mech)
         } else {
@@ -250,16 +280,16 @@ impl Client {
         let ir = base64::engine::general_purpose::STANDARD.encode(message);
         let command = format!("AUTHENTICATE {name}");
         let tag = if self.has("SASL-IR") {
-            self.send_raw(&format!("{command} {ir}"), &command)?
+            self.send_raw(&format!("{command} {ir}"), &command, &format!("{command} (credentials hidden)"))?
         } else {
-            let tag = self.send_raw(&command, &command)?;
+            let tag = self.send_raw(&command, &command, &command)?;
             self.wait_continue()?;
             self.conn.write_all(format!("{ir}\r\n").as_bytes())?;
             tag
         };
         let mut why = String::new();
         loop {
-            self.conn.read_response(&mut self.buf)?;
+            self.read(None)?;
             match parse_response(&self.buf)? {
                 Response::Continue(challenge) => {
                     // The error report (RFC 7628 §3.2.2): kept for the error message.
@@ -307,7 +337,7 @@ impl Client {
             if self.has("SASL-IR") {
                 self.run_secret(&format!("AUTHENTICATE PLAIN {ir}"), "AUTHENTICATE PLAIN")
             } else {
-                let tag = self.send_raw("AUTHENTICATE PLAIN", "AUTHENTICATE PLAIN")?;
+                let tag = self.send_raw("AUTHENTICATE PLAIN", "AUTHENTICATE PLAIN", "AUTHENTICATE PLAIN")?;
                 self.wait_continue()?;
                 self.conn.write_all(format!("{ir}\r\n").as_bytes())?;
                 self.complete(&tag, |_| Ok(()))
@@ -327,6 +357,7 @@ impl Client {
             }));
         } else {
             let tag = self.next_tag();
+            self.trace_line(&format!("C: {tag} LOGIN (credentials hidden)"));
             let mut cmd = format!("{tag} LOGIN ").into_bytes();
             let mut parts = Vec::new();
             for (i, s) in [user, password.expose()].into_iter().enumerate() {
@@ -370,7 +401,7 @@ impl Client {
 
     fn wait_continue(&mut self) -> Result<()> {
         loop {
-            self.conn.read_response(&mut self.buf)?;
+            self.read(None)?;
             match parse_response(&self.buf)? {
                 Response::Continue(_) => return Ok(()),
                 Response::Tagged { status: Status::Ok, .. } => {
@@ -426,8 +457,30 @@ impl Client {
         t
     }
 
-    fn send_raw(&mut self, cmd: &str, name: &str) -> Result<String> {
+    /// Reads one response into `self.buf`, tracing it.
+    fn read(&mut self, sink: Option<&mut dyn LiteralSink>) -> Result<()> {
+        self.conn.read_response_to(&mut self.buf, sink)?;
+        if self.trace.is_some() {
+            let line = crate::parse::excerpt(&self.buf);
+            self.trace_line(&format!("S: {line}"));
+        }
+        Ok(())
+    }
+
+    fn trace_line(&self, line: &str) {
+        if let Some(t) = &self.trace {
+            let mut line = line.to_string();
+            for f in self.hidden.iter().filter(|f| !f.is_empty()) {
+                line = line.replace(f.as_str(), "(credentials hidden)");
+            }
+            t(&line);
+        }
+    }
+
+    /// Sends `cmd` under a new tag; the trace shows `shown` in its place.
+    fn send_raw(&mut self, cmd: &str, name: &str, shown: &str) -> Result<String> {
         let tag = self.next_tag();
+        self.trace_line(&format!("C: {tag} {shown}"));
         let mut line = Vec::with_capacity(tag.len() + cmd.len() + 3);
         line.extend_from_slice(tag.as_bytes());
         line.push(b' ');
@@ -442,12 +495,12 @@ impl Client {
     /// The command must not need a literal continuation.
     pub fn send(&mut self, cmd: &str) -> Result<String> {
         let name = command_name(cmd);
-        self.send_raw(cmd, &name)
+        self.send_raw(cmd, &name, cmd)
     }
 
     /// Runs a command whose text holds a secret: error messages name only `name`.
     fn run_secret(&mut self, cmd: &str, name: &str) -> Result<Completion> {
-        let tag = self.send_raw(cmd, name)?;
+        let tag = self.send_raw(cmd, name, &format!("{name} (credentials hidden)"))?;
         self.complete(&tag, |_| Ok(()))
     }
 
@@ -479,7 +532,7 @@ impl Client {
         let (status, code, text) = match self.early.remove(tag) {
             Some(done) => done,
             None => loop {
-                self.conn.read_response_to(&mut self.buf, sink.as_mut().map(|s| &mut **s as &mut dyn LiteralSink))?;
+                self.read(sink.as_mut().map(|s| &mut **s as &mut dyn LiteralSink))?;
                 let r = parse_response(&self.buf)?;
                 match r {
                     Response::Tagged { tag: t, status, code, text } => {
@@ -520,6 +573,7 @@ impl Client {
         let plus = self.has("LITERAL+");
         let head =
             format!("{tag} APPEND {quoted_name} ({flags}) {{{}{}}}\r\n", message.len(), if plus { "+" } else { "" });
+        self.trace_line(&format!("C: {} ({} bytes follow)", head.trim_end(), message.len()));
         self.pending.insert(tag.clone(), "APPEND".into());
         if plus {
             let mut buf = Vec::with_capacity(head.len() + message.len() + 2);
@@ -532,7 +586,7 @@ impl Client {
             // The server answers "+" to go on, or completes the command at once (NO, e.g.
             // for a message too large): then the literal must not be sent.
             loop {
-                self.conn.read_response(&mut self.buf)?;
+                self.read(None)?;
                 match parse_response(&self.buf)? {
                     Response::Continue(_) => break,
                     Response::Tagged { tag: t, status, code, text } if t == tag => {
@@ -682,6 +736,7 @@ mod fake_server_tests {
             timeout: Duration::from_secs(secs),
             limits: Limits::default(),
             allow_plaintext: false,
+            trace: None,
         }
     }
 

@@ -93,6 +93,15 @@ fn sendable(name: &str) -> bool {
 impl Session {
     /// Connects, logs in, and enables what the server offers that the sync uses.
     pub fn open(cfg: &ImapConfig) -> std::result::Result<Session, SessionError> {
+        Session::open_traced(cfg, None)
+    }
+
+    /// [`Session::open`], with the protocol (login included, credentials hidden) sent to
+    /// `trace`.
+    pub fn open_traced(
+        cfg: &ImapConfig,
+        trace: Option<syncmail_imap::Trace>,
+    ) -> std::result::Result<Session, SessionError> {
         let opts = ConnectOptions {
             host: cfg.host.clone(),
             port: cfg.port,
@@ -101,6 +110,7 @@ impl Session {
             timeout: cfg.timeout,
             limits: Limits::default(),
             allow_plaintext: cfg.allow_plaintext,
+            trace,
         };
         let mut client = Client::connect(&opts).map_err(SessionError::Imap)?;
         // Refused before the secret is even fetched (no keyring prompt, no token refresh).
