@@ -14,6 +14,26 @@
 //! before the normal answer and may replace it, add to it, or hang up. The folders live
 //! behind [`ScriptedServer::folders`], so a test can change them between runs (a UIDNEXT
 //! that goes backwards, a message that vanishes).
+//!
+//! ```no_run
+//! use syncmail_testkit::hostile::{Action, FakeFolder, Script, ScriptedServer};
+//! // Two folders, one with a hostile name, under the delimiter "/".
+//! let inbox = FakeFolder::new("INBOX").with_message(b"Subject: hi\r\n\r\nhello\r\n", &["\\Seen"]);
+//! let evil = FakeFolder::new("a/../../b").with_delimiter(Some('/'));
+//! let fake = ScriptedServer::start(Script { folders: vec![inbox, evil], ..Default::default() }.with_hook(
+//!     |req, w| {
+//!         // Misbehave on cue: say goodbye instead of selecting.
+//!         if req.command == "SELECT" {
+//!             let _ = w.write_all(b"* BYE going away\r\n");
+//!             return Action::Hangup;
+//!         }
+//!         Action::Normal
+//!     },
+//! ));
+//! // Point an account at 127.0.0.1:fake.port with tls = "none", user "test",
+//! // password "secret" (testkit's USER and PASSWORD), and sync.
+//! # let _ = fake.port;
+//! ```
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
