@@ -61,6 +61,9 @@ pub struct Session {
     /// Folder names from the last LIST that are not UTF-8 (shown lossily): they cannot be
     /// sent back, so they are reported and skipped.
     pub unusable_names: Vec<String>,
+    /// UIDs whose bodies the server sent without being asked (by
+    /// [`Session::fetch_bodies_to`]); they were not stored. Taken by the caller to report.
+    pub unasked: BTreeSet<u32>,
 }
 
 fn flags_of(list: &[String]) -> Flags {
@@ -140,7 +143,14 @@ impl Session {
         let enabled = client.enable(&["QRESYNC", "UTF8=ACCEPT"]).map_err(SessionError::Imap)?;
         let qresync = enabled.iter().any(|e| e.eq_ignore_ascii_case("QRESYNC"));
         let condstore = qresync || client.has("CONDSTORE");
-        Ok(Session { client, condstore, qresync, selected: false, unusable_names: Vec::new() })
+        Ok(Session {
+            client,
+            condstore,
+            qresync,
+            selected: false,
+            unusable_names: Vec::new(),
+            unasked: BTreeSet::new(),
+        })
     }
 
     pub fn has(&self, cap: &str) -> bool {
@@ -453,9 +463,16 @@ impl Session {
                 let written = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
                 let w2 = written.clone();
                 let mut sink_ref = SinkHandle { sink: &mut sink, out: w2 };
+                let unasked = &mut self.unasked;
                 let r = self.client.complete_to(&tag, Some(&mut sink_ref), |u| {
                     let files: Vec<(std::path::PathBuf, u64)> = written.borrow_mut().drain(..).collect();
                     let mut files = files.into_iter();
+                    if let Untagged::Fetch { data, .. } = &u
+                        && let (Some(uid), Some(_)) = (data.uid, data.body)
+                        && !wanted.contains(&uid)
+                    {
+                        unasked.insert(uid);
+                    }
                     if let Untagged::Fetch { data, .. } = u
                         && let (Some(uid), Some(body)) = (data.uid, data.body)
                         && wanted.contains(&uid)

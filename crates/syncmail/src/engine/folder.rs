@@ -787,6 +787,24 @@ fn download(
         if let Some(f) = failure {
             return Err(f);
         }
+        let unasked = std::mem::take(&mut session.unasked);
+        if !unasked.is_empty() {
+            ctx.error(SyncError {
+                kind: ErrorKind::Server,
+                account: ctx.name().to_string(),
+                folder: Some(shown.to_string()),
+                message: format!(
+                    "the server sent {} message(s) that were not asked for (UIDs {}); they were not stored",
+                    unasked.len(),
+                    syncmail_imap::uid_set(&unasked.into_iter().collect::<Vec<_>>())
+                ),
+                server_text: None,
+                hint: "the server broke the protocol; the messages asked for were stored as usual; report it to \
+                       the server's administrator if it persists"
+                    .into(),
+                retryable: false,
+            });
+        }
         // Every file of the batch durable before any becomes visible: one flush of the file
         // system for a large batch, an fsync each for a few (a file system flush also waits
         // for everything else written there, which costs more than a few fsyncs).
