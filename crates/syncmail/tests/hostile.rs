@@ -327,14 +327,22 @@ fn folder_names_that_climb_out_of_the_store_are_refused() {
     let s = Scene::new(|_, _| Action::Normal);
     {
         let mut folders = s.fake.folders();
-        for name in ["..", "../escape", "a/../../b", "/etc"] {
-            folders.push(FakeFolder::new(name).with_message(&syncmail_testkit::message(name, "x"), &[]));
+        for name in ["..", "../escape", "a/../../b", "/etc", "line\r\nbreak", "nul\0byte", "tmp", "a/cur"] {
+            folders.push(FakeFolder::new(name).with_message(&syncmail_testkit::message("x", "x"), &[]));
         }
+        // Not UTF-8 at all (after UTF8=ACCEPT it would have to be): shown lossily, skipped.
+        folders.push(FakeFolder::new(b"bad\xff\xfe".to_vec()));
     }
     let r = s.sync_fake();
     assert!(!r.is_success());
     let refused: Vec<&syncmail::SyncError> = r.errors.iter().filter(|e| e.kind == ErrorKind::FolderName).collect();
-    assert!(!refused.is_empty(), "{:#?}", r.errors);
+    let names: std::collections::BTreeSet<&str> = refused.iter().filter_map(|e| e.folder.as_deref()).collect();
+    for name in
+        ["..", "../escape", "a/../../b", "/etc", "line\r\nbreak", "nul\0byte", "tmp", "a/cur", "bad\u{fffd}\u{fffd}"]
+    {
+        assert!(names.contains(name), "{name:?} was not refused: {:#?}", r.errors);
+    }
+    assert_eq!(r.errors.len(), refused.len(), "{:#?}", r.errors);
     // INBOX was still synced.
     assert_eq!(syncmail_testkit::read_maildir(&s.root().join("mail/INBOX")).len(), 3);
     s.finish();

@@ -56,7 +56,8 @@ pub struct FakeMessage {
 /// One folder as the fake lists it.
 #[derive(Debug, Clone)]
 pub struct FakeFolder {
-    /// The name as sent in LIST (modified UTF-7 or anything a hostile test wants).
+    /// The name as sent in LIST (modified UTF-7 or anything a hostile test wants; sent as
+    /// a literal where a quoted string cannot carry it).
     pub name: Vec<u8>,
     /// The hierarchy delimiter sent in LIST; `None` sends NIL.
     pub delimiter: Option<char>,
@@ -321,7 +322,14 @@ fn in_set(set: &[(u32, u32)], v: u32) -> bool {
     set.iter().any(|(a, b)| *a <= v && v <= *b)
 }
 
+/// A name as an IMAP astring: quoted, or a literal where a quoted string cannot hold it
+/// (CR, LF, NUL, 8-bit bytes).
 fn quote(name: &[u8]) -> Vec<u8> {
+    if name.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0) || b >= 0x80) {
+        let mut v = format!("{{{}}}\r\n", name.len()).into_bytes();
+        v.extend_from_slice(name);
+        return v;
+    }
     let mut v = vec![b'"'];
     for &c in name {
         if c == b'"' || c == b'\\' {
