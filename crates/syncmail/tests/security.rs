@@ -211,3 +211,39 @@ fn oauth_against_dovecot_an_expired_jwt_is_refreshed_by_the_token_command() {
         assert_same(&dv, tmp.path());
     }
 }
+
+fn starttls_account(tmp: &std::path::Path, port: u16) -> syncmail::AccountConfig {
+    let mut acc = plain_account(tmp, "127.0.0.1".parse().unwrap(), port, "");
+    acc.imap.tls = syncmail_imap::TlsMode::StartTls;
+    acc
+}
+
+/// STARTTLS cannot be stripped or abused: a server that does not offer it is refused (no
+/// fallback to clear text), and one that slips a response in right after its go-ahead
+/// (RFC 3501 §6.2.1 injection) is refused before the handshake. No password is fetched.
+#[test]
+fn starttls_is_neither_stripped_nor_injected() {
+    let stripped = ScriptedServer::start(Script { capabilities: "IMAP4rev1 AUTH=PLAIN".into(), ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let (r, _) = sync(&Store::open(starttls_account(tmp.path(), stripped.port)).unwrap(), DOWNLOAD);
+    assert!(r.errors[0].message.contains("does not offer STARTTLS"), "{:#?}", r.errors);
+    assert_eq!(runs(tmp.path()), 0);
+
+    let injecting = ScriptedServer::start(
+        Script { capabilities: "IMAP4rev1 STARTTLS AUTH=PLAIN".into(), ..Default::default() }.with_hook(|r, w| {
+            if r.command != "STARTTLS" {
+                return syncmail_testkit::hostile::Action::Normal;
+            }
+            let _ = w.write_all(
+                format!("{} OK begin TLS\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n", r.tag).as_bytes(),
+            );
+            syncmail_testkit::hostile::Action::Replied
+        }),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (r, _) = sync(&Store::open(starttls_account(tmp.path(), injecting.port)).unwrap(), DOWNLOAD);
+    assert!(r.errors[0].message.contains("sent data right after STARTTLS"), "{:#?}", r.errors);
+    assert_eq!(runs(tmp.path()), 0);
+    let cmds = injecting.commands();
+    assert!(!cmds.iter().any(|c| c.starts_with("AUTHENTICATE") || c.starts_with("LOGIN")), "{cmds:?}");
+}
