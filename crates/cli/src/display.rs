@@ -17,6 +17,8 @@ pub enum Mode {
 
 pub struct Display {
     mode: Mode,
+    /// `--verbose`: the IMAP protocol too (JSON `trace` events, or lines on stderr).
+    verbose: bool,
     multi: MultiProgress,
     started: Instant,
     /// One line per account for its current step, one bar per folder downloading.
@@ -28,10 +30,11 @@ fn human_bytes(n: u64) -> String {
 }
 
 impl Display {
-    pub fn new(mode: Mode) -> Display {
+    pub fn new(mode: Mode, verbose: bool) -> Display {
         let target = if mode == Mode::Bars { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
         Display {
             mode,
+            verbose,
             multi: MultiProgress::with_draw_target(target),
             started: Instant::now(),
             bars: Mutex::new(HashMap::new()),
@@ -135,6 +138,17 @@ impl Display {
 }
 
 impl SyncProgress for Display {
+    fn wants_trace(&self) -> bool {
+        self.verbose
+    }
+
+    fn trace(&self, account: &str, line: &str) {
+        match self.mode {
+            Mode::Json => self.json_line(json!({ "event": "trace", "account": account, "line": line })),
+            _ => self.multi.suspend(|| eprintln!("{account}: {line}")),
+        }
+    }
+
     fn progress(&self, p: &Progress) {
         match self.mode {
             Mode::Json => self.json_line(json!({

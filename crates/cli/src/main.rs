@@ -25,6 +25,10 @@ struct Cli {
     /// Print nothing but errors and the summary.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Also show the IMAP protocol, a line per command and response ("trace" events with
+    /// --json); passwords and tokens are never shown.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -106,7 +110,7 @@ fn run(cli: Cli) -> Result<bool> {
             } else {
                 display::Mode::Bars
             };
-            let display = Arc::new(display::Display::new(mode));
+            let display = Arc::new(display::Display::new(mode, cli.verbose));
             let mut handles = Vec::new();
             for account in accounts {
                 let name = account.name.clone();

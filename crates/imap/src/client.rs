@@ -7,7 +7,7 @@
 //! [`Client::complete`] later waits for that tag, storing any other tag's completion that
 //! arrives first, so completions may be collected in any order.
 
-use crate::conn::{Connection, Limits, tls_config};
+use crate::conn::{Connection, Limits, LiteralSink, tls_config};
 use crate::error::{Error, Result};
 use crate::parse::{Code, Response, Status, Untagged, parse_response};
 use crate::types::Secret;
@@ -28,7 +28,7 @@ pub enum TlsMode {
     None,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     pub host: String,
     pub port: u16,
@@ -38,6 +38,26 @@ pub struct ConnectOptions {
     /// Applies to connecting and to every read and write.
     pub timeout: Duration,
     pub limits: Limits,
+    /// Allow a password to be sent without TLS to a server that is not on this machine.
+    /// Off by default: with `TlsMode::None`, only loopback servers get a password.
+    pub allow_plaintext: bool,
+    /// Where to send a protocol trace, if anywhere (the greeting and login included).
+    pub trace: Option<Trace>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .field("limits", &self.limits)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("trace", &self.trace.is_some())
+            .finish()
+    }
 }
 
 /// How to log in.
@@ -50,6 +70,18 @@ pub enum AuthMech {
     Plain,
     /// The LOGIN command (RFC 3501 §6.2.3).
     Login,
+    /// AUTHENTICATE XOAUTH2 (Google's and Microsoft's SASL mechanism) with an OAuth 2.0
+    /// access token in place of the password.
+    XOAuth2,
+    /// AUTHENTICATE OAUTHBEARER (RFC 7628) with an OAuth 2.0 access token.
+    OAuthBearer,
+}
+
+impl AuthMech {
+    /// Whether the secret is an OAuth 2.0 access token rather than a password.
+    pub fn is_oauth(self) -> bool {
+        matches!(self, AuthMech::XOAuth2 | AuthMech::OAuthBearer)
+    }
 }
 
 /// A command's successful completion.
@@ -69,7 +101,21 @@ pub struct Client {
     /// Command names by tag, for error messages.
     pending: HashMap<String, String>,
     utf8: bool,
+    allow_plaintext: bool,
+    /// Where the connection goes, for OAUTHBEARER's `host` and `port` (RFC 7628 §3.1).
+    host: String,
+    port: u16,
+    /// Receives the protocol, a line per command and response, for `--verbose`.
+    trace: Option<Trace>,
+    /// Forms of the secret sent at login, hidden from the trace from then on (a server
+    /// may quote them back).
+    hidden: Vec<String>,
 }
+
+/// A receiver of protocol lines: `C: …` sent, `S: …` received (the first line of each
+/// response, control characters escaped, cut to 300 bytes, literals elided). Credentials
+/// never appear: commands that carry them show `(credentials hidden)`.
+pub type Trace = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Client {
     /// Connects, reads the greeting, and sets up TLS as asked.
@@ -86,6 +132,11 @@ impl Client {
             early: HashMap::new(),
             pending: HashMap::new(),
             utf8: false,
+            allow_plaintext: opts.allow_plaintext,
+            host: opts.host.clone(),
+            port: opts.port,
+            trace: opts.trace.clone(),
+            hidden: Vec::new(),
         };
         c.greeting()?;
         if opts.tls == TlsMode::StartTls {
@@ -113,7 +164,7 @@ impl Client {
     }
 
     fn greeting(&mut self) -> Result<()> {
-        self.conn.read_response(&mut self.buf)?;
+        self.read(None)?;
         let r = parse_response(&self.buf)?;
         match r {
             Response::Untagged(Untagged::Status { status: Status::Ok | Status::PreAuth, code, .. }) => {
@@ -170,17 +221,123 @@ impl Client {
         if user.contains(['\0', '\r', '\n']) || password.expose().contains(['\0', '\r', '\n']) {
             return Err(Error::Protocol("the user name or password contains a NUL or line break".into()));
         }
+        self.check_may_send_password()?;
+        self.hidden.extend(self.sent_forms(user, password));
+        let result = if mech.is_oauth() {
+            self.authenticate_oauth(user, password, mech)
+        } else {
+            self.login_inner(user, password, mech)
+        };
+        // A server may quote what it was sent; none of it reaches an error message.
+        result.map_err(|e| redact(e, &self.sent_forms(user, password)))
+    }
+
+    /// Every form in which a login may have sent `secret`: as is, quoted (LOGIN), inside
+    /// the base64 SASL messages of PLAIN, XOAUTH2 and OAUTHBEARER.
+    fn sent_forms(&self, user: &str, secret: &Secret) -> Vec<String> {
+        let pw = secret.expose();
+        let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+        vec![
+            b64(format!("\0{user}\0{pw}")),
+            b64(xoauth2_message(user, pw)),
+            b64(oauthbearer_message(user, &self.host, self.port, pw)),
+            quote(pw),
+            pw.to_string(),
+        ]
+    }
+
+    /// Refuses to send a password in clear text over the network (RFC 8314 §3: cleartext
+    /// is for loopback, or where the person has said so). [`Client::login`] checks it;
+    /// callers may check first, before they fetch the secret at all.
+    pub fn check_may_send_password(&self) -> Result<()> {
+        if self.is_tls() || self.allow_plaintext || self.conn.peer_is_loopback() {
+            return Ok(());
+        }
+        Err(Error::Insecure(
+            "refusing to send the password over an unencrypted connection to a server that is not on this \
+             machine; use tls = \"implicit\" (port 993) or \"starttls\" (port 143), or set \
+             allow-plaintext = true in the [imap] section if the network is trusted"
+                .into(),
+        ))
+    }
+
+    /// AUTHENTICATE XOAUTH2 or OAUTHBEARER with `token`. A server that refuses the token
+    /// first sends a challenge (base64 JSON saying why); the client answers it with an
+    /// empty (XOAUTH2) or `%x01` (RFC 7628 §3.2.3) response, and the server then says NO.
+    fn authenticate_oauth(&mut self, user: &str, token: &Secret, mech: AuthMech) -> Result<()> {
+        let (name, message, dummy) = if mech == AuthMech::OAuthBearer {
+            ("OAUTHBEARER", oauthbearer_message(user, &self.host, self.port, token.expose()), "AQ==")
+        } else {
+            ("XOAUTH2", xoauth2_message(user, token.expose()), "")
+        };
+        if !self.has(&format!("AUTH={name}")) {
+            let offered: Vec<&str> = self.caps.iter().filter(|c| c.starts_with("AUTH=")).map(String::as_str).collect();
+            return Err(Error::Protocol(format!(
+                "the server does not offer AUTH={name} (it offers {}); set auth-mech to one it offers",
+                if offered.is_empty() { "no SASL mechanism".to_string() } else { offered.join(" ") }
+            )));
+        }
+        let ir = base64::engine::general_purpose::STANDARD.encode(message);
+        let command = format!("AUTHENTICATE {name}");
+        let tag = if self.has("SASL-IR") {
+            self.send_raw(&format!("{command} {ir}"), &command, &format!("{command} (credentials hidden)"))?
+        } else {
+            let tag = self.send_raw(&command, &command, &command)?;
+            self.wait_continue()?;
+            self.conn.write_all(format!("{ir}\r\n").as_bytes())?;
+            tag
+        };
+        let mut why = String::new();
+        loop {
+            self.read(None)?;
+            match parse_response(&self.buf)? {
+                Response::Continue(challenge) => {
+                    // The error report (RFC 7628 §3.2.2): kept for the error message.
+                    let decoded =
+                        base64::engine::general_purpose::STANDARD.decode(challenge.trim()).unwrap_or_default();
+                    why = String::from_utf8_lossy(&decoded).chars().filter(|c| !c.is_control()).take(300).collect();
+                    self.conn.write_all(format!("{dummy}\r\n").as_bytes())?;
+                }
+                Response::Tagged { tag: t, status, code, text } if t == tag => {
+                    self.pending.remove(&tag);
+                    let text = if why.is_empty() { text } else { format!("{text} ({why})") };
+                    return match status {
+                        Status::Ok => {
+                            if let Some(Code::Capability(c)) = code {
+                                self.set_caps(c);
+                            } else {
+                                self.capability()?;
+                            }
+                            Ok(())
+                        }
+                        _ => Err(Error::Auth { user: user.to_string(), text }),
+                    };
+                }
+                Response::Tagged { tag: t, .. } => {
+                    return Err(Error::Protocol(format!(
+                        "the server completed a command that was never sent (tag {t})"
+                    )));
+                }
+                Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+                    return Err(Error::Bye { text });
+                }
+                Response::Untagged(_) => {}
+            }
+        }
+    }
+
+    fn login_inner(&mut self, user: &str, password: &Secret, mech: AuthMech) -> Result<()> {
         let use_plain = match mech {
             AuthMech::Auto => self.has("AUTH=PLAIN"),
             AuthMech::Plain => true,
-            AuthMech::Login => false,
+            AuthMech::Login | AuthMech::XOAuth2 | AuthMech::OAuthBearer => false,
         };
         let result = if use_plain {
             let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{}", password.expose()));
             if self.has("SASL-IR") {
                 self.run_secret(&format!("AUTHENTICATE PLAIN {ir}"), "AUTHENTICATE PLAIN")
             } else {
-                let tag = self.send_raw("AUTHENTICATE PLAIN", "AUTHENTICATE PLAIN")?;
+                let tag = self.send_raw("AUTHENTICATE PLAIN", "AUTHENTICATE PLAIN", "AUTHENTICATE PLAIN")?;
                 self.wait_continue()?;
                 self.conn.write_all(format!("{ir}\r\n").as_bytes())?;
                 self.complete(&tag, |_| Ok(()))
@@ -200,6 +357,7 @@ impl Client {
             }));
         } else {
             let tag = self.next_tag();
+            self.trace_line(&format!("C: {tag} LOGIN (credentials hidden)"));
             let mut cmd = format!("{tag} LOGIN ").into_bytes();
             let mut parts = Vec::new();
             for (i, s) in [user, password.expose()].into_iter().enumerate() {
@@ -243,7 +401,7 @@ impl Client {
 
     fn wait_continue(&mut self) -> Result<()> {
         loop {
-            self.conn.read_response(&mut self.buf)?;
+            self.read(None)?;
             match parse_response(&self.buf)? {
                 Response::Continue(_) => return Ok(()),
                 Response::Tagged { status: Status::Ok, .. } => {
@@ -299,8 +457,30 @@ impl Client {
         t
     }
 
-    fn send_raw(&mut self, cmd: &str, name: &str) -> Result<String> {
+    /// Reads one response into `self.buf`, tracing it.
+    fn read(&mut self, sink: Option<&mut dyn LiteralSink>) -> Result<()> {
+        self.conn.read_response_to(&mut self.buf, sink)?;
+        if self.trace.is_some() {
+            let line = crate::parse::excerpt(&self.buf);
+            self.trace_line(&format!("S: {line}"));
+        }
+        Ok(())
+    }
+
+    fn trace_line(&self, line: &str) {
+        if let Some(t) = &self.trace {
+            let mut line = line.to_string();
+            for f in self.hidden.iter().filter(|f| !f.is_empty()) {
+                line = line.replace(f.as_str(), "(credentials hidden)");
+            }
+            t(&line);
+        }
+    }
+
+    /// Sends `cmd` under a new tag; the trace shows `shown` in its place.
+    fn send_raw(&mut self, cmd: &str, name: &str, shown: &str) -> Result<String> {
         let tag = self.next_tag();
+        self.trace_line(&format!("C: {tag} {shown}"));
         let mut line = Vec::with_capacity(tag.len() + cmd.len() + 3);
         line.extend_from_slice(tag.as_bytes());
         line.push(b' ');
@@ -315,12 +495,12 @@ impl Client {
     /// The command must not need a literal continuation.
     pub fn send(&mut self, cmd: &str) -> Result<String> {
         let name = command_name(cmd);
-        self.send_raw(cmd, &name)
+        self.send_raw(cmd, &name, cmd)
     }
 
     /// Runs a command whose text holds a secret: error messages name only `name`.
     fn run_secret(&mut self, cmd: &str, name: &str) -> Result<Completion> {
-        let tag = self.send_raw(cmd, name)?;
+        let tag = self.send_raw(cmd, name, &format!("{name} (credentials hidden)"))?;
         self.complete(&tag, |_| Ok(()))
     }
 
@@ -336,14 +516,23 @@ impl Client {
     /// Reads responses until `tag` completes. Untagged responses go to `f`; completions of
     /// other pipelined commands are kept for their own `complete` call.
     /// NO and BAD become errors that carry the server's words.
-    pub fn complete<F>(&mut self, tag: &str, mut f: F) -> Result<Completion>
+    pub fn complete<F>(&mut self, tag: &str, f: F) -> Result<Completion>
+    where
+        F: FnMut(Untagged<'_>) -> Result<()>,
+    {
+        self.complete_to(tag, None, f)
+    }
+
+    /// [`Client::complete`], with the literals `sink` wants streamed to it rather than
+    /// held in memory; `f` then sees them as empty.
+    pub fn complete_to<F>(&mut self, tag: &str, mut sink: Option<&mut dyn LiteralSink>, mut f: F) -> Result<Completion>
     where
         F: FnMut(Untagged<'_>) -> Result<()>,
     {
         let (status, code, text) = match self.early.remove(tag) {
             Some(done) => done,
             None => loop {
-                self.conn.read_response(&mut self.buf)?;
+                self.read(sink.as_mut().map(|s| &mut **s as &mut dyn LiteralSink))?;
                 let r = parse_response(&self.buf)?;
                 match r {
                     Response::Tagged { tag: t, status, code, text } => {
@@ -384,6 +573,7 @@ impl Client {
         let plus = self.has("LITERAL+");
         let head =
             format!("{tag} APPEND {quoted_name} ({flags}) {{{}{}}}\r\n", message.len(), if plus { "+" } else { "" });
+        self.trace_line(&format!("C: {} ({} bytes follow)", head.trim_end(), message.len()));
         self.pending.insert(tag.clone(), "APPEND".into());
         if plus {
             let mut buf = Vec::with_capacity(head.len() + message.len() + 2);
@@ -396,7 +586,7 @@ impl Client {
             // The server answers "+" to go on, or completes the command at once (NO, e.g.
             // for a message too large): then the literal must not be sent.
             loop {
-                self.conn.read_response(&mut self.buf)?;
+                self.read(None)?;
                 match parse_response(&self.buf)? {
                     Response::Continue(_) => break,
                     Response::Tagged { tag: t, status, code, text } if t == tag => {
@@ -447,6 +637,41 @@ impl Client {
     pub fn logout(mut self) {
         let _ = self.run("LOGOUT", |_| Ok(()));
         self.conn.shutdown();
+    }
+}
+
+/// The XOAUTH2 initial response (before base64), as Google and Microsoft document it.
+fn xoauth2_message(user: &str, token: &str) -> String {
+    format!("user={user}\x01auth=Bearer {token}\x01\x01")
+}
+
+/// The OAUTHBEARER initial response (RFC 7628 §3.1; the user name escaped as RFC 5801's
+/// saslname).
+fn oauthbearer_message(user: &str, host: &str, port: u16, token: &str) -> String {
+    let user = user.replace('=', "=3D").replace(',', "=2C");
+    format!("n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01")
+}
+
+/// Replaces the secret, in every form it was sent, in whatever text of `e` came from the
+/// server.
+fn redact(e: Error, forms: &[String]) -> Error {
+    let clean = |mut t: String| -> String {
+        for f in forms.iter().filter(|f| !f.is_empty()) {
+            t = t.replace(f.as_str(), "(password hidden)");
+        }
+        t
+    };
+    match e {
+        Error::No { command, code, text } => Error::No { command, code, text: clean(text) },
+        Error::Bad { command, text } => Error::Bad { command, text: clean(text) },
+        Error::Auth { user, text } => Error::Auth { user, text: clean(text) },
+        Error::Bye { text } => Error::Bye { text: clean(text) },
+        Error::Protocol(t) => Error::Protocol(clean(t)),
+        Error::Parse(mut p) => {
+            p.line = clean(p.line);
+            Error::Parse(p)
+        }
+        other => other,
     }
 }
 
@@ -510,6 +735,8 @@ mod fake_server_tests {
             ca_file: None,
             timeout: Duration::from_secs(secs),
             limits: Limits::default(),
+            allow_plaintext: false,
+            trace: None,
         }
     }
 

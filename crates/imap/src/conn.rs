@@ -26,6 +26,17 @@ impl Default for Limits {
     }
 }
 
+/// Where large literals go instead of memory (a message body streamed to a file).
+pub trait LiteralSink {
+    /// Whether the literal of `len` bytes announced at the end of `line` goes to the sink.
+    /// If so, the response keeps an empty literal (`{0}`) in its place.
+    fn wants(&mut self, line: &[u8], len: u64) -> bool;
+    /// The literal's bytes, in order, in chunks.
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// The literal is complete.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
 enum Stream {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
@@ -133,26 +144,71 @@ pub fn tls_config(host: &str, ca_file: Option<&Path>) -> Result<Arc<rustls::Clie
     Ok(Arc::new(cfg))
 }
 
+/// A certificate error in words a person can act on: which host, what is wrong, what to do.
+/// There is no switch to skip verification; each message says the fix instead.
 fn explain_tls(host: &str, e: &io::Error) -> Error {
     let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
     let reason = match inner {
         Some(rustls::Error::InvalidCertificate(c)) => {
             use rustls::CertificateError as C;
             match c {
-                C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".to_string(),
-                C::NotValidForName | C::NotValidForNameContext { .. } => {
-                    format!("the server's certificate is not valid for the name {host}")
-                }
-                C::UnknownIssuer => "the server's certificate is signed by an unknown issuer (for a private CA, \
-                     set ca-file to its PEM certificate)"
+                C::ExpiredContext { not_after, .. } => format!(
+                    "the server's certificate expired on {}; the server's administrator must renew it \
+                     (syncmail never connects with an expired certificate)",
+                    day_of(not_after.as_secs())
+                ),
+                C::Expired => "the server's certificate has expired; the server's administrator must renew it \
+                     (syncmail never connects with an expired certificate)"
                     .to_string(),
-                other => format!("the server's certificate is not acceptable: {other:?}"),
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "the server's certificate is not valid yet; check this machine's clock".to_string()
+                }
+                C::NotValidForNameContext { presented, .. } => format!(
+                    "the server's certificate is not valid for the name {host} (it is for {}); set host in \
+                     the [imap] section to a name the certificate is for",
+                    if presented.is_empty() {
+                        "no name at all".to_string()
+                    } else {
+                        presented.iter().map(|n| bare_name(n)).collect::<Vec<_>>().join(", ")
+                    }
+                ),
+                C::NotValidForName => format!(
+                    "the server's certificate is not valid for the name {host}; set host in the [imap] section \
+                     to a name the certificate is for"
+                ),
+                C::UnknownIssuer => "the server's certificate is signed by an unknown issuer (for a private CA, \
+                     set ca-file in the [imap] section to its PEM certificate)"
+                    .to_string(),
+                other => format!("the server's certificate is not acceptable: {other}"),
             }
         }
         Some(other) => other.to_string(),
         None => e.to_string(),
     };
     Error::Tls { host: host.into(), reason }
+}
+
+/// A presented name as webpki spells it (`DnsName("a.example")`, `IpAddress(…)`), bare.
+fn bare_name(n: &str) -> &str {
+    match (n.find('('), n.rfind(')')) {
+        (Some(a), Some(b)) if a < b => n[a + 1..b].trim_matches('"'),
+        _ => n,
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time, for certificate dates (the civil-from-days
+/// algorithm of Howard Hinnant's date library).
+fn day_of(secs: u64) -> String {
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 impl Connection {
@@ -218,6 +274,11 @@ impl Connection {
         matches!(self.stream, Stream::Tls(_))
     }
 
+    /// Whether the peer is this machine (a loopback address), as connected, not as named.
+    pub fn peer_is_loopback(&self) -> bool {
+        self.stream.tcp().and_then(|t| t.peer_addr().ok()).is_some_and(|a| a.ip().is_loopback())
+    }
+
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
         let t = self.timeout;
         self.stream.write_all(data).map_err(|e| io_err("sending a command", e, t))?;
@@ -258,6 +319,12 @@ impl Connection {
     /// Reads one complete response into `out` (cleared first): its line, and for every
     /// line that ends in a literal announcement `{n}`, the n bytes and the line after.
     pub fn read_response(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.read_response_to(out, None)
+    }
+
+    /// [`Connection::read_response`], with the literals `sink` wants sent there in chunks
+    /// instead of into `out`: memory stays bounded whatever their size.
+    pub fn read_response_to(&mut self, out: &mut Vec<u8>, mut sink: Option<&mut dyn LiteralSink>) -> Result<()> {
         out.clear();
         loop {
             // One line, up to LF.
@@ -283,6 +350,26 @@ impl Connection {
             let Some(n) = literal_len(line) else { return Ok(()) };
             if n > self.limits.max_literal {
                 return Err(Error::TooLarge { what: "literal", size: n, limit: self.limits.max_literal });
+            }
+            if let Some(sink) = sink.as_deref_mut()
+                && sink.wants(line, n)
+            {
+                // The response keeps an empty literal; the bytes go to the sink.
+                let open = out.iter().rposition(|&b| b == b'{').unwrap_or(out.len());
+                out.truncate(open);
+                out.extend_from_slice(b"{0}\r\n");
+                let mut need = n;
+                while need > 0 {
+                    if self.rpos == self.rbuf.len() {
+                        self.fill()?;
+                    }
+                    let take = need.min((self.rbuf.len() - self.rpos) as u64) as usize;
+                    sink.write(&self.rbuf[self.rpos..self.rpos + take]).map_err(Error::Sink)?;
+                    self.rpos += take;
+                    need -= take as u64;
+                }
+                sink.finish().map_err(Error::Sink)?;
+                continue;
             }
             let total = out.len() as u64 + n;
             if total > self.limits.max_response {
@@ -330,7 +417,14 @@ fn literal_len(line: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::literal_len;
+    use super::{day_of, literal_len};
+
+    #[test]
+    fn certificate_dates() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_of(1_609_459_200), "2021-01-01");
+        assert_eq!(day_of(951_782_400), "2000-02-29");
+    }
 
     #[test]
     fn literal_announcements() {

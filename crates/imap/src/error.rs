@@ -35,6 +35,13 @@ pub enum Error {
     /// The server lacks something syncmail requires, or broke the protocol.
     #[error("{0}")]
     Protocol(String),
+    /// Sending a password over this connection would expose it: no TLS, and the server is
+    /// not on this machine, and the configuration did not allow it.
+    #[error("{0}")]
+    Insecure(String),
+    /// A literal could not be written where it was streamed to (the disk is full, say).
+    #[error("cannot write a message to disk: {0}")]
+    Sink(io::Error),
     /// A line or literal above the configured limit.
     #[error("the server sent a {what} of {size} bytes, above the limit of {limit} bytes")]
     TooLarge { what: &'static str, size: u64, limit: u64 },

@@ -16,7 +16,7 @@ pub mod parse;
 pub mod types;
 pub mod utf7;
 
-pub use client::{AuthMech, Client, Completion, ConnectOptions, TlsMode, quote};
-pub use conn::Limits;
+pub use client::{AuthMech, Client, Completion, ConnectOptions, TlsMode, Trace, quote};
+pub use conn::{Limits, LiteralSink};
 pub use error::{Error, Result};
 pub use types::{Flags, Secret, Uid, parse_uid_set, uid_set};

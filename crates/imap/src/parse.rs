@@ -169,11 +169,22 @@ pub enum Response<'a> {
     Untagged(Untagged<'a>),
 }
 
-/// A printable form of a response for error messages: literals elided, cut to 300 bytes.
+/// A printable form of a response for error messages: literals elided, cut to 300 bytes,
+/// control characters shown as `\xNN` (a hostile server must not reach the terminal's
+/// escape sequences through an error message).
 pub fn excerpt(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     let line = &buf[..end.min(300)];
-    let mut s = String::from_utf8_lossy(line).trim_end().to_string();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut s = String::new();
+    for c in String::from_utf8_lossy(line).chars() {
+        if c.is_control() {
+            s.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            s.push(c);
+        }
+    }
+    let mut s = s.trim_end().to_string();
     if end > 300 || end < buf.len().saturating_sub(2) {
         s.push_str(" …");
     }
@@ -216,9 +227,9 @@ impl<'a> Lexer<'a> {
             Err(format!("expected '{}'", b as char))
         }
     }
-    /// The rest of the line as text.
+    /// The rest of the line as text (printable: see [`text`]).
     fn rest(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.buf[self.pos..]).to_string();
+        let s = text(&self.buf[self.pos..]);
         self.pos = self.buf.len();
         s
     }
@@ -333,8 +344,10 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// Server text as a string that is safe to show: invalid UTF-8 and control characters
+/// (terminal escape sequences among them) become U+FFFD.
 fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    String::from_utf8_lossy(b).chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
 }
 
 fn string_list(v: &Value<'_>) -> PResult<Vec<String>> {

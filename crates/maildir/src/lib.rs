@@ -235,6 +235,24 @@ pub fn crlf_to_lf_into(data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&data[start..]);
 }
 
+/// [`crlf_to_lf`] for a message that arrives in pieces: `pending_cr` carries a CR that
+/// ended the previous piece (it is written, or dropped before an LF, with the next one;
+/// after the last piece, write a CR still pending).
+pub fn crlf_to_lf_piece(data: &[u8], pending_cr: &mut bool, out: &mut Vec<u8>) {
+    out.clear();
+    let mut data = data;
+    if std::mem::take(pending_cr) && data.first() != Some(&b'\n') {
+        out.push(b'\r');
+    }
+    if let Some(rest) = data.strip_suffix(b"\r") {
+        *pending_cr = true;
+        data = rest;
+    }
+    let mut piece = Vec::new();
+    crlf_to_lf_into(data, &mut piece);
+    out.extend_from_slice(&piece);
+}
+
 /// fsyncs a directory, so that renames and unlinks in it are durable.
 pub fn sync_dir(path: &Path) -> Result<()> {
     File::open(path).and_then(|f| f.sync_all()).map_err(io("syncing directory", path))
@@ -308,6 +326,21 @@ impl Folder {
         let tmp = self.path.join("tmp").join(unique);
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io("creating", &tmp))?;
         f.write_all(data).map_err(io("writing", &tmp))?;
+        Ok(Staged { unique: unique.to_string(), tmp })
+    }
+
+    /// Takes a file already written in this folder's `tmp/` (a message streamed there) as
+    /// the staged message `unique`, without syncing it.
+    pub fn stage_written(&self, unique: &str, written: &Path) -> Result<Staged> {
+        let tmp = self.path.join("tmp").join(unique);
+        if written.parent() != Some(self.path.join("tmp").as_path()) {
+            return Err(Error::Io {
+                op: "staging (not in this folder's tmp/)",
+                path: written.to_path_buf(),
+                source: io::ErrorKind::InvalidInput.into(),
+            });
+        }
+        fs::rename(written, &tmp).map_err(io("staging", &tmp))?;
         Ok(Staged { unique: unique.to_string(), tmp })
     }
 
@@ -414,6 +447,29 @@ impl Folder {
     pub fn sync(&self) -> Result<()> {
         sync_dir(&self.path.join("new"))?;
         sync_dir(&self.path.join("cur"))
+    }
+}
+
+#[cfg(test)]
+mod piece_tests {
+    use super::*;
+
+    #[test]
+    fn line_ends_converted_across_pieces() {
+        let whole = b"a\r\nb\r\r\nc\rd\r\n\r";
+        for cut in 0..=whole.len() {
+            let mut pending = false;
+            let mut out = Vec::new();
+            let mut got = Vec::new();
+            for piece in [&whole[..cut], &whole[cut..]] {
+                crlf_to_lf_piece(piece, &mut pending, &mut out);
+                got.extend_from_slice(&out);
+            }
+            if pending {
+                got.push(b'\r');
+            }
+            assert_eq!(got, crlf_to_lf(whole), "cut at {cut}");
+        }
     }
 }
 

@@ -280,6 +280,14 @@ pub trait SyncProgress: Send + Sync {
     fn error(&self, _e: &SyncError) {}
     /// Called once, last.
     fn done(&self, _r: &SyncReport) {}
+    /// Whether [`SyncProgress::trace`] should receive the IMAP protocol (off by default:
+    /// it costs a line per command and response).
+    fn wants_trace(&self) -> bool {
+        false
+    }
+    /// One line of the IMAP protocol of `account`: `C: …` sent, `S: …` received.
+    /// Credentials never appear in it.
+    fn trace(&self, _account: &str, _line: &str) {}
 }
 
 /// A progress receiver that ignores everything.

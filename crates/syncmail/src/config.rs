@@ -16,10 +16,15 @@
 //! port = 993                       # default follows tls
 //! tls = "implicit"                 # "implicit" (default) | "starttls" | "none"
 //! user = "me@example.org"
-//! password-command = "pass show mail/work"   # or: password = "...", password-env = "VAR"
+//! password-command = "pass show mail/work"   # or: password = "...", password-env = "VAR",
+//!                                            # or: oauth-token-command = "oama access me@example.org"
+//!                                            # or: password-keyring = { service = "imap", user = "me" }
 //! ca-file = "/path/to/ca.pem"                # optional
 //! timeout = 60                               # seconds, for every read and write
 //! auth-mech = "auto"                         # "auto" | "plain" (AUTHENTICATE PLAIN) | "login" (LOGIN)
+//!                                            # | "xoauth2" | "oauthbearer" (with oauth-token-command)
+//! allow-plaintext = false                    # with tls = "none": send the password to a server
+//!                                            # that is not on this machine (loopback always may)
 //! [accounts.work.folders]
 //! include = ["*"]                  # patterns: * any text, % any text without the delimiter
 //! exclude = ["Spam", "Lists.%"]
@@ -81,9 +86,12 @@ struct RawImap {
     password: Option<String>,
     password_command: Option<String>,
     password_env: Option<String>,
+    oauth_token_command: Option<String>,
+    password_keyring: Option<BTreeMap<String, String>>,
     ca_file: Option<String>,
     timeout: Option<u64>,
     auth_mech: Option<String>,
+    allow_plaintext: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +116,11 @@ pub enum PasswordSource {
     Plain(Secret),
     Command(String),
     Env(String),
+    /// A command that prints an OAuth 2.0 access token (for XOAUTH2 / OAUTHBEARER).
+    OAuthCommand(String),
+    /// The desktop keyring (Secret Service, through libsecret's `secret-tool`): the item
+    /// with these attributes.
+    Keyring(BTreeMap<String, String>),
 }
 
 impl PasswordSource {
@@ -118,31 +131,77 @@ impl PasswordSource {
             PasswordSource::Env(var) => {
                 std::env::var(var).map(Secret::new).map_err(|_| format!("the environment variable {var} is not set"))
             }
-            PasswordSource::Command(cmd) => {
-                let out = Command::new("sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .stdin(std::process::Stdio::null())
-                    .output()
-                    .map_err(|e| format!("cannot run password-command: {e}"))?;
-                if !out.status.success() {
-                    // stderr of the command is shown; stdout is not, it may hold the secret.
-                    let err = String::from_utf8_lossy(&out.stderr);
-                    return Err(format!(
-                        "password-command failed ({}){}",
-                        out.status,
-                        if err.trim().is_empty() { String::new() } else { format!(": {}", err.trim()) }
-                    ));
-                }
-                let s = String::from_utf8(out.stdout).map_err(|_| "password-command printed non-UTF-8".to_string())?;
-                let line = s.lines().next().unwrap_or("").to_string();
-                if line.is_empty() {
-                    return Err("password-command printed nothing".into());
-                }
-                Ok(Secret::new(line))
-            }
+            PasswordSource::Command(cmd) => run_secret_command("password-command", cmd, false),
+            PasswordSource::OAuthCommand(cmd) => run_secret_command("oauth-token-command", cmd, false),
+            PasswordSource::Keyring(attrs) => keyring_lookup(attrs),
         }
     }
+
+    /// After the server refused a token: runs the token command again, with
+    /// `SYNCMAIL_OAUTH_REFRESH=1` in its environment so that it can skip its cache.
+    /// `None` where the source is not a token command (a password is not retried).
+    pub fn refresh(&self) -> Option<Result<Secret, String>> {
+        match self {
+            PasswordSource::OAuthCommand(cmd) => Some(run_secret_command("oauth-token-command", cmd, true)),
+            _ => None,
+        }
+    }
+
+    pub fn is_oauth(&self) -> bool {
+        matches!(self, PasswordSource::OAuthCommand(_))
+    }
+}
+
+/// Looks the password up in the Secret Service (GNOME Keyring, KWallet, KeePassXC…) with
+/// `secret-tool lookup`, its arguments passed as they are (no shell).
+fn keyring_lookup(attrs: &BTreeMap<String, String>) -> Result<Secret, String> {
+    let pairs: Vec<String> = attrs.iter().map(|(k, v)| format!("{k} {v:?}")).collect();
+    let mut c = Command::new("secret-tool");
+    c.arg("lookup").stdin(std::process::Stdio::null());
+    for (k, v) in attrs {
+        c.arg(k).arg(v);
+    }
+    let out = c.output().map_err(|e| {
+        format!("cannot run secret-tool for password-keyring ({e}); install libsecret-tools (Debian) or libsecret")
+    })?;
+    let s = String::from_utf8(out.stdout).map_err(|_| "secret-tool printed non-UTF-8".to_string())?;
+    // secret-tool prints the secret without a line end.
+    let line = s.lines().next().unwrap_or("").to_string();
+    if !out.status.success() || line.is_empty() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "the keyring has no password with {}{}; store one with: secret-tool store --label=syncmail {}",
+            pairs.join(", "),
+            if err.trim().is_empty() { String::new() } else { format!(" ({})", err.trim()) },
+            attrs.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" ")
+        ));
+    }
+    Ok(Secret::new(line))
+}
+
+/// Runs `cmd` with `sh -c`; its first line of output is the secret. On failure its stderr
+/// is shown, never its stdout (which may hold the secret).
+fn run_secret_command(key: &str, cmd: &str, refresh: bool) -> Result<Secret, String> {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd).stdin(std::process::Stdio::null());
+    if refresh {
+        c.env("SYNCMAIL_OAUTH_REFRESH", "1");
+    }
+    let out = c.output().map_err(|e| format!("cannot run {key}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "{key} failed ({}){}",
+            out.status,
+            if err.trim().is_empty() { String::new() } else { format!(": {}", err.trim()) }
+        ));
+    }
+    let s = String::from_utf8(out.stdout).map_err(|_| format!("{key} printed non-UTF-8"))?;
+    let line = s.lines().next().unwrap_or("").trim_end().to_string();
+    if line.is_empty() {
+        return Err(format!("{key} printed nothing"));
+    }
+    Ok(Secret::new(line))
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +214,9 @@ pub struct ImapConfig {
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
     pub auth_mech: AuthMech,
+    /// Send the password without TLS to a server that is not on this machine (`tls =
+    /// "none"` alone allows it only for loopback).
+    pub allow_plaintext: bool,
 }
 
 /// Which server folders are synced, and where special ones go locally.
@@ -293,6 +355,23 @@ pub fn default_state_base() -> PathBuf {
     xdg("XDG_STATE_HOME", ".local/state").join("syncmail")
 }
 
+/// A TOML error quotes the line it is about, and serde quotes a value of the wrong type:
+/// either may be a `password = …` line. Every value given to a `password` key is hidden.
+fn hide_passwords(text: &str, mut message: String) -> String {
+    for line in text.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("password") else { continue };
+        let Some(value) = rest.trim_start().strip_prefix('=') else { continue };
+        let value = value.trim();
+        let bare = value.trim_matches(|c| c == '"' || c == '\'');
+        for v in [value, bare] {
+            if !v.is_empty() && v != "\"" && v != "'" {
+                message = message.replace(v, "(password hidden)");
+            }
+        }
+    }
+    message
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
@@ -301,8 +380,8 @@ impl Config {
 
     /// Parses configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: path.into(), message: hide_passwords(text, e.to_string()) })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let state_base = raw.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(default_state_base);
         let mut accounts = BTreeMap::new();
@@ -320,15 +399,40 @@ impl Config {
                 }
             };
             let port = a.imap.port.unwrap_or(if tls == TlsMode::Implicit { 993 } else { 143 });
-            let sources = [a.imap.password.is_some(), a.imap.password_command.is_some(), a.imap.password_env.is_some()];
+            let sources = [
+                a.imap.password.is_some(),
+                a.imap.password_command.is_some(),
+                a.imap.password_env.is_some(),
+                a.imap.oauth_token_command.is_some(),
+                a.imap.password_keyring.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() > 1 {
+                return Err(invalid(
+                    "set only one of password, password-command, password-env, password-keyring and \
+                     oauth-token-command"
+                        .into(),
+                ));
+            }
             let password = match (a.imap.password, a.imap.password_command, a.imap.password_env) {
-                _ if sources.iter().filter(|s| **s).count() > 1 => {
-                    return Err(invalid("set only one of password, password-command and password-env".into()));
-                }
                 (Some(p), _, _) => PasswordSource::Plain(Secret::new(p)),
                 (_, Some(c), _) => PasswordSource::Command(c),
                 (_, _, Some(v)) => PasswordSource::Env(v),
-                _ => return Err(invalid("[imap] needs password-command, password-env or password".into())),
+                _ => match (a.imap.oauth_token_command, a.imap.password_keyring) {
+                    (Some(c), _) => PasswordSource::OAuthCommand(c),
+                    (_, Some(attrs)) if !attrs.is_empty() => PasswordSource::Keyring(attrs),
+                    (_, Some(_)) => {
+                        return Err(invalid(
+                            "password-keyring needs attributes, e.g. { service = \"imap\", user = \"me\" }".into(),
+                        ));
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "[imap] needs password-command, password-env, password-keyring, password or \
+                             oauth-token-command"
+                                .into(),
+                        ));
+                    }
+                },
             };
             if a.imap.host.trim().is_empty() {
                 return Err(invalid("[imap] host is empty".into()));
@@ -338,10 +442,24 @@ impl Config {
                 None | Some("AUTO") => AuthMech::Auto,
                 Some("PLAIN") => AuthMech::Plain,
                 Some("LOGIN") => AuthMech::Login,
+                Some("XOAUTH2") => AuthMech::XOAuth2,
+                Some("OAUTHBEARER") => AuthMech::OAuthBearer,
                 Some(other) => {
-                    return Err(invalid(format!("auth-mech = {other:?} is not one of \"auto\", \"plain\", \"login\"")));
+                    return Err(invalid(format!(
+                        "auth-mech = {other:?} is not one of \"auto\", \"plain\", \"login\", \"xoauth2\", \
+                         \"oauthbearer\""
+                    )));
                 }
             };
+            if auth_mech.is_oauth() != password.is_oauth() && auth_mech != AuthMech::Auto {
+                return Err(invalid(if password.is_oauth() {
+                    "oauth-token-command gives an OAuth token: auth-mech must be \"auto\", \"xoauth2\" or \
+                     \"oauthbearer\""
+                        .into()
+                } else {
+                    "auth-mech = \"xoauth2\" or \"oauthbearer\" needs oauth-token-command".into()
+                }));
+            }
             let state_dir = a.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(|| state_base.join(&name));
             let delete_policy = match a.delete_policy.as_deref() {
                 None | Some("expunge") => DeletePolicy::Expunge,
@@ -404,6 +522,7 @@ impl Config {
                         ca_file: a.imap.ca_file.as_deref().map(|s| expand(s, &base)),
                         timeout,
                         auth_mech,
+                        allow_plaintext: a.imap.allow_plaintext.unwrap_or(false),
                     },
                     folders,
                     delete_policy,
@@ -515,6 +634,19 @@ mod tests {
         assert!(pattern_match(b"inbox", b"INBOX", Some('.')));
         assert!(!pattern_match(b"Sent", b"sent", Some('.')));
         assert!(pattern_match(b"*Sent*", b"Old Sent Items", Some('/')));
+    }
+
+    #[test]
+    fn a_syntax_error_on_the_password_line_does_not_show_the_password() {
+        for text in [
+            "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword = \"hunter2\" oops\n",
+            "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword = hunter2\n",
+            "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword = 12345678\n",
+        ] {
+            let e = Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(!e.contains("hunter2") && !e.contains("12345678"), "{e}");
+            assert!(e.contains("line 6"), "{e}");
+        }
     }
 
     #[test]

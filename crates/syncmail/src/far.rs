@@ -11,7 +11,7 @@
 use crate::config::{DeletePolicy, ImapConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use syncmail_imap::parse::{Code, Untagged};
-use syncmail_imap::{Client, ConnectOptions, Error, Flags, Limits, Result, parse_uid_set, quote, uid_set};
+use syncmail_imap::{AuthMech, Client, ConnectOptions, Error, Flags, Limits, Result, parse_uid_set, quote, uid_set};
 
 /// A folder as the server lists it.
 #[derive(Debug, Clone)]
@@ -64,6 +64,9 @@ pub struct Session {
     /// Folder names from the last LIST that are not UTF-8 (shown lossily): they cannot be
     /// sent back, so they are reported and skipped.
     pub unusable_names: Vec<String>,
+    /// UIDs whose bodies the server sent without being asked (by
+    /// [`Session::fetch_bodies_to`]); they were not stored. Taken by the caller to report.
+    pub unasked: BTreeSet<u32>,
 }
 
 fn flags_of(list: &[String]) -> Flags {
@@ -96,6 +99,15 @@ fn sendable(name: &str) -> bool {
 impl Session {
     /// Connects, logs in, and enables what the server offers that the sync uses.
     pub fn open(cfg: &ImapConfig) -> std::result::Result<Session, SessionError> {
+        Session::open_traced(cfg, None)
+    }
+
+    /// [`Session::open`], with the protocol (login included, credentials hidden) sent to
+    /// `trace`.
+    pub fn open_traced(
+        cfg: &ImapConfig,
+        trace: Option<syncmail_imap::Trace>,
+    ) -> std::result::Result<Session, SessionError> {
         let opts = ConnectOptions {
             host: cfg.host.clone(),
             port: cfg.port,
@@ -103,14 +115,45 @@ impl Session {
             ca_file: cfg.ca_file.clone(),
             timeout: cfg.timeout,
             limits: Limits::default(),
+            allow_plaintext: cfg.allow_plaintext,
+            trace,
         };
         let mut client = Client::connect(&opts).map_err(SessionError::Imap)?;
-        let password = cfg.password.fetch().map_err(SessionError::Password)?;
-        client.login(&cfg.user, &password, cfg.auth_mech).map_err(SessionError::Imap)?;
+        // Refused before the secret is even fetched (no keyring prompt, no token refresh).
+        client.check_may_send_password().map_err(SessionError::Imap)?;
+        let secret = cfg.password.fetch().map_err(SessionError::Password)?;
+        let mech = match cfg.auth_mech {
+            // A token goes by the mechanism the server offers; RFC 7628's first.
+            AuthMech::Auto if cfg.password.is_oauth() => {
+                if client.has("AUTH=OAUTHBEARER") {
+                    AuthMech::OAuthBearer
+                } else {
+                    AuthMech::XOAuth2
+                }
+            }
+            m => m,
+        };
+        match client.login(&cfg.user, &secret, mech) {
+            // A refused token may have expired: the token command runs once more (told to
+            // refresh), and the login is tried once more on the same connection.
+            Err(Error::Auth { .. }) if cfg.password.is_oauth() => {
+                let fresh =
+                    cfg.password.refresh().unwrap_or_else(|| cfg.password.fetch()).map_err(SessionError::Password)?;
+                client.login(&cfg.user, &fresh, mech).map_err(SessionError::Imap)?;
+            }
+            r => r.map_err(SessionError::Imap)?,
+        }
         let enabled = client.enable(&["QRESYNC", "UTF8=ACCEPT"]).map_err(SessionError::Imap)?;
         let qresync = enabled.iter().any(|e| e.eq_ignore_ascii_case("QRESYNC"));
         let condstore = qresync || client.has("CONDSTORE");
-        Ok(Session { client, condstore, qresync, selected: false, unusable_names: Vec::new() })
+        Ok(Session {
+            client,
+            condstore,
+            qresync,
+            selected: false,
+            unusable_names: Vec::new(),
+            unasked: BTreeSet::new(),
+        })
     }
 
     pub fn has(&self, cap: &str) -> bool {
@@ -395,11 +438,37 @@ impl Session {
     where
         F: FnMut(u32, Option<Flags>, &[u8]) -> std::result::Result<(), Error>,
     {
+        let in_memory = Spill { dir: std::path::PathBuf::new(), threshold: u64::MAX };
+        self.fetch_bodies_to(uids, chunk, window, &in_memory, |uid, flags, body| match body {
+            Body::Bytes(b) => on_message(uid, flags, b),
+            // Not with an unreachable threshold; were it to happen, no file stays behind.
+            Body::File { path, .. } => {
+                let _ = std::fs::remove_file(path);
+                Ok(())
+            }
+        })
+    }
+
+    /// [`Session::fetch_bodies`], with message bodies of `spill.threshold` bytes or more
+    /// streamed to a file in `spill.dir` (line ends converted to LF) instead of memory:
+    /// `on_message` then gets [`Body::File`], whose file it must move away or delete.
+    pub fn fetch_bodies_to<F>(
+        &mut self,
+        uids: &[u32],
+        chunk: usize,
+        window: usize,
+        spill: &Spill,
+        mut on_message: F,
+    ) -> Result<Vec<Error>>
+    where
+        F: FnMut(u32, Option<Flags>, Body<'_>) -> std::result::Result<(), Error>,
+    {
         let mut refused = Vec::new();
         let wanted: BTreeSet<u32> = uids.iter().copied().collect();
         let chunks: Vec<&[u32]> = uids.chunks(chunk.max(1)).collect();
         let mut in_flight = std::collections::VecDeque::new();
         let mut next = 0;
+        let mut sink = FileSink { spill, current: None, pending_cr: false, buf: Vec::new() };
         while next < chunks.len() || !in_flight.is_empty() {
             while next < chunks.len() && in_flight.len() < window.max(1) {
                 let cmd = format!("UID FETCH {} (UID FLAGS BODY.PEEK[])", uid_set(chunks[next]));
@@ -407,15 +476,38 @@ impl Session {
                 next += 1;
             }
             if let Some(tag) = in_flight.pop_front() {
-                let r = self.client.complete(&tag, |u| {
+                let written = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+                let w2 = written.clone();
+                let mut sink_ref = SinkHandle { sink: &mut sink, out: w2 };
+                let unasked = &mut self.unasked;
+                let r = self.client.complete_to(&tag, Some(&mut sink_ref), |u| {
+                    let files: Vec<(std::path::PathBuf, u64)> = written.borrow_mut().drain(..).collect();
+                    let mut files = files.into_iter();
+                    if let Untagged::Fetch { data, .. } = &u
+                        && let (Some(uid), Some(_)) = (data.uid, data.body)
+                        && !wanted.contains(&uid)
+                    {
+                        unasked.insert(uid);
+                    }
                     if let Untagged::Fetch { data, .. } = u
                         && let (Some(uid), Some(body)) = (data.uid, data.body)
                         && wanted.contains(&uid)
                     {
+                        let body = match files.next() {
+                            Some((path, len)) => Body::File { path, len },
+                            None => Body::Bytes(body),
+                        };
                         on_message(uid, data.flags.as_deref().map(flags_of), body)?;
+                    }
+                    // A file nobody took (data not asked for): not kept.
+                    for (p, _) in files {
+                        let _ = std::fs::remove_file(p);
                     }
                     Ok(())
                 });
+                for (p, _) in written.borrow_mut().drain(..) {
+                    let _ = std::fs::remove_file(p);
+                }
                 match r {
                     Ok(_) => {}
                     Err(e @ (Error::No { .. } | Error::Bad { .. })) => refused.push(e),
@@ -779,4 +871,91 @@ pub enum SessionError {
     Imap(Error),
     #[error("cannot get the password: {0}")]
     Password(String),
+}
+
+/// Where [`Session::fetch_bodies_to`] streams large message bodies.
+#[derive(Debug, Clone)]
+pub struct Spill {
+    /// A directory on the file system the message will end up on (the folder's `tmp/`).
+    pub dir: std::path::PathBuf,
+    /// Bodies of at least this many bytes (as announced) go to a file.
+    pub threshold: u64,
+}
+
+/// A message body as [`Session::fetch_bodies_to`] hands it over.
+#[derive(Debug)]
+pub enum Body<'a> {
+    /// In memory, as sent (CRLF line ends).
+    Bytes(&'a [u8]),
+    /// Streamed to this file, line ends already LF; `len` is the size as sent.
+    File { path: std::path::PathBuf, len: u64 },
+}
+
+/// Streams `BODY[]` literals above the threshold into files in the spill directory.
+struct FileSink<'a> {
+    spill: &'a Spill,
+    current: Option<(std::fs::File, std::path::PathBuf, u64)>,
+    pending_cr: bool,
+    buf: Vec<u8>,
+}
+
+impl Drop for FileSink<'_> {
+    /// A body cut short (the connection broke, the disk filled) leaves no file behind.
+    fn drop(&mut self) {
+        if let Some((_, p, _)) = self.current.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The sink as the client sees it, passing finished files to the response's handler.
+struct SinkHandle<'a, 'b> {
+    sink: &'a mut FileSink<'b>,
+    out: std::rc::Rc<std::cell::RefCell<Vec<(std::path::PathBuf, u64)>>>,
+}
+
+impl syncmail_imap::LiteralSink for SinkHandle<'_, '_> {
+    fn wants(&mut self, line: &[u8], len: u64) -> bool {
+        // Only the body of an untagged FETCH, each then handed to the FETCH's handler.
+        let body = line.starts_with(b"* ") && {
+            let head = &line[..line.iter().rposition(|&b| b == b'{').unwrap_or(0)];
+            head.trim_ascii_end().to_ascii_uppercase().ends_with(b"BODY[]")
+        };
+        if !body || len < self.sink.spill.threshold {
+            return false;
+        }
+        let path = self.sink.spill.dir.join(format!("{}.part", syncmail_maildir::new_unique()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => {
+                self.sink.current = Some((f, path, len));
+                self.sink.pending_cr = false;
+                true
+            }
+            // Cannot write there: read it into memory as usual; staging will say why.
+            Err(_) => false,
+        }
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let s = &mut *self.sink;
+        let Some((f, _, _)) = s.current.as_mut() else { return Ok(()) };
+        syncmail_maildir::crlf_to_lf_piece(chunk, &mut s.pending_cr, &mut s.buf);
+        f.write_all(&s.buf)
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        let s = &mut *self.sink;
+        if let Some((mut f, path, len)) = s.current.take() {
+            if std::mem::take(&mut s.pending_cr)
+                && let Err(e) = f.write_all(b"\r")
+            {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            self.out.borrow_mut().push((path, len));
+        }
+        Ok(())
+    }
 }

@@ -8,6 +8,7 @@
 //! files are chowned to it).
 #![allow(clippy::unwrap_used)] // a test harness: failing loudly is its job
 
+pub mod hostile;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,12 @@ pub struct Options {
     pub auth_mechanisms: Option<String>,
     /// The hierarchy separator the server shows (default `.`).
     pub separator: Option<char>,
+    /// The password of user `test` (default [`PASSWORD`]).
+    pub password: Option<String>,
+    /// Also offer XOAUTH2 and OAUTHBEARER, accepting JWTs (`sub` = `test`) signed with
+    /// HS256 and this key (base64), checked by Dovecot itself (`introspection_mode =
+    /// local`), so no OAuth server is needed.
+    pub oauth2_key: Option<String>,
 }
 
 pub struct Dovecot {
@@ -114,6 +121,29 @@ impl Dovecot {
         for sub in ["mail", "index", "control", "home"] {
             chown_tree(&d.join(sub));
         }
+        let mut mechanisms = opts.auth_mechanisms.clone().unwrap_or_else(|| "plain login".into());
+        let mut oauth2_passdb = String::new();
+        if let Some(key) = &opts.oauth2_key {
+            // dict-fs keeps `shared/` keys under the prefix without it; both are written.
+            for sub in ["oauth2-keys/default/HS256", "oauth2-keys/shared/default/HS256"] {
+                std::fs::create_dir_all(d.join(sub)).unwrap();
+                std::fs::write(d.join(sub).join("default"), key).unwrap();
+            }
+            std::fs::write(
+                d.join("oauth2.conf.ext"),
+                format!(
+                    "introspection_mode = local\nlocal_validation_key_dict = fs:posix:prefix={}/oauth2-keys/\n\
+                     username_attribute = sub\n",
+                    d.display()
+                ),
+            )
+            .unwrap();
+            oauth2_passdb = format!(
+                "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}/oauth2.conf.ext\n}}",
+                d.display()
+            );
+            mechanisms.push_str(" xoauth2 oauthbearer");
+        }
         let port_plain = free_port();
         let port_tls = free_port();
         let conf = std::fs::read_to_string(scripts.join("dovecot.conf.in"))
@@ -122,8 +152,10 @@ impl Dovecot {
             .replace("@PORT_PLAIN@", &port_plain.to_string())
             .replace("@PORT_TLS@", &port_tls.to_string())
             .replace("@IMAP_CAPABILITY@", opts.capability.as_deref().unwrap_or(""))
-            .replace("@AUTH_MECHANISMS@", opts.auth_mechanisms.as_deref().unwrap_or("plain login"))
-            .replace("@SEPARATOR@", &opts.separator.unwrap_or('.').to_string());
+            .replace("@SEPARATOR@", &opts.separator.unwrap_or('.').to_string())
+            .replace("@AUTH_MECHANISMS@", &mechanisms)
+            .replace("@OAUTH2_PASSDB@", &oauth2_passdb)
+            .replace("@PASSWORD@", opts.password.as_deref().unwrap_or(PASSWORD));
         std::fs::write(d.join("dovecot.conf"), conf).unwrap();
         let mut dv = Dovecot { dir, port_plain, port_tls, child: None };
         dv.launch();
@@ -176,6 +208,14 @@ impl Dovecot {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// Restarts the server with a certificate a client must refuse: `expired`,
+    /// `wrong-name` or `other-ca` (see `scripts/dovecot/make-bad-cert.sh`).
+    pub fn use_bad_certificate(&mut self, kind: &str) {
+        let script = repo_root().join("scripts/dovecot/make-bad-cert.sh");
+        run(Command::new("sh").arg(script).arg(self.dir.path().join("certs")).arg(kind));
+        self.restart();
     }
 
     pub fn dir(&self) -> &Path {

@@ -25,7 +25,8 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
         ),
         ImapError::Auth { .. } => (
             ErrorKind::Auth,
-            "check user and the password (password-command, password-env or password) in the [imap] section"
+            "check user and the password (password-command, password-env or password) in the [imap] section; \
+             with oauth-token-command, check that the command prints a current access token for this user"
                 .to_string(),
         ),
         ImapError::No { command, .. } if matches!(command.as_str(), "SELECT" | "EXAMINE" | "STATUS") => (
@@ -35,6 +36,15 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
                 .to_string(),
         ),
         ImapError::No { .. } => (ErrorKind::Server, "the server's own words say why it refused".to_string()),
+        ImapError::Sink(_) => {
+            (ErrorKind::Local, "check that the Maildir is writable and the disk is not full".to_string())
+        }
+        ImapError::Insecure(_) => (
+            ErrorKind::Config,
+            "protect the connection with TLS (tls = \"implicit\" or \"starttls\" in the [imap] section); \
+             allow-plaintext = true sends the password readable to anyone on the network path"
+                .to_string(),
+        ),
         ImapError::Protocol(_) => (
             ErrorKind::Server,
             "the message says what the server lacks or did; adjust tls, port or auth-mech in the [imap] \
@@ -78,7 +88,9 @@ pub(crate) fn from_session(account: &str, e: &SessionError) -> SyncError {
             folder: None,
             message: format!("cannot get the password: {msg}"),
             server_text: None,
-            hint: "check password-command / password-env in the [imap] section".into(),
+            hint: "check password-command, password-env, password-keyring or oauth-token-command in the [imap] \
+                   section"
+                .into(),
             retryable: false,
         },
     }

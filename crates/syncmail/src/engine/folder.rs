@@ -20,7 +20,7 @@ use super::moves::{self, NearIndex};
 use super::plan::{Action, FarView, Mode, plan};
 use super::{Ctx, errors};
 use crate::api::{ErrorKind, FolderReport, Step, SyncError};
-use crate::far::{FlagQuery, Mailbox, MailboxStatus, Session};
+use crate::far::{Body, FlagQuery, Mailbox, MailboxStatus, Session};
 use crate::state::{AppendRow, FarMark, FolderRow, State};
 use std::collections::{BTreeSet, HashMap};
 use syncmail_imap::Error as ImapError;
@@ -36,6 +36,9 @@ const FSYNC_EACH_UP_TO: usize = 128;
 /// UIDs per UID FETCH command, and how many such commands are in flight at once.
 const FETCH_CHUNK: usize = 50;
 const FETCH_WINDOW: usize = 4;
+/// Messages of this size or more are streamed to their file as they arrive, never held
+/// in memory whole.
+const STREAM_FROM: u64 = 1 << 20;
 
 pub(crate) enum FolderError {
     /// This folder failed; the others can go on.
@@ -309,6 +312,28 @@ fn sync_folder_once(
         }
         ctx.step()?;
         return sync_folder_once(ctx, session, state, mb, None, false, mode, trash, true, index);
+    }
+    if let Some(n) = sel.uidnext
+        && row.uidvalidity != 0
+        && n < row.uidnext
+    {
+        // RFC 3501 §2.3.1.1: UIDNEXT never decreases unless UIDVALIDITY changes. A server
+        // that lowers it may hand out UIDs already seen: none of its UIDs can be trusted.
+        return Err(FolderError::Folder(SyncError {
+            kind: ErrorKind::Server,
+            account: ctx.name().to_string(),
+            folder: Some(shown.to_string()),
+            message: format!(
+                "the server's UIDNEXT went backwards ({n}, after {}) under the same UIDVALIDITY; the folder \
+                 was left alone",
+                row.uidnext
+            ),
+            server_text: None,
+            hint: "the server's UIDs cannot be trusted; report it to the server's administrator (rebuilding \
+                   the server's index gives the folder a new UIDVALIDITY, which syncmail handles)"
+                .into(),
+            retryable: false,
+        }));
     }
     let first_time = row.uidvalidity == 0;
     if first_time {
@@ -758,6 +783,14 @@ fn hold_mass_deletions(
     hold_near
 }
 
+/// The Message-ID of a message streamed to a file: read from its first 64 KiB.
+fn message_id_of_file(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(64 << 10);
+    std::fs::File::open(path).ok()?.take(64 << 10).read_to_end(&mut head).ok()?;
+    header(&head, "Message-ID")
+}
+
 /// Splits downloads into batches of at most `BATCH` messages and about `BATCH_BYTES`.
 fn batches(downloads: &[(u32, u64)]) -> Vec<&[(u32, u64)]> {
     let mut out = Vec::new();
@@ -832,24 +865,37 @@ fn download(
         let to_fetch: Vec<u32> = uids.iter().copied().filter(|u| !copies.contains_key(u)).collect();
         let mut failure: Option<FolderError> = None;
         let mut data = Vec::new();
-        let fetched = session.fetch_bodies(&to_fetch, FETCH_CHUNK, FETCH_WINDOW, |uid, flags, body| {
-            if failure.is_some() || !seen.insert(uid) {
-                return Ok(());
-            }
-            let Some(unique) = names.get(&uid) else { return Ok(()) };
+        let spill = crate::far::Spill { dir: dir.path().join("tmp"), threshold: STREAM_FROM };
+        let fetched = session.fetch_bodies_to(&to_fetch, FETCH_CHUNK, FETCH_WINDOW, &spill, |uid, flags, body| {
+            let unique = names.get(&uid).filter(|_| failure.is_none() && seen.insert(uid));
             // A server may send FLAGS in a FETCH of its own; the listing's are then current.
             let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
-            maildir::crlf_to_lf_into(body, &mut data);
-            let mid = header(body, "Message-ID").unwrap_or_default();
+            let (result, len, mid) = match (body, unique) {
+                (Body::File { path, .. }, None) => {
+                    let _ = std::fs::remove_file(path);
+                    return Ok(());
+                }
+                (_, None) => return Ok(()),
+                (Body::Bytes(b), Some(unique)) => {
+                    maildir::crlf_to_lf_into(b, &mut data);
+                    (dir.stage_unsynced(unique, &data), b.len() as u64, header(b, "Message-ID"))
+                }
+                // Streamed to tmp/ already (a large message): only renamed.
+                (Body::File { path, len }, Some(unique)) => {
+                    let mid = message_id_of_file(&path);
+                    (dir.stage_written(unique, &path), len, mid)
+                }
+            };
+            let mid = mid.unwrap_or_default();
             if !mid.is_empty() || email_ids.contains_key(&uid) {
                 ids.push((uid, mid, email_id(uid)));
             }
-            match dir.stage_unsynced(unique, &data) {
+            match result {
                 Ok(s) => staged.push((uid, flags, s, false)),
                 Err(e) => failure = Some(local_error(ctx, shown, e)),
             }
             done += 1;
-            done_bytes += body.len() as u64;
+            done_bytes += len;
             ctx.progress(
                 Step::Download,
                 format!("downloading {total} new messages"),
@@ -862,6 +908,24 @@ fn download(
         let refused = fetched.map_err(|e| imap_error(ctx, shown, &e))?;
         if let Some(f) = failure {
             return Err(f);
+        }
+        let unasked = std::mem::take(&mut session.unasked);
+        if !unasked.is_empty() {
+            ctx.error(SyncError {
+                kind: ErrorKind::Server,
+                account: ctx.name().to_string(),
+                folder: Some(shown.to_string()),
+                message: format!(
+                    "the server sent {} message(s) that were not asked for (UIDs {}); they were not stored",
+                    unasked.len(),
+                    syncmail_imap::uid_set(&unasked.into_iter().collect::<Vec<_>>())
+                ),
+                server_text: None,
+                hint: "the server broke the protocol; the messages asked for were stored as usual; report it to \
+                       the server's administrator if it persists"
+                    .into(),
+                retryable: false,
+            });
         }
         // Every file of the batch durable before any becomes visible: one flush of the file
         // system for a large batch, an fsync each for a few (a file system flush also waits

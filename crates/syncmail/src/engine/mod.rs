@@ -50,6 +50,15 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The protocol trace for the session, where the receiver wants one.
+    fn trace(&self) -> Option<syncmail_imap::Trace> {
+        if !self.req.progress.wants_trace() {
+            return None;
+        }
+        let (progress, account) = (self.req.progress.clone(), self.account.name.clone());
+        Some(std::sync::Arc::new(move |line: &str| progress.trace(&account, line)))
+    }
+
     /// Marks the end of a journaled step (a durable change on either side or in the
     /// state). With `interrupt_after`, stops the run dead there, as a kill would.
     pub fn step(&mut self) -> Result<(), SyncError> {
@@ -207,7 +216,7 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags) -> Result<(), SyncError> {
         (0, 0),
         (0, 0),
     );
-    let mut session = Session::open(&account.imap).map_err(|e| errors::from_session(&name, &e))?;
+    let mut session = Session::open_traced(&account.imap, ctx.trace()).map_err(|e| errors::from_session(&name, &e))?;
 
     ctx.progress(Step::ListFolders, "reading the folder list".into(), None, (0, 0), (0, 0));
     let result = sync_folders(ctx, &mut session, &mut state, flags);
@@ -367,7 +376,7 @@ fn sync_folders(
                     std::thread::sleep(wait);
                     attempt += 1;
                     ctx.progress(Step::Connect, "connecting again".into(), Some(&mb.display_name), (0, 0), (0, 0));
-                    match Session::open(&ctx.account.imap) {
+                    match Session::open_traced(&ctx.account.imap, ctx.trace()) {
                         Ok(s) => {
                             ctx.report.bytes_received += std::mem::replace(session, s).bytes_read();
                         }
