@@ -228,7 +228,7 @@ pub struct FolderFilter {
     /// Only folders the server lists as subscribed (LSUB), and INBOX.
     pub subscribed_only: bool,
     /// Special-use attribute (lower case, without `\\`: `sent`) → local folder name
-    /// (`/` between levels): "Sent Items" and "[Gmail]/Sent Mail" can both be `Sent` here.
+    /// (`/` between levels): "Sent Items" and `[Gmail]/Sent Mail` can both be `Sent` here.
     pub local_names: BTreeMap<String, String>,
 }
 
