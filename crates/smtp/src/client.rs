@@ -12,20 +12,14 @@
 use crate::reply::{Reply, assemble, parse_line};
 use base64::Engine;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Duration;
 use syncmail_imap::conn::{Connection, tls_config};
-use syncmail_imap::{Limits, Secret, TlsMode};
+use syncmail_imap::{Secret, TlsMode};
 
+/// Where and how to connect: the same transport settings as IMAP's, plus the EHLO name.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    /// A PEM file of extra trusted CA certificates.
-    pub ca_file: Option<PathBuf>,
-    /// For connecting and for every read and write.
-    pub timeout: Duration,
+    /// Host, port, TLS mode, ca-file, timeout (and read limits).
+    pub server: syncmail_imap::ConnectOptions,
     /// The name this client gives in EHLO.
     pub helo: String,
 }
@@ -122,8 +116,9 @@ fn check_address(a: &str) -> Result<()> {
 
 impl Client {
     /// Connects, reads the greeting, says EHLO, and sets up TLS as asked.
-    pub fn connect(opts: &ConnectOptions) -> Result<Client> {
-        let mut conn = Connection::connect(&opts.host, opts.port, opts.timeout, Limits::default())?;
+    pub fn connect(options: &ConnectOptions) -> Result<Client> {
+        let opts = &options.server;
+        let mut conn = Connection::connect(&opts.host, opts.port, opts.timeout, opts.limits)?;
         if opts.tls == TlsMode::Implicit {
             conn.start_tls(tls_config(&opts.host, opts.ca_file.as_deref())?)?;
         }
@@ -132,7 +127,7 @@ impl Client {
         if greeting.code != 220 {
             return Err(Error::Refused { command: "the connection (greeting)".into(), reply: greeting });
         }
-        c.ehlo(&opts.helo)?;
+        c.ehlo(&options.helo)?;
         if opts.tls == TlsMode::StartTls {
             if !c.has("STARTTLS") {
                 return Err(Error::Protocol(format!(
@@ -146,7 +141,7 @@ impl Client {
             }
             c.conn.start_tls(tls_config(&opts.host, opts.ca_file.as_deref())?)?;
             // RFC 3207 §4.2: forget what was learned before TLS, ask again.
-            c.ehlo(&opts.helo)?;
+            c.ehlo(&options.helo)?;
         }
         Ok(c)
     }
@@ -248,7 +243,9 @@ impl Client {
         };
         let fail = |reply: Reply| Error::Auth { user: user.to_string(), reply };
         let r = match mech {
-            AuthMech::Plain => self.secret_line(&format!("AUTH PLAIN {}", b64(&format!("\0{user}\0{}", secret.expose()))))?,
+            AuthMech::Plain => {
+                self.secret_line(&format!("AUTH PLAIN {}", b64(&format!("\0{user}\0{}", secret.expose()))))?
+            }
             AuthMech::Login => {
                 let r = self.secret_line("AUTH LOGIN")?;
                 if r.code != 334 {
@@ -301,7 +298,11 @@ impl Client {
                     reply: Reply {
                         code: 552,
                         enhanced: Some("5.3.4".into()),
-                        text: format!("the message is {} bytes; {} accepts at most {limit} (SIZE)", data.len(), self.host),
+                        text: format!(
+                            "the message is {} bytes; {} accepts at most {limit} (SIZE)",
+                            data.len(),
+                            self.host
+                        ),
                     },
                 });
             }
