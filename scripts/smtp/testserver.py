@@ -117,7 +117,8 @@ def main():
             require_starttls=a.tls == "starttls",
             authenticator=authenticator,
             auth_required=True,
-            auth_require_tls=a.tls != "none",
+            # With implicit TLS aiosmtpd does not see the TLS under it; the socket is TLS anyway.
+            auth_require_tls=a.tls == "starttls",
         )
 
     loop = asyncio.new_event_loop()

@@ -124,11 +124,19 @@ impl Session {
 
     /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
     pub fn list(&mut self) -> Result<Vec<Mailbox>> {
-        let list_status = self.client.has("LIST-STATUS");
-        let cmd = if list_status {
-            format!("LIST \"\" \"*\" RETURN (STATUS ({}))", self.status_items())
-        } else {
+        // RFC 6154 §2: a server need not send special-use attributes (\\Sent, \\Trash)
+        // unless asked with RETURN (SPECIAL-USE); Dovecot does not.
+        let mut returns = Vec::new();
+        if self.client.has("SPECIAL-USE") {
+            returns.push("SPECIAL-USE".to_string());
+        }
+        if self.client.has("LIST-STATUS") {
+            returns.push(format!("STATUS ({})", self.status_items()));
+        }
+        let cmd = if returns.is_empty() {
             "LIST \"\" \"*\"".to_string()
+        } else {
+            format!("LIST \"\" \"*\" RETURN ({})", returns.join(" "))
         };
         let mut out: Vec<Mailbox> = Vec::new();
         let mut statuses: HashMap<Vec<u8>, MailboxStatus> = HashMap::new();
@@ -441,6 +449,14 @@ impl Session {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// Creates a folder.
+    pub fn create(&mut self, far_name: &str) -> Result<()> {
+        if !sendable(far_name) {
+            return Err(Error::Protocol(format!("folder name {far_name:?} cannot be sent to the server")));
+        }
+        self.client.run(&format!("CREATE {}", quote(far_name)), |_| Ok(())).map(|_| ())
     }
 
     /// Uploads a message (CRLF text) with its flags. Returns its UID where the server says

@@ -575,26 +575,13 @@ mod tests {
     fn outbox_rows_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = State::open(&dir.path().join("state.sqlite")).unwrap();
-        let row = OutboxRow {
-            id: 0,
-            near_id: "u1".into(),
-            state: OutState::Queued,
-            from: "a@x".into(),
-            to: vec!["b@y".into(), "c@z".into()],
-            message_id: "<m@x>".into(),
-            subject: "hi".into(),
-            queued_at: 5,
-            attempts: 0,
-            next_attempt: 0,
-            last_error: String::new(),
-            server_text: String::new(),
-            accepted_at: 0,
-            accepted_reply: String::new(),
-            sent_folder: String::new(),
-            sent_uidvalidity: 0,
-            sent_uid_floor: 0,
-            sent_uid: 0,
-        };
+        let row = crate::outbox::new_row(
+            "u1".into(),
+            "a@x".into(),
+            vec!["b@y".into(), "c@z".into()],
+            b"Message-ID: <m@x>\nSubject: hi\n\nbody\n",
+        );
+        assert_eq!((row.message_id.as_str(), row.subject.as_str()), ("<m@x>", "hi"));
         let mut saved = s.outbox_insert(&row).unwrap();
         assert!(saved.id > 0);
         saved.state = OutState::Filing;

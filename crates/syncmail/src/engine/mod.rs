@@ -10,7 +10,8 @@
 
 mod errors;
 mod folder;
-mod message;
+pub(crate) mod message;
+mod outgoing;
 pub mod plan;
 mod rematch;
 
@@ -166,16 +167,17 @@ pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelTok
     let wanted = req
         .flags
         .intersection(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS);
-    if wanted.is_empty() {
+    let outgoing = req.flags.contains(SyncFlags::OUTGOING_MAIL);
+    if wanted.is_empty() && !outgoing {
         return ctx.report;
     }
-    if let Err(e) = run_sync(&mut ctx, wanted) {
+    if let Err(e) = run_sync(&mut ctx, wanted, outgoing) {
         ctx.error(e);
     }
     ctx.report
 }
 
-fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags) -> Result<(), SyncError> {
+fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), SyncError> {
     let account = ctx.account;
     let name = account.name.clone();
     ctx.progress(Step::Lock, "taking the account lock".into(), None, (0, 0), (0, 0));
@@ -195,14 +197,31 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags) -> Result<(), SyncError> {
     let mut state = State::open(&account.state_dir.join("state.sqlite"))
         .map_err(|e| errors::local(&name, None, format!("cannot open the sync state: {e}")))?;
 
-    ctx.progress(
-        Step::Connect,
-        format!("connecting to {}:{}", account.imap.host, account.imap.port),
-        None,
-        (0, 0),
-        (0, 0),
-    );
-    let mut session = Session::open(&account.imap).map_err(|e| errors::from_session(&name, &e))?;
+    // Outgoing mail first: what it files in Sent then comes down with the contents.
+    let mut filing_session = None;
+    if outgoing {
+        outgoing::send_outbox(ctx, &mut state, &mut filing_session)?;
+    }
+    if flags.is_empty() || ctx.report.cancelled {
+        if let Some(s) = filing_session {
+            ctx.report.bytes_received += s.bytes_read();
+            s.logout();
+        }
+        return Ok(());
+    }
+    let mut session = match filing_session {
+        Some(s) => s,
+        None => {
+            ctx.progress(
+                Step::Connect,
+                format!("connecting to {}:{}", account.imap.host, account.imap.port),
+                None,
+                (0, 0),
+                (0, 0),
+            );
+            Session::open(&account.imap).map_err(|e| errors::from_session(&name, &e))?
+        }
+    };
 
     ctx.progress(Step::ListFolders, "reading the folder list".into(), None, (0, 0), (0, 0));
     let result = sync_folders(ctx, &mut session, &mut state, flags);
@@ -262,7 +281,14 @@ fn sync_folders(
         .or_else(|| {
             mailboxes.iter().find(|m| m.display_name.eq_ignore_ascii_case("Trash")).map(|m| m.far_name.clone())
         });
-    mailboxes.retain(|m| m.selectable && ctx.account.folders.matches(&m.display_name, m.delimiter));
+    // The outbox is local only: a server folder that would share its directory is not
+    // synced (its messages would be taken for mail to send).
+    let outbox = std::path::Path::new(&ctx.account.outbox);
+    mailboxes.retain(|m| {
+        m.selectable
+            && ctx.account.folders.matches(&m.display_name, m.delimiter)
+            && syncmail_maildir::folder_path(&m.display_name, m.delimiter).map_or(true, |p| p != outbox)
+    });
     if let Some(only) = &ctx.req.folders {
         mailboxes.retain(|m| only.iter().any(|o| o == &m.display_name || o == &m.far_name));
     }
