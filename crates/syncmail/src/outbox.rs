@@ -36,7 +36,7 @@ pub enum OutboxError {
 }
 
 /// How `syncmail send` (a sendmail program) was asked to queue a message.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueOptions {
     /// The envelope sender (`-f`); else the From header's address.
     pub from: Option<String>,
@@ -92,6 +92,12 @@ pub(crate) fn envelope(data: &[u8], from: Option<&str>, given: &[String], read_h
         }
     }
     (from, to)
+}
+
+/// The envelope sender of a message: `from` (`-f`), else the From header's address; ""
+/// when there is none.
+pub fn sender(message: &[u8], from: Option<&str>) -> String {
+    envelope(message, from, &[], false).0
 }
 
 /// RFC 5322 date-time (UTC) of a Unix time.
@@ -234,6 +240,9 @@ mod tests {
         let (from, to) = envelope(m, Some("bounce@x.org"), &["a@y".into()], true);
         assert_eq!(from, "bounce@x.org");
         assert_eq!(to, vec!["a@y", "b@y", "c@z", "hidden@w"]);
+        assert_eq!(sender(m, None), "me@x.org");
+        assert_eq!(sender(b"To: b\n\n", Some("f@x")), "f@x");
+        assert_eq!(sender(b"To: b\n\n", None), "");
     }
 
     #[test]
