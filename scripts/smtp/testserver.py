@@ -44,7 +44,8 @@ def set_control(d, c):
 
 def authenticator(server, session, envelope, mechanism, data):
     ok = isinstance(data, LoginPassword) and data.login == USER and data.password == PASSWORD
-    return AuthResult(success=ok, auth_data=data.login if ok else None)
+    # handled=False: aiosmtpd then answers a failure with 535 itself.
+    return AuthResult(success=ok, handled=False, auth_data=data.login if ok else None)
 
 
 class Handler:
@@ -85,14 +86,14 @@ class Handler:
     async def auth_XOAUTH2(self, server, args):
         # RFC-less but documented by Google: base64("user=U\x01auth=Bearer T\x01\x01").
         if len(args) < 2:
-            return AuthResult(success=False)
+            return AuthResult(success=False, handled=False)
         try:
             text = base64.b64decode(args[1]).decode()
         except Exception:
-            return AuthResult(success=False)
+            return AuthResult(success=False, handled=False)
         parts = dict(p.split("=", 1) for p in text.split("\x01") if "=" in p)
         ok = parts.get("user") == USER.decode() and parts.get("auth") == f"Bearer {TOKEN}"
-        return AuthResult(success=ok, auth_data=USER if ok else None)
+        return AuthResult(success=ok, handled=False, auth_data=USER if ok else None)
 
 
 def main():

@@ -143,7 +143,7 @@ fn a_file_saved_into_the_outbox_is_sent_and_the_outbox_is_never_synced() {
 
 #[test]
 fn a_temporary_failure_is_retried_later_with_backoff() {
-    let (dv, smtp, _tmp, store) = setup("starttls", "", "");
+    let (dv, smtp, _tmp, store) = setup("starttls", "auth-mech = \"login\"", "");
     smtp.tempfail(1);
     let row = store.queue(&mail("later"), &t_opts()).unwrap();
     let (r, _) = run(&store, SEND);
@@ -238,4 +238,34 @@ fn interrupted_after_every_step_then_resumed_sends_and_files_exactly_once() {
     assert!(covered >= 5, "only {covered} steps were interrupted");
     assert!(saw_submitting, "no interruption left a message submitting");
     assert_eq!(smtp.received().len(), covered as usize + 1);
+}
+
+#[test]
+fn eight_bit_text_and_utf8_addresses_use_8bitmime_and_smtputf8() {
+    let (_dv, smtp, _tmp, store) = setup("starttls", "", "");
+    let text = "From: Jürgen <jürgen@example.org>\nTo: zoë@example.org\nSubject: grüße\n\nGrüße aus Köln.\n";
+    store.queue(text.as_bytes(), &t_opts()).unwrap();
+    let (r, _) = run(&store, SEND);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    let got = smtp.received();
+    assert_eq!(got[0].from, "jürgen@example.org");
+    assert_eq!(got[0].to, vec!["zoë@example.org"]);
+    assert!(got[0].mail_options.iter().any(|o| o == "BODY=8BITMIME"), "{:?}", got[0].mail_options);
+    assert!(got[0].mail_options.iter().any(|o| o == "SMTPUTF8"), "{:?}", got[0].mail_options);
+    assert!(String::from_utf8_lossy(&got[0].data).contains("Grüße aus Köln."));
+}
+
+#[test]
+fn a_wrong_password_is_reported_and_the_message_stays_queued() {
+    let (_dv, smtp, tmp, store) = setup("starttls", "password = \"wrong\"", "");
+    store.queue(&mail("not yet"), &t_opts()).unwrap();
+    let (r, _) = run(&store, SEND_NOW);
+    let e = r.errors.iter().find(|e| e.kind == ErrorKind::Auth).unwrap_or_else(|| panic!("{:#?}", r.errors));
+    assert!(e.server_text.as_deref().unwrap().starts_with("535"), "{e:?}");
+    assert!(e.hint.contains("[smtp]"), "{e:?}");
+    assert!(!format!("{e:?}").contains("wrong"), "the password must not show");
+    assert!(smtp.received().is_empty());
+    let q = &store.outbox().unwrap()[0];
+    assert_eq!((q.state, q.attempts), (OutState::Queued, 0));
+    assert_eq!(outbox_files(tmp.path()), 1);
 }
