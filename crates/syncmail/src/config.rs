@@ -466,7 +466,11 @@ impl Config {
                 Some(sm) => Some(smtp_config(sm, &a.imap.user, &password, &base).map_err(invalid)?),
             };
             let outbox = a.outbox.unwrap_or_else(|| "Outbox".into());
-            // One plain folder directly under the Maildir root.
+            // One plain folder directly under the Maildir root, and never the INBOX, whose
+            // mail would be taken for mail to send.
+            if outbox.eq_ignore_ascii_case("INBOX") {
+                return Err(invalid("outbox = \"INBOX\": the outbox must be a folder of its own".into()));
+            }
             syncmail_maildir::check_component(&outbox).map_err(|e| invalid(format!("outbox = {outbox:?}: {e}")))?;
             accounts.insert(
                 name.clone(),
@@ -585,6 +589,8 @@ mod tests {
         assert_eq!(sm.password.fetch().unwrap().expose(), "p");
         assert_eq!(sm.from, vec!["me@x.org".to_string()]);
         assert!(c.accounts["a"].smtp.is_some());
+        let inbox = "[accounts.a]\nmaildir='x'\noutbox='inbox'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n";
+        assert!(Config::parse(inbox, Path::new("/c.toml")).unwrap_err().to_string().contains("folder of its own"));
         let bad = "[accounts.a]\nmaildir='x'\noutbox='../x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n";
         assert!(Config::parse(bad, Path::new("/c.toml")).unwrap_err().to_string().contains("outbox"));
     }
