@@ -392,6 +392,129 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A scripted fake server (not a real one: these servers misbehave on cue, which a real
+    /// server will not): sends the greeting, then for each step reads one line, checks
+    /// that it starts with the expected text, and sends the reply (nothing for "").
+    /// Returns the port and a handle that yields the lines received.
+    fn scripted(
+        greeting: &'static str,
+        steps: Vec<(&'static str, &'static str)>,
+    ) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            w.write_all(greeting.as_bytes()).unwrap();
+            let mut seen = Vec::new();
+            for (expect, reply) in steps {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap() == 0 {
+                    break;
+                }
+                assert!(line.starts_with(expect), "expected {expect:?}, got {line:?}");
+                seen.push(line);
+                w.write_all(reply.as_bytes()).unwrap();
+            }
+            seen
+        });
+        (port, h)
+    }
+
+    fn opts(port: u16, tls: TlsMode) -> ConnectOptions {
+        ConnectOptions {
+            server: syncmail_imap::ConnectOptions {
+                host: "127.0.0.1".into(),
+                port,
+                tls,
+                ca_file: None,
+                timeout: std::time::Duration::from_secs(5),
+                limits: syncmail_imap::Limits::default(),
+            },
+            helo: "client.test".into(),
+        }
+    }
+
+    #[test]
+    fn a_refused_recipient_refuses_the_message_and_is_named() {
+        let (port, h) = scripted(
+            "220 fake ESMTP\r\n",
+            vec![
+                ("EHLO client.test", "250-fake\r\n250-SIZE 1000\r\n250 8BITMIME\r\n"),
+                ("MAIL FROM:<a@x> SIZE=", "250 ok\r\n"),
+                ("RCPT TO:<b@y>", "250 ok\r\n"),
+                ("RCPT TO:<c@z>", "550-5.1.1 <c@z>: no such\r\n550 5.1.1 user here\r\n"),
+                ("RSET", "250 ok\r\n"),
+            ],
+        );
+        let mut c = Client::connect(&opts(port, TlsMode::None)).unwrap();
+        assert!(c.has("8bitmime") && !c.has("SMTPUTF8"));
+        let env = Envelope { from: "a@x".into(), to: vec!["b@y".into(), "c@z".into()] };
+        let e = c.send_until_end(&env, b"Subject: x\n\nhi\n").unwrap_err();
+        let Error::Recipients { refused } = &e else { panic!("{e:?}") };
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, "c@z");
+        assert_eq!(refused[0].1.enhanced.as_deref(), Some("5.1.1"));
+        assert_eq!(refused[0].1.text, "<c@z>: no such\nuser here");
+        assert!(!e.is_transient());
+        drop(c);
+        assert_eq!(h.join().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_message_too_large_for_size_is_refused_before_mail_from() {
+        let (port, h) = scripted("220 fake\r\n", vec![("EHLO", "250-fake\r\n250 SIZE 10\r\n")]);
+        let mut c = Client::connect(&opts(port, TlsMode::None)).unwrap();
+        let env = Envelope { from: "a@x".into(), to: vec!["b@y".into()] };
+        let e = c.send_until_end(&env, b"Subject: far too long\n\n").unwrap_err();
+        assert!(matches!(&e, Error::Refused { reply, .. } if reply.code == 552), "{e:?}");
+        drop(c);
+        assert_eq!(h.join().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn starttls_not_offered_or_followed_by_injected_data_is_refused() {
+        let (port, _h) = scripted("220 fake\r\n", vec![("EHLO", "250-fake\r\n250 AUTH PLAIN\r\n")]);
+        let e = Client::connect(&opts(port, TlsMode::StartTls)).err().unwrap();
+        assert!(e.to_string().contains("does not offer STARTTLS"), "{e}");
+        let (port, _h) = scripted(
+            "220 fake\r\n",
+            vec![("EHLO", "250-fake\r\n250 STARTTLS\r\n"), ("STARTTLS", "220 go ahead\r\n250 injected\r\n")],
+        );
+        let e = Client::connect(&opts(port, TlsMode::StartTls)).err().unwrap();
+        assert!(e.to_string().contains("right after STARTTLS"), "{e}");
+    }
+
+    #[test]
+    fn garbage_and_a_lost_answer_are_errors_not_hangs() {
+        let (port, _h) = scripted("* OK this is IMAP\r\n", vec![]);
+        let e = Client::connect(&opts(port, TlsMode::None)).err().unwrap();
+        assert!(e.to_string().contains("not an SMTP reply"), "{e}");
+        // The connection drops after the final dot: the outcome is unknown, and the error
+        // is a transport error (the engine then keeps the message `submitting`).
+        let (port, h) = scripted(
+            "220 fake\r\n",
+            vec![
+                ("EHLO", "250 fake\r\n"),
+                ("MAIL FROM:<a@x>", "250 ok\r\n"),
+                ("RCPT TO:<b@y>", "250 ok\r\n"),
+                ("DATA", "354 go\r\n"),
+                ("..dot", ""),
+                (".", ""),
+            ],
+        );
+        let mut c = Client::connect(&opts(port, TlsMode::None)).unwrap();
+        let env = Envelope { from: "a@x".into(), to: vec!["b@y".into()] };
+        c.send_until_end(&env, b".dot\n").unwrap();
+        let e = c.end_data().unwrap_err();
+        assert!(matches!(e, Error::Transport(_)), "{e:?}");
+        let seen = h.join().unwrap();
+        assert_eq!(seen.last().map(String::as_str), Some(".\r\n"));
+    }
 
     #[test]
     fn dot_stuffing_and_line_ends() {
