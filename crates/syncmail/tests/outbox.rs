@@ -194,6 +194,19 @@ fn a_permanent_failure_is_reported_with_the_recipient_and_kept() {
     assert!(r.is_success(), "{:#?}", r.errors);
     assert_eq!(received_count(&smtp, "refused"), 1);
     assert_eq!(far_count(&dv, SENT, "refused"), 1);
+
+    // Deleting a refused message from the outbox settles it: no more errors.
+    smtp.reject("carol@example.org", "550 5.1.1 no");
+    store.queue(&mail("given up"), &t_opts()).unwrap();
+    let (r, _) = run(&store, SEND);
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    let f = syncmail_maildir::Folder::new(tmp.path().join("mail/Outbox"));
+    for e in f.scan().unwrap().values() {
+        f.remove(e).unwrap();
+    }
+    let (r, _) = run(&store, SEND);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert!(store.outbox().unwrap().iter().all(|x| x.state == OutState::Filed));
 }
 
 /// Stopped dead after every recorded step of queue → submit → accept → file → clean up,

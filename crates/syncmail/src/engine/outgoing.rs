@@ -160,7 +160,19 @@ pub(crate) fn send_outbox(ctx: &mut Ctx<'_>, state: &mut State, imap: &mut Optio
                 ctx.step()?;
             }
             (OutState::Filed, None) => {}
-            (OutState::Failed, _) => ctx.error(send_error(
+            (OutState::Failed | OutState::Submitting, None) => {
+                // The person deleted it from the outbox: that settles it.
+                state.outbox_forget(row.id).map_err(|e| lerr(&e))?;
+                ctx.progress(
+                    Step::Send,
+                    format!("{what} was deleted from the outbox; it is forgotten"),
+                    Some(&shown),
+                    (i as u64, total),
+                    (0, 0),
+                );
+                ctx.step()?;
+            }
+            (OutState::Failed, Some(_)) => ctx.error(send_error(
                 ctx,
                 &row,
                 format!("{what} was refused by the server and is kept in the outbox: {}", row.last_error),
@@ -171,7 +183,7 @@ pub(crate) fn send_outbox(ctx: &mut Ctx<'_>, state: &mut State, imap: &mut Optio
                 ),
                 false,
             )),
-            (OutState::Submitting, _) => ctx.error(send_error(
+            (OutState::Submitting, Some(_)) => ctx.error(send_error(
                 ctx,
                 &row,
                 format!(
