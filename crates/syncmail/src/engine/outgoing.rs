@@ -38,6 +38,9 @@ use syncmail_smtp::{Client, Envelope, Error as SmtpError};
 /// was deleted by the person: forgotten after this long.
 const ORPHAN_AFTER_SECS: i64 = 3600;
 
+/// How long a sent and filed message stays listed (`syncmail send --list --all`).
+const KEEP_FILED_SECS: i64 = 30 * 86_400;
+
 /// Wait before the next attempt after `attempts` temporary failures: 1, 2, 4 … minutes, at
 /// most an hour.
 fn retry_delay(attempts: u32) -> i64 {
@@ -159,6 +162,10 @@ pub(crate) fn send_outbox(ctx: &mut Ctx<'_>, state: &mut State, imap: &mut Optio
                 dir.remove(e).map_err(|e| lerr(&e))?;
                 ctx.step()?;
             }
+            (OutState::Filed, None) if now - row.accepted_at > KEEP_FILED_SECS => {
+                // History for `syncmail send --list --all`, kept a while.
+                state.outbox_forget(row.id).map_err(|e| lerr(&e))?;
+            }
             (OutState::Filed, None) => {}
             (OutState::Failed | OutState::Submitting, None) => {
                 // The person deleted it from the outbox: that settles it.
@@ -176,11 +183,7 @@ pub(crate) fn send_outbox(ctx: &mut Ctx<'_>, state: &mut State, imap: &mut Optio
                 ctx,
                 &row,
                 format!("{what} was refused by the server and is kept in the outbox: {}", row.last_error),
-                format!(
-                    "correct the address or the message, then `syncmail send --retry {}`; or delete it from the \
-                     outbox",
-                    row.id
-                ),
+                failed_hint(row.id),
                 false,
             )),
             (OutState::Submitting, Some(_)) => ctx.error(send_error(
@@ -190,11 +193,7 @@ pub(crate) fn send_outbox(ctx: &mut Ctx<'_>, state: &mut State, imap: &mut Optio
                     "{what} may have been sent: the run that handed it to the server stopped before it recorded \
                      the answer, so it is not sent again on its own"
                 ),
-                format!(
-                    "check whether it arrived (ask a recipient, or look in the server's Sent folder); then \
-                     `syncmail send --sent {id}` if it did, or `syncmail send --retry {id}` to send it again",
-                    id = row.id
-                ),
+                maybe_sent_hint(row.id),
                 false,
             )),
             (OutState::Queued, None) if now - row.queued_at > ORPHAN_AFTER_SECS => {
@@ -243,6 +242,17 @@ pub(crate) fn send_outbox(ctx: &mut Ctx<'_>, state: &mut State, imap: &mut Optio
         c.quit();
     }
     Ok(())
+}
+
+fn failed_hint(id: i64) -> String {
+    format!("correct the address or the message, then `syncmail send --retry {id}`; or delete it from the outbox")
+}
+
+fn maybe_sent_hint(id: i64) -> String {
+    format!(
+        "it is not sent again on its own: check whether it arrived (ask a recipient, or look in the server's Sent \
+         folder), then `syncmail send --sent {id}` if it did, or `syncmail send --retry {id}` to send it again"
+    )
 }
 
 /// "message 3 to a@x, b@y (Subject)", for progress and errors.
@@ -345,11 +355,7 @@ fn submit(
                      before the server's answer ({e})",
                     describe(row)
                 ),
-                format!(
-                    "it is not sent again on its own; check whether it arrived, then `syncmail send --sent {id}` \
-                     if it did, or `syncmail send --retry {id}`",
-                    id = row.id
-                ),
+                maybe_sent_hint(row.id),
                 false,
             ));
             Ok(false)
@@ -379,14 +385,7 @@ fn refused(ctx: &mut Ctx<'_>, state: &mut State, row: &mut OutboxRow, e: &SmtpEr
         )
     } else {
         row.state = OutState::Failed;
-        (
-            format!("{} was refused and is kept in the outbox: {e}", describe(row)),
-            format!(
-                "correct the address or the message, then `syncmail send --retry {}`; or delete it from the outbox",
-                row.id
-            ),
-            false,
-        )
+        (format!("{} was refused and is kept in the outbox: {e}", describe(row)), failed_hint(row.id), false)
     };
     let name = ctx.name().to_string();
     state.outbox_update(row).map_err(|e| errors::local(&name, None, format!("sync state: {e}")))?;
