@@ -121,7 +121,7 @@ impl Display {
             let up: u64 = r.uploaded();
             let _ = writeln!(
                 err,
-                "{}: {} new messages down ({}), {} up, {} flag changes, {} deleted, {} folders created, {} errors{} in {:.1} s",
+                "{}: {} new messages down ({}), {} up, {} flag changes, {} deleted, {} folders created, {}{} errors{} in {:.1} s",
                 r.account,
                 down,
                 human_bytes(bytes),
@@ -129,6 +129,11 @@ impl Display {
                 flags + r.folders.iter().map(|f| f.far_flags_changed).sum::<u64>(),
                 deleted + r.folders.iter().map(|f| f.far_deleted).sum::<u64>(),
                 created,
+                if r.sent + r.filed > 0 {
+                    format!("{} sent, {} filed in Sent, ", r.sent, r.filed)
+                } else {
+                    String::new()
+                },
                 r.errors.len(),
                 if r.cancelled { ", cancelled" } else { "" },
                 secs
@@ -256,6 +261,8 @@ impl SyncProgress for Display {
                 "retried": r.retried.len(),
                 "downloaded": r.downloaded(),
                 "uploaded": r.uploaded(),
+                "sent": r.sent,
+                "filed": r.filed,
                 "folders": folders,
             }));
         } else if let Some(b) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).get(&(r.account.clone(), None)) {

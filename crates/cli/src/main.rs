@@ -4,6 +4,7 @@
 //! validated work (accounts from the configuration, a flag set) before anything starts.
 
 mod display;
+mod send;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -52,6 +53,15 @@ enum Command {
         #[arg(long = "folder")]
         folders: Vec<String>,
     },
+    /// Queue a message read on standard input for sending, as a sendmail program does
+    /// (`-t`, `-f ADDR`, `-F NAME`, `-i`, `-oi`, recipients; `--now` to send at once), or
+    /// manage the outbox: `--flush` sends it, `--list [--all]` shows it, `--retry ID`
+    /// queues a failed message again, `--sent ID` says a possibly sent one was sent.
+    /// `--account NAME` chooses the account.
+    Send {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,45 +96,111 @@ fn parse_flags(names: &[String]) -> Result<SyncFlags> {
     Ok(flags)
 }
 
+fn load_config(path: &std::path::Path) -> Result<Config> {
+    if !path.exists() {
+        bail!("no configuration file at {}; write one (see the README for an example) or pass -c FILE", path.display());
+    }
+    Ok(Config::load(path)?)
+}
+
+fn display_mode(cli: &Cli) -> display::Mode {
+    if cli.json {
+        display::Mode::Json
+    } else if cli.quiet {
+        display::Mode::Quiet
+    } else {
+        display::Mode::Bars
+    }
+}
+
+/// Syncs the accounts at once, each on its own thread; returns whether all succeeded.
+fn sync_all(
+    (mode, verbose): (display::Mode, bool),
+    accounts: Vec<syncmail::AccountConfig>,
+    request: impl Fn(&syncmail::AccountConfig) -> SyncRequest,
+) -> Result<bool> {
+    let display = Arc::new(display::Display::new(mode, verbose));
+    let mut handles = Vec::new();
+    for account in accounts {
+        let name = account.name.clone();
+        let req = request(&account).with_progress(display.clone());
+        let store = Store::open(account).with_context(|| format!("account {name}"))?;
+        handles.push(store.synchronize_in_background(req));
+    }
+    let reports: Vec<_> = handles.iter().map(|h| h.wait()).collect();
+    display.finish(&reports);
+    Ok(reports.iter().all(|r| r.is_success()))
+}
+
 /// Returns whether everything succeeded.
 fn run(cli: Cli) -> Result<bool> {
     let config_path = cli.config.clone().unwrap_or_else(syncmail::config::default_config_path);
+    let mode = (display_mode(&cli), cli.verbose);
     match cli.command {
         Command::Sync { accounts, flags, folders, confirm_deletions } => {
+            let explicit = !flags.is_empty();
             let flags = parse_flags(&flags)?;
-            if !config_path.exists() {
-                bail!(
-                    "no configuration file at {}; write one (see the README for an example) or pass -c FILE",
-                    config_path.display()
-                );
-            }
-            let config = Config::load(&config_path)?;
+            let config = load_config(&config_path)?;
             let accounts = config.select(&accounts)?;
             if accounts.is_empty() {
                 bail!("the configuration at {} has no [accounts.NAME] section", config_path.display());
             }
-            let mode = if cli.json {
-                display::Mode::Json
-            } else if cli.quiet {
-                display::Mode::Quiet
-            } else {
-                display::Mode::Bars
-            };
-            let display = Arc::new(display::Display::new(mode, cli.verbose));
-            let mut handles = Vec::new();
-            for account in accounts {
-                let name = account.name.clone();
-                let store = Store::open(account).with_context(|| format!("account {name}"))?;
-                let mut req = SyncRequest::new(flags).with_progress(display.clone());
+            sync_all(mode, accounts, |account| {
+                let mut f = flags;
+                if !explicit && account.smtp.is_some() {
+                    f |= SyncFlags::OUTGOING_MAIL;
+                }
+                let mut req = SyncRequest::new(f);
                 req.confirm_deletions = confirm_deletions;
                 if !folders.is_empty() {
                     req = req.with_folders(folders.clone());
                 }
-                handles.push(store.synchronize_in_background(req));
+                req
+            })
+        }
+        Command::Send { args } => {
+            let a = send::parse(&args)?;
+            let config = load_config(&config_path)?;
+            let send_now = SyncFlags::OUTGOING_MAIL | SyncFlags::ON_DEMAND;
+            if a.list || a.flush || a.retry.is_some() || a.sent.is_some() {
+                let accounts: Vec<_> = config
+                    .select(a.account.as_slice())?
+                    .into_iter()
+                    .filter(|x| x.smtp.is_some() || a.account.is_some())
+                    .collect();
+                if a.flush {
+                    return sync_all(mode, accounts, |_| SyncRequest::new(send_now));
+                }
+                let stores = accounts.into_iter().map(Store::open).collect::<Result<Vec<_>, _>>()?;
+                if a.list {
+                    send::list(&stores, a.all, cli.json)?;
+                    return Ok(true);
+                }
+                let (id, retry) = match (a.retry, a.sent) {
+                    (Some(id), _) => (id, true),
+                    (_, Some(id)) => (id, false),
+                    _ => bail!("nothing to do"),
+                };
+                let [store] = stores.as_slice() else {
+                    bail!("say which account the message {id} is in with --account NAME");
+                };
+                let row = if retry { store.retry_outgoing(id)? } else { store.confirm_sent(id)? };
+                eprintln!(
+                    "syncmail: message {id} is {} now; `syncmail send --flush` {} it",
+                    row.state.name(),
+                    if retry { "sends" } else { "files" }
+                );
+                return Ok(true);
             }
-            let reports: Vec<_> = handles.iter().map(|h| h.wait()).collect();
-            display.finish(&reports);
-            Ok(reports.iter().all(|r| r.is_success()))
+            let message = send::read_message(std::io::stdin().lock(), a.ignore_dots)?;
+            let sender = syncmail::outbox::sender(&message, a.queue.from.as_deref());
+            let account = send::pick_account(&config, a.account.as_deref(), &sender)?;
+            let store = Store::open(account.clone()).with_context(|| format!("account {}", account.name))?;
+            store.queue(&message, &a.queue)?;
+            if !a.now {
+                return Ok(true);
+            }
+            sync_all(mode, vec![account], |_| SyncRequest::new(send_now))
         }
     }
 }

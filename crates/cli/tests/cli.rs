@@ -5,6 +5,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use syncmail_testkit::smtp::SmtpServer;
 use syncmail_testkit::{Dovecot, Options, assert_store_matches};
 
 fn write_config(dv: &Dovecot, root: &Path, password: &str) -> std::path::PathBuf {
@@ -255,4 +256,117 @@ fn folder_changes_show_in_the_summary_and_the_json_done_event() {
     );
     assert_eq!(done["uploaded"], 0);
     assert!(dv.doveadm(&["mailbox", "list"]).lines().any(|l| l.trim() == "Renamed"));
+}
+
+/// A config whose account also sends, through `smtp` (STARTTLS on loopback).
+fn write_send_config(dv: &Dovecot, smtp: &SmtpServer, root: &Path) -> std::path::PathBuf {
+    let conf = write_config(dv, root, "secret");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!(
+        "[accounts.t.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca-file = \"{}\"\n",
+        smtp.port,
+        dv.ca_file().display()
+    ));
+    std::fs::write(&conf, text).unwrap();
+    dv.doveadm(&["mailbox", "create", "Sent Messages"]);
+    conf
+}
+
+/// `syncmail send` fed a message as mutt does (`-oi -f FROM -- RCPT…`, Bcc recipients
+/// given as arguments and the header kept): exit 0 once queued.
+fn send_as_mutt(conf: &Path, message: &[u8], rcpts: &[&str]) {
+    use std::io::Write;
+    let mut child = syncmail()
+        .arg("-c")
+        .arg(conf)
+        .args(["send", "-oi", "-f", "alice@example.org", "--"])
+        .args(rcpts)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "send: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn far_count(dv: &Dovecot, folder: &str, subject: &str) -> usize {
+    dv.doveadm(&["search", "mailbox", folder, "header", "subject", subject]).lines().count()
+}
+
+const OUTGOING: &[u8] = b"From: Alice <alice@example.org>\nTo: bob@example.org\nBcc: dave@example.org\n\
+    Subject: from mutt\nMessage-ID: <mutt-1@example.org>\n\nHi Bob.\n.\nA lone dot above.\n";
+
+#[test]
+fn sendmail_mode_queues_offline_and_sync_sends_and_files_it() {
+    let dv = Dovecot::start(Options::default());
+    let smtp = SmtpServer::start("starttls", &dv.dir().join("certs"));
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = write_send_config(&dv, &smtp, tmp.path());
+    send_as_mutt(&conf, OUTGOING, &["bob@example.org", "dave@example.org"]);
+    assert!(smtp.received().is_empty(), "queued, not sent yet");
+    let out = syncmail().arg("-c").arg(&conf).args(["send", "--list"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("queued") && listing.contains("from mutt"), "{listing}");
+
+    // The default sync sends (the account has [smtp]), then files in Sent, then syncs.
+    let out = syncmail().arg("-c").arg(&conf).args(["--json", "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let events = json_lines(&out.stdout);
+    assert!(events.iter().any(|e| e["event"] == "progress" && e["step"] == "send"));
+    let done = events.iter().find(|e| e["event"] == "done").unwrap();
+    assert_eq!((done["sent"].as_u64(), done["filed"].as_u64()), (Some(1), Some(1)), "{done}");
+    let got = smtp.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].from, "alice@example.org");
+    assert_eq!(got[0].to, vec!["bob@example.org", "dave@example.org"]);
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(!text.contains("Bcc:"), "{text}");
+    assert!(text.contains("Hi Bob.\r\n.\r\nA lone dot above.\r\n"), "-oi keeps the lone dot: {text:?}");
+    assert_eq!(far_count(&dv, "Sent Messages", "from mutt"), 1);
+    // The Sent copy came down in the same run; the outbox is empty.
+    let local_sent = syncmail_testkit::read_maildir(&tmp.path().join("mail/Sent Messages"));
+    assert_eq!(local_sent.len(), 1);
+    assert!(syncmail_testkit::read_maildir(&tmp.path().join("mail/Outbox")).is_empty());
+}
+
+/// The real binary killed (SIGKILL) after the server took the message and before its answer
+/// was recorded: the next runs do not send it again but say it may have been sent; the
+/// person's `--sent` files it, once.
+#[test]
+fn killed_between_handing_over_and_the_answer_does_not_send_twice_and_says_so() {
+    let dv = Dovecot::start(Options::default());
+    let smtp = SmtpServer::start("starttls", &dv.dir().join("certs"));
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = write_send_config(&dv, &smtp, tmp.path());
+    send_as_mutt(&conf, OUTGOING, &["bob@example.org"]);
+    smtp.delay_answer(30);
+    let mut child =
+        syncmail().arg("-c").arg(&conf).args(["-q", "send", "--flush"]).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while smtp.received().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the server never got the message");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL, while the server holds back its 250
+    child.wait().unwrap();
+    smtp.normal();
+
+    for _ in 0..2 {
+        let out = syncmail().arg("-c").arg(&conf).args(["--json", "send", "--flush"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let events = json_lines(&out.stdout);
+        let e = events.iter().find(|e| e["event"] == "error").unwrap();
+        assert_eq!(e["kind"], "send");
+        assert!(e["message"].as_str().unwrap().contains("may have been sent"), "{e}");
+        assert!(e["hint"].as_str().unwrap().contains("syncmail send --sent 1"), "{e}");
+        assert_eq!(smtp.received().len(), 1, "not sent a second time");
+    }
+    let out = syncmail().arg("-c").arg(&conf).args(["send", "--sent", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = syncmail().arg("-c").arg(&conf).args(["-q", "send", "--flush"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(smtp.received().len(), 1);
+    assert_eq!(far_count(&dv, "Sent Messages", "from mutt"), 1);
+    assert!(syncmail_testkit::read_maildir(&tmp.path().join("mail/Outbox")).is_empty());
 }

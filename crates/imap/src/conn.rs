@@ -316,6 +316,35 @@ impl Connection {
         }
     }
 
+    /// Reads one line, up to and including its LF, into `out` (cleared first), under the
+    /// line limit. For line-based protocols that share this transport (SMTP replies).
+    pub fn read_line(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        self.append_line(out)
+    }
+
+    /// Appends one line, up to and including its LF, to `out`, under the line limit.
+    fn append_line(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let line_start = out.len();
+        loop {
+            if let Some(i) = self.rbuf[self.rpos..].iter().position(|&b| b == b'\n') {
+                out.extend_from_slice(&self.rbuf[self.rpos..self.rpos + i + 1]);
+                self.rpos += i + 1;
+                return Ok(());
+            }
+            out.extend_from_slice(&self.rbuf[self.rpos..]);
+            self.rpos = self.rbuf.len();
+            if out.len() - line_start > self.limits.max_line {
+                return Err(Error::TooLarge {
+                    what: "line",
+                    size: (out.len() - line_start) as u64,
+                    limit: self.limits.max_line as u64,
+                });
+            }
+            self.fill()?;
+        }
+    }
+
     /// Reads one complete response into `out` (cleared first): its line, and for every
     /// line that ends in a literal announcement `{n}`, the n bytes and the line after.
     pub fn read_response(&mut self, out: &mut Vec<u8>) -> Result<()> {
@@ -327,25 +356,8 @@ impl Connection {
     pub fn read_response_to(&mut self, out: &mut Vec<u8>, mut sink: Option<&mut dyn LiteralSink>) -> Result<()> {
         out.clear();
         loop {
-            // One line, up to LF.
             let line_start = out.len();
-            loop {
-                if let Some(i) = self.rbuf[self.rpos..].iter().position(|&b| b == b'\n') {
-                    out.extend_from_slice(&self.rbuf[self.rpos..self.rpos + i + 1]);
-                    self.rpos += i + 1;
-                    break;
-                }
-                out.extend_from_slice(&self.rbuf[self.rpos..]);
-                self.rpos = self.rbuf.len();
-                if out.len() - line_start > self.limits.max_line {
-                    return Err(Error::TooLarge {
-                        what: "line",
-                        size: (out.len() - line_start) as u64,
-                        limit: self.limits.max_line as u64,
-                    });
-                }
-                self.fill()?;
-            }
+            self.append_line(out)?;
             let line = &out[line_start..];
             let Some(n) = literal_len(line) else { return Ok(()) };
             if n > self.limits.max_literal {

@@ -24,7 +24,8 @@ bitflags::bitflags! {
         /// Fetch headers (and sizes, flags) only; bodies later.
         const HEADERS_ONLY = 0x0200_0000;
         /// Started by a person: runs before queued background work. Until the scheduler
-        /// exists, every request runs at once on its own thread, so this is honoured trivially.
+        /// exists, every request runs at once on its own thread. Outgoing mail that waits
+        /// for its next attempt after a temporary failure is sent at once.
         const ON_DEMAND = 0x2000_0000;
     }
 }
@@ -36,6 +37,7 @@ impl SyncFlags {
         .union(SyncFlags::DOWNLOAD_HIERARCHY)
         .union(SyncFlags::DOWNLOAD_CONTENTS)
         .union(SyncFlags::UPLOAD_CONTENTS)
+        .union(SyncFlags::OUTGOING_MAIL)
         .union(SyncFlags::ON_DEMAND);
 
     /// Parses a flag by its name (`download-contents` or `DOWNLOAD_CONTENTS`).
@@ -63,6 +65,8 @@ pub enum Step {
     Upload,
     /// Creating, renaming or deleting folders on one side to follow the other.
     Folders,
+    /// Sending the outbox over SMTP and filing sent mail; `index`/`max` count messages.
+    Send,
     Finish,
 }
 
@@ -77,6 +81,7 @@ impl Step {
             Step::ApplyChanges => "apply-changes",
             Step::Upload => "upload",
             Step::Folders => "folders",
+            Step::Send => "send",
             Step::Finish => "finish",
         }
     }
@@ -124,6 +129,10 @@ pub enum ErrorKind {
     DeletionsHeld,
     /// A message could not be uploaded (the server refused it); the others went on.
     Message,
+    /// An outgoing message was not sent: refused for good (5xx; it stays in the outbox,
+    /// `retryable` false), deferred (4xx or network; `retryable` true), or perhaps sent
+    /// (the run stopped between handing it over and hearing the answer).
+    Send,
     /// The caller cancelled the sync.
     Cancelled,
 }
@@ -143,6 +152,7 @@ impl ErrorKind {
             ErrorKind::Locked => "locked",
             ErrorKind::DeletionsHeld => "deletions-held",
             ErrorKind::Message => "message",
+            ErrorKind::Send => "send",
             ErrorKind::Cancelled => "cancelled",
         }
     }
@@ -256,6 +266,10 @@ pub struct SyncReport {
     pub cancelled: bool,
     /// Bytes received from the server (after TLS), protocol included.
     pub bytes_received: u64,
+    /// Outgoing messages the SMTP server accepted in this run.
+    pub sent: u64,
+    /// Sent messages filed in the Sent folder in this run.
+    pub filed: u64,
 }
 
 impl SyncReport {

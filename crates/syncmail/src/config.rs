@@ -11,6 +11,9 @@
 //! delete-guard = 50                # hold back deletions of more than 50% of a folder …
 //! delete-guard-min = 10            # … when they are at least 10 messages
 //! layout = "verbatim"              # "verbatim" (Lists/rust/) | "maildir++" (.Lists.rust/, INBOX = the root)
+//! outbox = "Outbox"                # the local Maildir folder of messages to send
+//! sent-folder = "Sent"             # where sent mail is filed (default: the \Sent folder)
+//! server-files-sent = false        # true when the SMTP server files sent mail itself
 //! [accounts.work.imap]
 //! host = "imap.example.org"
 //! port = 993                       # default follows tls
@@ -25,6 +28,14 @@
 //!                                            # | "xoauth2" | "oauthbearer" (with oauth-token-command)
 //! allow-plaintext = false                    # with tls = "none": send the password to a server
 //!                                            # that is not on this machine (loopback always may)
+//! [accounts.work.smtp]                    # optional: outgoing mail (see the outbox)
+//! host = "smtp.example.org"
+//! port = 465                       # default follows tls: 465 implicit, 587 starttls, 25 none
+//! tls = "implicit"                 # "implicit" (default) | "starttls" | "none"
+//! user = "me@example.org"          # default: the [imap] user
+//! password-env = "SMTP_PASSWORD"   # default: the [imap] password source
+//! auth-mech = "auto"               # "auto" | "plain" | "login" | "xoauth2" | "none"
+//! from = ["me@example.org"]        # addresses this account sends as (default: user)
 //! [accounts.work.folders]
 //! include = ["*"]                  # patterns: * any text, % any text without the delimiter
 //! exclude = ["Spam", "Lists.%"]
@@ -71,7 +82,11 @@ struct RawAccount {
     trash_folder: Option<String>,
     delete_guard: Option<u32>,
     delete_guard_min: Option<u32>,
+    outbox: Option<String>,
+    sent_folder: Option<String>,
+    server_files_sent: Option<bool>,
     imap: RawImap,
+    smtp: Option<RawSmtp>,
     #[serde(default)]
     folders: RawFolders,
 }
@@ -91,6 +106,24 @@ struct RawImap {
     ca_file: Option<String>,
     timeout: Option<u64>,
     auth_mech: Option<String>,
+    allow_plaintext: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<u16>,
+    tls: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    password_command: Option<String>,
+    password_env: Option<String>,
+    ca_file: Option<String>,
+    timeout: Option<u64>,
+    auth_mech: Option<String>,
+    helo: Option<String>,
+    from: Option<Vec<String>>,
     allow_plaintext: Option<bool>,
 }
 
@@ -219,6 +252,26 @@ pub struct ImapConfig {
     pub allow_plaintext: bool,
 }
 
+/// The SMTP submission server of an account (`[accounts.NAME.smtp]`).
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub user: String,
+    /// Its own, or the `[imap]` section's when none is given.
+    pub password: PasswordSource,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub auth_mech: syncmail_smtp::AuthMech,
+    /// The name given in EHLO.
+    pub helo: String,
+    /// Addresses this account sends as, to pick the account for `syncmail send`.
+    pub from: Vec<String>,
+    /// Credentials may go unencrypted to a server not on this machine (as in `[imap]`).
+    pub allow_plaintext: bool,
+}
+
 /// Which server folders are synced, and where special ones go locally.
 #[derive(Debug, Clone)]
 pub struct FolderFilter {
@@ -315,6 +368,15 @@ pub struct AccountConfig {
     pub delete_guard: DeleteGuard,
     /// How folders are laid out in the Maildir root.
     pub layout: Layout,
+    /// Outgoing mail; `None` when the account sends none.
+    pub smtp: Option<SmtpConfig>,
+    /// The local folder (a Maildir under `maildir`) whose messages wait to be sent.
+    /// It is never synced as a folder.
+    pub outbox: String,
+    /// Where sent mail is filed, when the server marks no `\Sent` folder.
+    pub sent_folder: Option<String>,
+    /// The SMTP server files sent mail itself (Gmail does): syncmail does not.
+    pub server_files_sent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -372,6 +434,82 @@ fn hide_passwords(text: &str, mut message: String) -> String {
     message
 }
 
+/// `tls = "..."`, default implicit.
+fn tls_mode(v: Option<&str>) -> Result<TlsMode, String> {
+    match v.unwrap_or("implicit") {
+        "implicit" => Ok(TlsMode::Implicit),
+        "starttls" => Ok(TlsMode::StartTls),
+        "none" => Ok(TlsMode::None),
+        other => Err(format!("tls = {other:?} is not one of \"implicit\", \"starttls\", \"none\"")),
+    }
+}
+
+/// At most one of `password`, `password-command`, `password-env`; `None` when none is set.
+fn password_source(
+    plain: Option<String>,
+    command: Option<String>,
+    env: Option<String>,
+) -> Result<Option<PasswordSource>, String> {
+    if [plain.is_some(), command.is_some(), env.is_some()].iter().filter(|s| **s).count() > 1 {
+        return Err("set only one of password, password-command and password-env".into());
+    }
+    Ok(match (plain, command, env) {
+        (Some(p), _, _) => Some(PasswordSource::Plain(Secret::new(p))),
+        (_, Some(c), _) => Some(PasswordSource::Command(c)),
+        (_, _, Some(v)) => Some(PasswordSource::Env(v)),
+        _ => None,
+    })
+}
+
+/// `[smtp]`, with the user and password of `[imap]` where it gives none.
+fn smtp_config(
+    sm: RawSmtp,
+    imap_user: &str,
+    imap_password: &PasswordSource,
+    base: &Path,
+) -> Result<SmtpConfig, String> {
+    use syncmail_smtp::AuthMech as M;
+    let tls = tls_mode(sm.tls.as_deref()).map_err(|e| format!("[smtp] {e}"))?;
+    if sm.host.trim().is_empty() {
+        return Err("[smtp] host is empty".into());
+    }
+    let port = sm.port.unwrap_or(match tls {
+        TlsMode::Implicit => 465,
+        TlsMode::StartTls => 587,
+        TlsMode::None => 25,
+    });
+    let password = password_source(sm.password, sm.password_command, sm.password_env)
+        .map_err(|e| format!("[smtp] {e}"))?
+        .unwrap_or_else(|| imap_password.clone());
+    let auth_mech = match sm.auth_mech.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("AUTO") => M::Auto,
+        Some("PLAIN") => M::Plain,
+        Some("LOGIN") => M::Login,
+        Some("XOAUTH2") => M::XOAuth2,
+        Some("NONE") => M::None,
+        Some(other) => {
+            return Err(format!(
+                "[smtp] auth-mech = {other:?} is not one of \"auto\", \"plain\", \"login\", \"xoauth2\", \"none\""
+            ));
+        }
+    };
+    let user = sm.user.unwrap_or_else(|| imap_user.to_string());
+    let from = sm.from.unwrap_or_else(|| if user.contains('@') { vec![user.clone()] } else { Vec::new() });
+    Ok(SmtpConfig {
+        host: sm.host,
+        port,
+        tls,
+        user,
+        password,
+        ca_file: sm.ca_file.as_deref().map(|s| expand(s, base)),
+        timeout: Duration::from_secs(sm.timeout.unwrap_or(60).max(1)),
+        auth_mech,
+        helo: sm.helo.unwrap_or_else(|| "localhost".into()),
+        from,
+        allow_plaintext: sm.allow_plaintext.unwrap_or(false),
+    })
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), source: e })?;
@@ -390,14 +528,7 @@ impl Config {
             if name.is_empty() || name.contains(['/', '\\', '\0']) || name == "." || name == ".." {
                 return Err(invalid("an account name must not be empty or contain '/'".into()));
             }
-            let tls = match a.imap.tls.as_deref().unwrap_or("implicit") {
-                "implicit" => TlsMode::Implicit,
-                "starttls" => TlsMode::StartTls,
-                "none" => TlsMode::None,
-                other => {
-                    return Err(invalid(format!("tls = {other:?} is not one of \"implicit\", \"starttls\", \"none\"")));
-                }
-            };
+            let tls = tls_mode(a.imap.tls.as_deref()).map_err(invalid)?;
             let port = a.imap.port.unwrap_or(if tls == TlsMode::Implicit { 993 } else { 143 });
             let sources = [
                 a.imap.password.is_some(),
@@ -508,6 +639,17 @@ impl Config {
                 subscribed_only: a.folders.subscribed_only,
                 local_names,
             };
+            let smtp = match a.smtp {
+                None => None,
+                Some(sm) => Some(smtp_config(sm, &a.imap.user, &password, &base).map_err(invalid)?),
+            };
+            let outbox = a.outbox.unwrap_or_else(|| "Outbox".into());
+            // One plain folder directly under the Maildir root, and never the INBOX, whose
+            // mail would be taken for mail to send.
+            if outbox.eq_ignore_ascii_case("INBOX") {
+                return Err(invalid("outbox = \"INBOX\": the outbox must be a folder of its own".into()));
+            }
+            syncmail_maildir::check_component(&outbox).map_err(|e| invalid(format!("outbox = {outbox:?}: {e}")))?;
             accounts.insert(
                 name.clone(),
                 AccountConfig {
@@ -517,7 +659,7 @@ impl Config {
                         host: a.imap.host,
                         port,
                         tls,
-                        user: a.imap.user,
+                        user: a.imap.user.clone(),
                         password,
                         ca_file: a.imap.ca_file.as_deref().map(|s| expand(s, &base)),
                         timeout,
@@ -529,6 +671,10 @@ impl Config {
                     trash_folder: a.trash_folder,
                     delete_guard,
                     layout,
+                    smtp,
+                    outbox,
+                    sent_folder: a.sent_folder,
+                    server_files_sent: a.server_files_sent.unwrap_or(false),
                     name,
                 },
             );
@@ -606,6 +752,27 @@ mod tests {
         assert_eq!(w.delete_guard, DeleteGuard { percent: 50, min: 10 });
         assert_eq!(w.trash_folder.as_deref(), Some("Trash"));
         assert_eq!(w.state_dir, PathBuf::from("/elsewhere"));
+        assert_eq!(w.outbox, "Outbox");
+        assert!(!w.server_files_sent);
+        let sm = w.smtp.as_ref().unwrap();
+        assert_eq!((sm.port, sm.tls, sm.user.as_str()), (465, TlsMode::Implicit, "me@example.org"));
+        assert!(matches!(&sm.password, PasswordSource::Env(v) if v == "SMTP_PASSWORD"));
+    }
+
+    #[test]
+    fn smtp_defaults_follow_imap() {
+        let text = "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='me@x.org'\npassword='p'\n\
+                    [accounts.a.smtp]\nhost='s'\ntls='starttls'\n";
+        let c = Config::parse(text, Path::new("/c.toml")).unwrap();
+        let sm = c.accounts["a"].smtp.clone().unwrap();
+        assert_eq!((sm.port, sm.user.as_str()), (587, "me@x.org"));
+        assert_eq!(sm.password.fetch().unwrap().expose(), "p");
+        assert_eq!(sm.from, vec!["me@x.org".to_string()]);
+        assert!(c.accounts["a"].smtp.is_some());
+        let inbox = "[accounts.a]\nmaildir='x'\noutbox='inbox'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n";
+        assert!(Config::parse(inbox, Path::new("/c.toml")).unwrap_err().to_string().contains("folder of its own"));
+        let bad = "[accounts.a]\nmaildir='x'\noutbox='../x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n";
+        assert!(Config::parse(bad, Path::new("/c.toml")).unwrap_err().to_string().contains("outbox"));
     }
 
     #[test]

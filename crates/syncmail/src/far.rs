@@ -175,15 +175,19 @@ impl Session {
 
     /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
     pub fn list(&mut self) -> Result<Vec<Mailbox>> {
-        let list_status = self.client.has("LIST-STATUS");
-        // Special-use attributes (RFC 6154) may come only when asked for.
-        let special = if self.client.has("SPECIAL-USE") { "SPECIAL-USE " } else { "" };
-        let cmd = if list_status {
-            format!("LIST \"\" \"*\" RETURN ({special}STATUS ({}))", self.status_items())
-        } else if !special.is_empty() && self.client.has("LIST-EXTENDED") {
-            "LIST \"\" \"*\" RETURN (SPECIAL-USE)".to_string()
-        } else {
+        // RFC 6154 §2: a server need not send special-use attributes (\\Sent, \\Trash)
+        // unless asked with RETURN (SPECIAL-USE); Dovecot does not.
+        let mut returns = Vec::new();
+        if self.client.has("SPECIAL-USE") {
+            returns.push("SPECIAL-USE".to_string());
+        }
+        if self.client.has("LIST-STATUS") {
+            returns.push(format!("STATUS ({})", self.status_items()));
+        }
+        let cmd = if returns.is_empty() {
             "LIST \"\" \"*\"".to_string()
+        } else {
+            format!("LIST \"\" \"*\" RETURN ({})", returns.join(" "))
         };
         let mut out: Vec<Mailbox> = Vec::new();
         let mut statuses: HashMap<Vec<u8>, MailboxStatus> = HashMap::new();
@@ -731,6 +735,7 @@ impl Session {
         Ok(())
     }
 
+    /// Creates a folder, and subscribes it.
     pub fn create(&mut self, far_name: &str) -> Result<()> {
         self.folder_command("CREATE", &[far_name])?;
         // Subscribed, as a mail client creating a folder would do; a refusal is harmless.

@@ -35,6 +35,7 @@
 //! - `engine`: one sync of one account; `engine::plan` decides (pure, table-tested), the
 //!   rest of the engine carries the plan out with every step journaled.
 //! - [`far`]: the server side of a sync over IMAP.
+//! - [`outbox`]: outgoing mail waiting to be sent; `engine::outgoing` sends it over SMTP.
 //! - [`state`]: the sync state in SQLite.
 //! - [`config`]: the TOML configuration.
 //!
@@ -44,6 +45,7 @@ pub mod api;
 pub mod config;
 mod engine;
 pub mod far;
+pub mod outbox;
 pub mod state;
 pub mod store;
 
@@ -53,4 +55,5 @@ pub use api::{
 };
 pub use config::{AccountConfig, Config, ConfigError};
 pub use engine::plan;
+pub use outbox::{OutState, OutboxError, OutboxRow, QueueOptions};
 pub use store::{Store, StoreError};

@@ -107,6 +107,38 @@ ALTER TABLE folders ADD COLUMN mailbox_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN email_id TEXT NOT NULL DEFAULT '';
 CREATE INDEX messages_by_email_id ON messages(email_id) WHERE email_id != '';
 "#,
+    r#"
+-- Outgoing mail: one row per message of the outbox (by its Maildir unique name), moving
+-- queued → submitting → accepted → filing → filed, or to failed. Each change is one
+-- committed statement, made before the step it announces (see engine/outgoing.rs).
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    near_id TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'queued',
+    -- the envelope: MAIL FROM and the RCPT TO addresses, one per line
+    env_from TEXT NOT NULL DEFAULT '',
+    env_to TEXT NOT NULL DEFAULT '',
+    -- to show the queue and to find the filed copy again
+    message_id TEXT NOT NULL DEFAULT '',
+    subject TEXT NOT NULL DEFAULT '',
+    queued_at INTEGER NOT NULL DEFAULT 0,
+    -- temporary failures so far, and no new attempt before next_attempt (unix seconds)
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL DEFAULT 0,
+    -- the last failure, and the server's words
+    last_error TEXT NOT NULL DEFAULT '',
+    server_text TEXT NOT NULL DEFAULT '',
+    -- the server's acceptance
+    accepted_at INTEGER NOT NULL DEFAULT 0,
+    accepted_reply TEXT NOT NULL DEFAULT '',
+    -- filing in Sent: the folder, its UIDVALIDITY and a UID floor journaled before the
+    -- APPEND; the UID once known (0: filed, UID unknown)
+    sent_folder TEXT NOT NULL DEFAULT '',
+    sent_uidvalidity INTEGER NOT NULL DEFAULT 0,
+    sent_uid_floor INTEGER NOT NULL DEFAULT 0,
+    sent_uid INTEGER NOT NULL DEFAULT 0
+) STRICT;
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +193,72 @@ pub struct MoveRow {
     pub size: u64,
     pub message_id: String,
     pub uid_floor: u32,
+}
+
+/// Where a message of the outbox is on its way (see the `outbox` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// Waiting to be sent (again, after a temporary failure).
+    Queued,
+    /// The whole message went to the server, the final `.` is being sent: if a run finds
+    /// this, it cannot know whether the server accepted it.
+    Submitting,
+    /// The server accepted it; it is never sent again. Not filed in Sent yet.
+    Accepted,
+    /// An APPEND to the Sent folder is under way (floor journaled).
+    Filing,
+    /// Sent and filed (or the server files it): done.
+    Filed,
+    /// The server refused it for good (5xx); kept until the person acts.
+    Failed,
+}
+
+impl OutState {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutState::Queued => "queued",
+            OutState::Submitting => "submitting",
+            OutState::Accepted => "accepted",
+            OutState::Filing => "filing",
+            OutState::Filed => "filed",
+            OutState::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> OutState {
+        match s {
+            "submitting" => OutState::Submitting,
+            "accepted" => OutState::Accepted,
+            "filing" => OutState::Filing,
+            "filed" => OutState::Filed,
+            "failed" => OutState::Failed,
+            _ => OutState::Queued,
+        }
+    }
+}
+
+/// A message of the outbox and where it is on its way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// A small number people can type (`syncmail send --retry ID`); 0 before insertion.
+    pub id: i64,
+    /// The Maildir unique name of its file in the outbox folder.
+    pub near_id: String,
+    pub state: OutState,
+    pub from: String,
+    pub to: Vec<String>,
+    pub message_id: String,
+    pub subject: String,
+    pub queued_at: i64,
+    pub attempts: u32,
+    pub next_attempt: i64,
+    pub last_error: String,
+    pub server_text: String,
+    pub accepted_at: i64,
+    pub accepted_reply: String,
+    pub sent_folder: String,
+    pub sent_uidvalidity: u32,
+    pub sent_uid_floor: u32,
+    pub sent_uid: u32,
 }
 
 /// What the server said of a folder when the two sides last agreed.
@@ -678,9 +776,123 @@ impl State {
     }
 }
 
+const OUTBOX_COLS: &str = "id, near_id, state, env_from, env_to, message_id, subject, queued_at, attempts, \
+     next_attempt, last_error, server_text, accepted_at, accepted_reply, sent_folder, sent_uidvalidity, \
+     sent_uid_floor, sent_uid";
+
+fn write_outbox_row(conn: &Connection, r: &OutboxRow) -> Result<()> {
+    conn.execute(
+        "UPDATE outbox SET near_id = ?2, state = ?3, env_from = ?4, env_to = ?5, message_id = ?6, subject = ?7, \
+         queued_at = ?8, attempts = ?9, next_attempt = ?10, last_error = ?11, server_text = ?12, \
+         accepted_at = ?13, accepted_reply = ?14, sent_folder = ?15, sent_uidvalidity = ?16, \
+         sent_uid_floor = ?17, sent_uid = ?18 WHERE id = ?1",
+        params![
+            r.id,
+            r.near_id,
+            r.state.name(),
+            r.from,
+            r.to.join("\n"),
+            r.message_id,
+            r.subject,
+            r.queued_at,
+            r.attempts as i64,
+            r.next_attempt,
+            r.last_error,
+            r.server_text,
+            r.accepted_at,
+            r.accepted_reply,
+            r.sent_folder,
+            r.sent_uidvalidity as i64,
+            r.sent_uid_floor as i64,
+            r.sent_uid as i64,
+        ],
+    )?;
+    Ok(())
+}
+
+impl State {
+    fn outbox_from_row(r: &rusqlite::Row<'_>) -> Result<OutboxRow> {
+        let to: String = r.get(4)?;
+        Ok(OutboxRow {
+            id: r.get(0)?,
+            near_id: r.get(1)?,
+            state: OutState::parse(&r.get::<_, String>(2)?),
+            from: r.get(3)?,
+            to: to.lines().map(str::to_string).collect(),
+            message_id: r.get(5)?,
+            subject: r.get(6)?,
+            queued_at: r.get(7)?,
+            attempts: r.get::<_, i64>(8)? as u32,
+            next_attempt: r.get(9)?,
+            last_error: r.get(10)?,
+            server_text: r.get(11)?,
+            accepted_at: r.get(12)?,
+            accepted_reply: r.get(13)?,
+            sent_folder: r.get(14)?,
+            sent_uidvalidity: r.get::<_, i64>(15)? as u32,
+            sent_uid_floor: r.get::<_, i64>(16)? as u32,
+            sent_uid: r.get::<_, i64>(17)? as u32,
+        })
+    }
+
+    /// Every message of the outbox the state knows, oldest first.
+    pub fn outbox(&self) -> Result<Vec<OutboxRow>> {
+        let mut st = self.conn.prepare(&format!("SELECT {OUTBOX_COLS} FROM outbox ORDER BY id"))?;
+        st.query_map([], Self::outbox_from_row)?.collect()
+    }
+
+    pub fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>> {
+        self.conn
+            .query_row(&format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?1"), [id], Self::outbox_from_row)
+            .optional()
+    }
+
+    /// Records a message of the outbox in one transaction; returns it with its id.
+    pub fn outbox_insert(&mut self, row: &OutboxRow) -> Result<OutboxRow> {
+        let tx = self.conn.transaction()?;
+        tx.execute("INSERT INTO outbox (near_id) VALUES (?1)", [&row.near_id])?;
+        let saved = OutboxRow { id: tx.last_insert_rowid(), ..row.clone() };
+        write_outbox_row(&tx, &saved)?;
+        tx.commit()?;
+        Ok(saved)
+    }
+
+    /// Writes every column of the row: one committed statement, durable on return.
+    pub fn outbox_update(&mut self, r: &OutboxRow) -> Result<()> {
+        write_outbox_row(&self.conn, r)
+    }
+
+    pub fn outbox_forget(&mut self, id: i64) -> Result<()> {
+        self.conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbox_rows_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::open(&dir.path().join("state.sqlite")).unwrap();
+        let row = crate::outbox::new_row(
+            "u1".into(),
+            "a@x".into(),
+            vec!["b@y".into(), "c@z".into()],
+            b"Message-ID: <m@x>\nSubject: hi\n\nbody\n",
+        );
+        assert_eq!((row.message_id.as_str(), row.subject.as_str()), ("<m@x>", "hi"));
+        let mut saved = s.outbox_insert(&row).unwrap();
+        assert!(saved.id > 0);
+        saved.state = OutState::Filing;
+        saved.sent_uid_floor = 7;
+        s.outbox_update(&saved).unwrap();
+        assert_eq!(s.outbox().unwrap(), vec![saved.clone()]);
+        assert_eq!(s.outbox_row(saved.id).unwrap(), Some(saved.clone()));
+        s.outbox_forget(saved.id).unwrap();
+        assert!(s.outbox().unwrap().is_empty());
+    }
 
     #[test]
     fn round_trip_and_reopen() {

@@ -3,6 +3,7 @@
 use crate::api::{CancelToken, Shared, SyncHandle, SyncRequest};
 use crate::config::AccountConfig;
 use crate::engine;
+use crate::outbox::{self, OutboxError, OutboxRow, QueueOptions};
 use crate::state::State;
 use std::sync::Arc;
 
@@ -30,6 +31,14 @@ impl Store {
         }
         let db = account.state_dir.join("state.sqlite");
         State::open(&db).map_err(|e| StoreError::State { path: db, source: e })?;
+        if account.smtp.is_some() {
+            // There from the start, so that a mail reader can save messages into it.
+            let dir = outbox::folder(&account);
+            dir.create().map_err(|e| StoreError::Create {
+                path: dir.path().to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
         Ok(Store { account: Arc::new(account) })
     }
 
@@ -71,6 +80,28 @@ impl Store {
             shared.finish(report);
         }
         handle
+    }
+
+    /// Puts a message in the outbox, to be sent by the next `OUTGOING_MAIL` sync (what a
+    /// sendmail program does). Returns once the message and its envelope are durable.
+    pub fn queue(&self, message: &[u8], options: &QueueOptions) -> Result<OutboxRow, OutboxError> {
+        outbox::queue(&self.account, message, options)
+    }
+
+    /// The messages of the outbox with where each is on its way, oldest first; filed ones
+    /// (done) included.
+    pub fn outbox(&self) -> Result<Vec<OutboxRow>, OutboxError> {
+        outbox::list(&self.account)
+    }
+
+    /// Puts a failed message, or one that may have been sent, back in the queue.
+    pub fn retry_outgoing(&self, id: i64) -> Result<OutboxRow, OutboxError> {
+        outbox::resolve(&self.account, id, true)
+    }
+
+    /// Says that a message that may have been sent was: it is filed, never sent again.
+    pub fn confirm_sent(&self, id: i64) -> Result<OutboxRow, OutboxError> {
+        outbox::resolve(&self.account, id, false)
     }
 
     /// Runs a synchronization on the calling thread: `synchronize_in_background` then wait.

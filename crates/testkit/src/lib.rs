@@ -3,6 +3,8 @@
 //! CA. Started per test, killed when dropped. The config template and the notes behind it
 //! are in `scripts/dovecot/`.
 //!
+//! [`smtp::SmtpServer`] is the SMTP side: aiosmtpd from PyPI, run by a script of ours.
+//!
 //! Requires `dovecot` and `doveadm` (Debian's `dovecot-imapd`; `scripts/test.sh` installs
 //! it), `openssl`, `python3`, and root (Dovecot's mail processes run as `nobody`, so the
 //! files are chowned to it).
@@ -10,6 +12,7 @@
 
 pub mod hostile;
 pub mod proxy;
+pub mod smtp;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -24,7 +27,7 @@ pub const USER: &str = "test";
 pub const PASSWORD: &str = "secret";
 const NOBODY: u32 = 65534;
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
@@ -66,7 +69,7 @@ pub struct Dovecot {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -239,8 +239,10 @@ pub(crate) fn sync_hierarchy(
         .filter(|(_, m)| filter.matches(&m.display_name, m.delimiter))
         .map(|(i, _)| i)
         .collect();
+    // The outbox is local only (outgoing mail), never a folder of the server.
+    let outbox = layout.folder_path(&ctx.account.outbox, Some('/')).ok().map(|p| p.to_string_lossy().into_owned());
     let mut new_near: Vec<String> = Vec::new();
-    for p in near_paths.iter().filter(|p| !known_near.contains(p.as_str())) {
+    for p in near_paths.iter().filter(|p| !known_near.contains(p.as_str()) && Some(p.as_str()) != outbox.as_deref()) {
         match display_of(p, delim, layout) {
             Ok(d) if filter.matches(&d, delim) => new_near.push(p.clone()),
             Ok(_) => {}

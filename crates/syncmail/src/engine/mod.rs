@@ -11,8 +11,9 @@
 mod errors;
 mod folder;
 mod hierarchy;
-mod message;
+pub(crate) mod message;
 mod moves;
+mod outgoing;
 pub mod plan;
 mod rematch;
 
@@ -180,16 +181,17 @@ pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelTok
             | SyncFlags::DOWNLOAD_CONTENTS
             | SyncFlags::UPLOAD_CONTENTS,
     );
-    if wanted.is_empty() {
+    let outgoing = req.flags.contains(SyncFlags::OUTGOING_MAIL);
+    if wanted.is_empty() && !outgoing {
         return ctx.report;
     }
-    if let Err(e) = run_sync(&mut ctx, wanted) {
+    if let Err(e) = run_sync(&mut ctx, wanted, outgoing) {
         ctx.error(e);
     }
     ctx.report
 }
 
-fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags) -> Result<(), SyncError> {
+fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), SyncError> {
     let account = ctx.account;
     let name = account.name.clone();
     ctx.progress(Step::Lock, "taking the account lock".into(), None, (0, 0), (0, 0));
@@ -209,18 +211,35 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags) -> Result<(), SyncError> {
     let mut state = State::open(&account.state_dir.join("state.sqlite"))
         .map_err(|e| errors::local(&name, None, format!("cannot open the sync state: {e}")))?;
 
-    ctx.progress(
-        Step::Connect,
-        format!("connecting to {}:{}", account.imap.host, account.imap.port),
-        None,
-        (0, 0),
-        (0, 0),
-    );
-    let mut session = Session::open_traced(&account.imap, ctx.trace()).map_err(|e| errors::from_session(&name, &e))?;
+    // Outgoing mail first: what it files in Sent then comes down with the contents.
+    let mut filing_session = None;
+    if outgoing {
+        outgoing::send_outbox(ctx, &mut state, &mut filing_session)?;
+    }
+    if flags.is_empty() || ctx.report.cancelled {
+        if let Some(s) = filing_session {
+            ctx.report.bytes_received += s.bytes_read();
+            s.logout();
+        }
+        return Ok(());
+    }
+    let mut session = match filing_session {
+        Some(s) => s,
+        None => {
+            ctx.progress(
+                Step::Connect,
+                format!("connecting to {}:{}", account.imap.host, account.imap.port),
+                None,
+                (0, 0),
+                (0, 0),
+            );
+            Session::open_traced(&account.imap, ctx.trace()).map_err(|e| errors::from_session(&name, &e))?
+        }
+    };
 
     ctx.progress(Step::ListFolders, "reading the folder list".into(), None, (0, 0), (0, 0));
     let result = sync_folders(ctx, &mut session, &mut state, flags);
-    ctx.report.bytes_received = session.bytes_read();
+    ctx.report.bytes_received += session.bytes_read();
     if result.is_ok() {
         session.logout();
     }
@@ -281,7 +300,14 @@ fn sync_folders(
         .or_else(|| {
             mailboxes.iter().find(|m| m.display_name.eq_ignore_ascii_case("Trash")).map(|m| m.far_name.clone())
         });
-    mailboxes.retain(|m| m.selectable && ctx.account.folders.matches(&m.display_name, m.delimiter));
+    // The outbox is local only: a server folder that would share its directory is not
+    // synced (its messages would be taken for mail to send).
+    let outbox = ctx.account.layout.folder_path(&ctx.account.outbox, Some('/')).ok();
+    mailboxes.retain(|m| {
+        m.selectable
+            && ctx.account.folders.matches(&m.display_name, m.delimiter)
+            && folder::near_path_of(ctx.account, m).ok() != outbox
+    });
     if ctx.account.folders.subscribed_only {
         let subscribed = session.subscribed().map_err(|e| imap_err(&e))?;
         mailboxes.retain(|m| m.far_name.eq_ignore_ascii_case("INBOX") || subscribed.contains(&m.far_name));
