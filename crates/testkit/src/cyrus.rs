@@ -1,11 +1,12 @@
 //! A throwaway Cyrus IMAP 3.6 for tests that need what Dovecot 2.3 does not offer:
-//! OBJECTID (RFC 8474: `MAILBOXID`, `EMAILID`, `THREADID`). Its own directory,
-//! one plain IMAP port on 127.0.0.1, started per test, killed when dropped. The config
-//! templates and the notes behind them are in `scripts/cyrus/`.
+//! OBJECTID (RFC 8474: `MAILBOXID`, `EMAILID`; `THREADID` is always NIL here). Its own
+//! directory, one plain IMAP port on 127.0.0.1, started per test, killed when dropped.
+//! The config templates and the notes behind them are in `scripts/cyrus/`.
 //!
 //! - Login: any user name with any password (SASL's `alwaystrue`); tests use
-//!   [`USER`]/[`PASSWORD`](crate::PASSWORD) like with Dovecot. A user's INBOX is created at its first login;
-//!   [`Cyrus::start`] logs `test` in once, so INBOX exists when it returns.
+//!   [`USER`]/[`PASSWORD`](crate::PASSWORD) like with Dovecot. A user's INBOX is created
+//!   at its first login; [`Cyrus::start`] logs `test` in once, so INBOX exists when it
+//!   returns. A wrong password cannot be tested here.
 //! - Names: folders at the top level (`altnamespace`), `/` between levels
 //!   (`unixhierarchysep`), so `.` is an ordinary character ([`SEPARATOR`]).
 //! - Out-of-band changes ([`Cyrus::create`], [`Cyrus::deliver`], [`Cyrus::move_uids`]...)

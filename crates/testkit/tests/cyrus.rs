@@ -122,6 +122,9 @@ fn helpers_change_what_a_session_sees() {
     // The selected session learns of the delivery at its next command.
     let noop = s.ok("NOOP");
     assert!(noop.untagged.contains(&"* 2 EXISTS".to_string()), "{noop:?}");
+    // A literal in a response is read and inlined into its line.
+    let header = s.ok("UID FETCH 2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    assert_eq!(header.untagged, vec!["* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {14}\r\nSubject: c\r\n\r\n)"]);
     cy.delete(&folder);
     let list = s.ok(r#"LIST "" "*""#);
     assert!(!list.untagged.iter().any(|l| l.contains("v1.2")), "{list:?}");
