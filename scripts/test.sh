@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: install what the tests need, then formatting, lints,
-# docs and every test (unit, doc, and integration against real Dovecot instances that the
-# tests start on loopback).
+# docs and every test (unit, doc, and integration against real Dovecot and Cyrus instances
+# that the tests start on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh notmuch
+bash scripts/install-deps.sh notmuch cyrus
 export CARGO_TERM_COLOR=never
 echo "== cargo fmt --check"
 cargo fmt --all --check

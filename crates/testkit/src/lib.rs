@@ -10,6 +10,7 @@
 //! files are chowned to it).
 #![allow(clippy::unwrap_used)] // a test harness: failing loudly is its job
 
+pub mod cyrus;
 pub mod hostile;
 pub mod proxy;
 pub mod smtp;
@@ -93,6 +94,91 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Why a server did not come up (printed by [`start_failed`]).
+#[derive(Debug)]
+#[allow(dead_code)] // the fields are read through Debug only
+enum StartFailure {
+    /// Its process ended first, with this status.
+    Exited(std::process::ExitStatus),
+    /// No greeting within 20 s.
+    Timeout,
+}
+
+/// Waits until the server `child` answers on `port` with an IMAP greeting (`* OK`).
+fn wait_for_greeting(port: u16, child: &mut Child) -> Result<(), StartFailure> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"* OK" {
+                return Ok(());
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(StartFailure::Exited(status));
+        }
+        if Instant::now() > deadline {
+            return Err(StartFailure::Timeout);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a server in the foreground, in a process group of its own (so that
+/// [`kill_group`] gets everything it forks), and returns once it greets on `port`.
+/// Panics with the end of its `log` if it exits first or does not greet within 20 s.
+fn start_server(cmd: &mut Command, port: u16, log: &Path) -> Child {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Err(why) = wait_for_greeting(port, &mut child) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        kill_group(child);
+        panic!("{cmd:?} did not start ({why:?}); the end of {}:\n{tail}", log.display());
+    }
+    child
+}
+
+/// Kills a server started with `process_group(0)` and everything it forked (SIGKILL to
+/// its process group), reaps it, and waits until the rest of the group is gone too.
+fn kill_group(mut child: Child) {
+    let pgid = child.id();
+    // The shell's builtin kill, not procps' /usr/bin/kill: procps-ng 4.0.2 (Debian 12)
+    // mis-parses a negative PID after a signal option and signals every process.
+    let _ = Command::new("bash").arg("-c").arg(format!("kill -KILL -- -{pgid}")).status();
+    let _ = child.kill();
+    let _ = child.wait();
+    // The server's children die a moment after it, and until they do they hold what they
+    // inherited: Cyrus' imapd processes accept on the master's listening socket, so a
+    // master started at once cannot bind the port (it goes on without the service), or
+    // exits (status 78). Seen in about one restart in ten without this wait.
+    // At most 5 s, and no panic (this runs in Drop): a launch after it reports a failure.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_alive(pgid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Whether a process of group `pgid` still runs (zombies, which hold nothing, do not count).
+fn group_alive(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok()).any(|stat| {
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(") ") else { return false };
+        let mut fields = rest.split(' ');
+        let state = fields.next();
+        let pgrp = fields.nth(1);
+        state != Some("Z") && pgrp == Some(&pgid.to_string())
+    })
+}
+
 impl Dovecot {
     pub fn start(opts: Options) -> Dovecot {
         for bin in ["/usr/sbin/dovecot", "/usr/bin/doveadm"] {
@@ -166,44 +252,17 @@ impl Dovecot {
     }
 
     fn launch(&mut self) {
-        let child = Command::new("/usr/sbin/dovecot")
-            .arg("-F")
-            .arg("-c")
-            .arg(self.conf())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
         // Ready when the greeting arrives (sent only once auth is up).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port_plain)) {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut buf = [0u8; 4];
-                if s.read_exact(&mut buf).is_ok() && &buf == b"* OK" {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dovecot did not start; see {}",
-                self.dir.path().join("dovecot.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut cmd = Command::new("/usr/sbin/dovecot");
+        cmd.arg("-F").arg("-c").arg(self.conf());
+        let log = self.dir.path().join("dovecot.log");
+        self.child = Some(start_server(&mut cmd, self.port_plain, &log));
     }
 
     /// Stops the server at once (SIGKILL to its process group).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // The shell's builtin kill, not procps' /usr/bin/kill: procps-ng 4.0.2 (Debian 12)
-            // mis-parses a negative PID after a signal option and signals every process.
-            let _ = Command::new("bash").arg("-c").arg(format!("kill -KILL -- -{}", c.id())).status();
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            kill_group(c);
         }
     }
 
