@@ -53,6 +53,8 @@ pub struct Selected {
     pub changed: BTreeMap<u32, Flags>,
     /// Whether QRESYNC data came with the SELECT.
     pub qresync_used: bool,
+    /// RFC 8474 `[MAILBOXID (…)]`, where the server offers OBJECTID.
+    pub mailbox_id: Option<String>,
 }
 
 pub struct Session {
@@ -89,6 +91,11 @@ fn status_of(items: &[(String, u64)], mailbox_id: Option<String>) -> MailboxStat
         }
     }
     s
+}
+
+/// RFC 8474 `objectid`: 1 to 255 of letters, digits, `-` and `_`.
+fn is_object_id(s: &str) -> bool {
+    (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Refuses names that cannot be sent back in a quoted string.
@@ -165,12 +172,45 @@ impl Session {
     }
 
     fn status_items(&self) -> &'static str {
-        match (self.condstore, self.client.has("OBJECTID")) {
-            (true, true) => "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ MAILBOXID",
-            (true, false) => "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ",
-            (false, true) => "MESSAGES UIDNEXT UIDVALIDITY MAILBOXID",
-            (false, false) => "MESSAGES UIDNEXT UIDVALIDITY",
+        // MAILBOXID is never asked for among these: Cyrus 3.6 then answers it with bytes
+        // from nowhere (see `mailbox_ids`).
+        if self.condstore { "MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ" } else { "MESSAGES UIDNEXT UIDVALIDITY" }
+    }
+
+    /// MAILBOXID (RFC 8474) of some folders, where the server offers OBJECTID: one
+    /// `STATUS name (MAILBOXID)` each, pipelined, the item alone (Cyrus 3.6.1 sends garbage
+    /// for MAILBOXID asked for beside other items). Folders it refuses are left out.
+    pub fn mailbox_ids(&mut self, names: &[String]) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        if !self.client.has("OBJECTID") {
+            return Ok(out);
         }
+        let mut got: HashMap<Vec<u8>, String> = HashMap::new();
+        let sendable_names: Vec<&String> = names.iter().filter(|n| sendable(n)).collect();
+        for window in sendable_names.chunks(64) {
+            let mut tags = Vec::new();
+            for n in window {
+                tags.push(((*n).clone(), self.client.send(&format!("STATUS {} (MAILBOXID)", quote(n)))?));
+            }
+            for (name, tag) in tags {
+                let r = self.client.complete(&tag, |u| {
+                    if let Untagged::MailboxStatus { name, mailbox_id: Some(id), .. } = u {
+                        got.insert(name, id);
+                    }
+                    Ok(())
+                });
+                match r {
+                    Ok(_) => {
+                        if let Some(id) = got.remove(name.as_bytes()).filter(|id| is_object_id(id)) {
+                            out.insert(name, id);
+                        }
+                    }
+                    Err(Error::No { .. } | Error::Bad { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
@@ -313,6 +353,7 @@ impl Session {
                     Code::UidNext(v) => sel.uidnext = Some(v),
                     Code::HighestModSeq(v) => sel.highestmodseq = Some(v),
                     Code::NoModSeq => nomodseq = true,
+                    Code::MailboxId(id) if is_object_id(&id) => sel.mailbox_id = Some(id),
                     _ => {}
                 },
                 Untagged::Vanished { uids, earlier: true } => {

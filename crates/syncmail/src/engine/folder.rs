@@ -203,11 +203,7 @@ fn sync_folder_once(
     let shown = mb.display_name.as_str();
     let Some((row, created)) = ensure_folder(ctx, state, mb, may_create)? else { return Ok(None) };
     let mut report = FolderReport { folder: shown.to_string(), created, ..Default::default() };
-    if let Some(id) = status.as_ref().and_then(|s| s.mailbox_id.as_deref())
-        && id != row.mailbox_id
-    {
-        state.set_mailbox_id(row.id, id).map_err(|e| local_error(ctx, shown, e))?;
-    }
+
     let dir = Folder::new(ctx.account.maildir.join(&row.near_path));
     let dir_existed = dir.exists();
     let lerr = |ctx: &Ctx<'_>, e: &dyn std::fmt::Display| local_error(ctx, shown, e);
@@ -279,6 +275,11 @@ fn sync_folder_once(
     let sel = session
         .select(&mb.far_name, Some((row.uidvalidity, row.highestmodseq)))
         .map_err(|e| imap_error(ctx, shown, &e))?;
+    if let Some(id) = sel.mailbox_id.as_deref()
+        && id != row.mailbox_id
+    {
+        state.set_mailbox_id(row.id, id).map_err(|e| lerr(ctx, &e))?;
+    }
     if row.uidvalidity != 0 && sel.uidvalidity != row.uidvalidity && renumbered {
         return Err(FolderError::Folder(SyncError {
             kind: ErrorKind::UidValidity,

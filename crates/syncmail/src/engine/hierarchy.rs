@@ -267,6 +267,15 @@ pub(crate) fn sync_hierarchy(
     // Renamed on the server: an unknown folder with the same UIDVALIDITY and contents.
     if down && found.iter().any(|(_, f, _)| *f == Found::Gone) && !new_far.is_empty() {
         fill_statuses(session, mailboxes, &new_far).map_err(|e| errors::from_imap(&name, None, &e))?;
+        if found.iter().any(|(r, f, _)| *f == Found::Gone && !r.mailbox_id.is_empty()) {
+            let names: Vec<String> = new_far.iter().map(|&i| mailboxes[i].far_name.clone()).collect();
+            let ids = session.mailbox_ids(&names).map_err(|e| errors::from_imap(&name, None, &e))?;
+            for &i in &new_far {
+                if let (Some(id), Some(s)) = (ids.get(&mailboxes[i].far_name), mailboxes[i].status.as_mut()) {
+                    s.mailbox_id = Some(id.clone());
+                }
+            }
+        }
         for (row, far, _) in found.iter_mut().filter(|(_, f, _)| *f == Found::Gone) {
             if let Some(pos) = far_rename_candidate(ctx, session, state, row, mailboxes, &new_far)? {
                 *far = Found::Renamed(new_far.remove(pos));
