@@ -121,7 +121,8 @@ class Server:
         self.chown()
         text = DOVECOT_TEMPLATE.read_text()
         for k, v in {"@DIR@": str(self.dir), "@PORT_PLAIN@": str(self.port), "@PORT_TLS@": str(self.port_tls),
-                     "@IMAP_CAPABILITY@": "", "@AUTH_MECHANISMS@": "plain login", "@SEPARATOR@": "."}.items():
+                     "@IMAP_CAPABILITY@": "", "@AUTH_MECHANISMS@": "plain login", "@SEPARATOR@": ".",
+                     "@PASSWORD@": "secret", "@OAUTH2_PASSDB@": ""}.items():
             text = text.replace(k, v)
         self.conf.write_text(text)
 

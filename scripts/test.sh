@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh notmuch cyrus
 export CARGO_TERM_COLOR=never
+echo "== the Dovecot template's placeholders are filled by every script that uses it"
+for p in $(grep -o '@[A-Z0-9_]*@' scripts/dovecot/dovecot.conf.in | sort -u); do
+  for f in scripts/demo.sh bench/bench.py crates/testkit/src/lib.rs; do
+    grep -q -- "$p" "$f" || { echo "$f does not fill $p of scripts/dovecot/dovecot.conf.in" >&2; exit 1; }
+  done
+done
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
