@@ -450,3 +450,34 @@ fn the_maildir_plus_plus_layout_both_ways() {
     let r = sync_all(&store);
     assert!(r.hierarchy.is_empty(), "{:?}", r.hierarchy);
 }
+
+#[test]
+fn messages_moved_into_a_new_local_folder_are_moved_on_the_server_not_uploaded() {
+    let dv = Dovecot::start(Options::default());
+    dv.doveadm(&["mailbox", "create", "Work"]);
+    for i in 0..8 {
+        dv.save("Work", &message(&format!("m{i}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    sync_all(&store);
+    // Folders are synced INBOX first, then by name: "Archive" comes before its source
+    // "Work" (the move is seen first from the destination), "Zzz" after it.
+    for target in ["Archive", "Zzz"] {
+        let dest = syncmail_maildir::Folder::new(dir_of(root, target));
+        dest.create().unwrap();
+        let work = near_folder(root, "Work");
+        for e in work.scan().unwrap().into_values().take(3) {
+            std::fs::rename(work.entry_path(&e), dest.path().join("cur").join(&e.file_name)).unwrap();
+        }
+        let r = sync_all(&store);
+        assert_eq!(r.uploaded(), 0, "{target}: {:#?}", r.folders);
+        assert_eq!(r.folders.iter().map(|f| f.moved_on_server).sum::<u64>(), 3, "{target}: {:#?}", r.folders);
+        assert_eq!(dv.uids(target).len(), 3);
+        assert_same(&dv, root);
+        let r = sync_all(&store);
+        assert_no_transfer(&r, "quiet run");
+    }
+    assert_eq!(dv.uids("Work").len(), 2);
+}
