@@ -41,8 +41,8 @@ pub fn check_component(c: &str) -> std::result::Result<(), String> {
     if c.starts_with('.') {
         return Err("a component starts with '.', which Maildir++ readers take for a folder marker".into());
     }
-    if c.contains('/') {
-        return Err("a component contains '/'".into());
+    if let Some(ch) = c.chars().find(|ch| matches!(ch, '/' | '\\')) {
+        return Err(format!("a component contains {ch:?}, a path separator on some systems"));
     }
     if let Some(ch) = c.chars().find(|ch| ch.is_control()) {
         return Err(format!("a component contains the control character U+{:04X}", ch as u32));

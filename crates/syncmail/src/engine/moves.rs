@@ -29,6 +29,23 @@ use syncmail_maildir::{self as maildir, Entry, Folder};
 /// New server messages found here already: UID → (the local file, its Message-ID).
 pub(crate) type LocalCopies = HashMap<u32, (PathBuf, String)>;
 
+/// The first of `files` when all hold the same bytes (files that vanished meanwhile left
+/// out); `None` when there is none or they differ.
+fn same_content(files: &[PathBuf]) -> Result<Option<PathBuf>, String> {
+    let Some(first) = files.first() else { return Ok(None) };
+    if files.len() == 1 {
+        return Ok(Some(first.clone()));
+    }
+    let read = |p: &PathBuf| fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+    let want = read(first)?;
+    for p in &files[1..] {
+        if read(p)? != want {
+            return Ok(None);
+        }
+    }
+    Ok(Some(first.clone()))
+}
+
 /// What one run knows of local files across folders, read lazily and kept for the run.
 #[derive(Default)]
 pub(crate) struct NearIndex {
@@ -36,8 +53,9 @@ pub(crate) struct NearIndex {
     scans: HashMap<i64, HashMap<String, Entry>>,
     /// Files removed from a folder because the server expunged them, this run: (size,
     /// Message-ID) → path in the attic; and EMAILID → path.
-    attic: HashMap<(u64, String), PathBuf>,
-    attic_by_email_id: HashMap<String, PathBuf>,
+    /// More than one file under one key: all of them, to be compared.
+    attic: HashMap<(u64, String), Vec<PathBuf>>,
+    attic_by_email_id: HashMap<String, Vec<PathBuf>>,
     /// Files the state does not know, in every folder: built on first need.
     unknown: Option<Vec<Unknown>>,
     /// Whether the account had messages before this run: in a first sync nothing can
@@ -92,10 +110,10 @@ impl NearIndex {
             let to = attic.join(entry.unique());
             if fs::create_dir_all(&attic).is_ok() && fs::rename(dir.entry_path(entry), &to).is_ok() {
                 if !email_id.is_empty() {
-                    self.attic_by_email_id.insert(email_id, to.clone());
+                    self.attic_by_email_id.entry(email_id).or_default().push(to.clone());
                 }
                 if !message_id.is_empty() {
-                    self.attic.insert((size, message_id), to);
+                    self.attic.entry((size, message_id)).or_default().push(to);
                 }
                 return Ok(());
             }
@@ -111,28 +129,31 @@ impl NearIndex {
         folder_id: i64,
         email_id: &str,
     ) -> Result<Option<PathBuf>, String> {
-        if let Some(p) = self.attic_by_email_id.get(email_id) {
-            return Ok(Some(p.clone()));
+        if let Some(files) = self.attic_by_email_id.get(email_id) {
+            return same_content(files);
         }
         let found = state.find_email_id(email_id).map_err(|e| e.to_string())?;
         let pairs: Vec<(i64, String)> = found.into_iter().filter(|(f, _)| *f != folder_id).collect();
         self.find_file(ctx, state, &pairs)
     }
 
-    /// The first of (folder, unique name) whose file is there.
+    /// The file of (folder, unique name) pairs that are there, when they all hold the same
+    /// bytes; `None` when none is there, or when they differ (two messages sharing a
+    /// Message-ID and size: which one the server's is cannot be told without its body).
     fn find_file(&mut self, ctx: &Ctx<'_>, state: &State, pairs: &[(i64, String)]) -> Result<Option<PathBuf>, String> {
         if pairs.is_empty() {
             return Ok(None);
         }
         let folders = state.folders().map_err(|e| e.to_string())?;
+        let mut found: Vec<PathBuf> = Vec::new();
         for (fid, near_id) in pairs {
             let Some(f) = folders.iter().find(|f| f.id == *fid) else { continue };
             let scan = self.scan(&ctx.account.maildir, f).map_err(|e| e.to_string())?;
             if let Some(e) = scan.get(near_id) {
-                return Ok(Some(ctx.account.maildir.join(&f.near_path).join(e.sub.dir()).join(&e.file_name)));
+                found.push(ctx.account.maildir.join(&f.near_path).join(e.sub.dir()).join(&e.file_name));
             }
         }
-        Ok(None)
+        same_content(&found)
     }
 
     /// A local file holding the message with this size and Message-ID, outside `folder_id`.
@@ -147,8 +168,8 @@ impl NearIndex {
         if message_id.is_empty() {
             return Ok(None);
         }
-        if let Some(p) = self.attic.get(&(size, message_id.to_string())) {
-            return Ok(Some(p.clone()));
+        if let Some(files) = self.attic.get(&(size, message_id.to_string())) {
+            return same_content(files);
         }
         let pairs: Vec<(i64, String)> = state
             .find_identity(size, message_id)
@@ -470,4 +491,33 @@ pub(crate) fn local_copies(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_trusted_only_when_every_candidate_holds_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str, data: &[u8]| {
+            let path = dir.path().join(n);
+            fs::write(&path, data).unwrap();
+            path
+        };
+        let (a, b, c) = (p("a", b"same"), p("b", b"same"), p("c", b"diff"));
+        assert_eq!(same_content(&[]).unwrap(), None);
+        assert_eq!(same_content(std::slice::from_ref(&c)).unwrap(), Some(c.clone()));
+        assert_eq!(same_content(&[a.clone(), b]).unwrap(), Some(a.clone()));
+        assert_eq!(same_content(&[a, c]).unwrap(), None, "two messages under one identity: download");
+    }
+
+    #[test]
+    fn moved_flags_take_each_sides_changes() {
+        let (s, f, r) = (Flags::SEEN, Flags::FLAGGED, Flags::ANSWERED);
+        // Seen set here, flagged set there, answered unchanged on both.
+        assert_eq!(merged_flags(r, r.union(s), r.union(f)), r.union(s).union(f));
+        // Removed here wins over unchanged there.
+        assert_eq!(merged_flags(s.union(f), f, s.union(f)), f);
+    }
 }
