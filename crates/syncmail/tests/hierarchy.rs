@@ -481,3 +481,21 @@ fn messages_moved_into_a_new_local_folder_are_moved_on_the_server_not_uploaded()
     }
     assert_eq!(dv.uids("Work").len(), 2);
 }
+
+#[test]
+fn an_emptied_store_deletes_no_folder_or_message_on_the_server() {
+    let dv = Dovecot::start(Options { messages: 60, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    sync_all(&store);
+    let before = far_folders(&dv);
+    let messages_before = dv.server_messages();
+    assert!(before.len() >= 4, "{before:?}");
+    // The whole store gone (an unmounted disk, say).
+    std::fs::remove_dir_all(root.join("mail")).unwrap();
+    let (r, _) = sync(&store, ALL);
+    assert!(r.errors.iter().any(|e| e.kind == ErrorKind::DeletionsHeld), "{:#?}", r.errors);
+    assert_eq!(far_folders(&dv), before);
+    assert_eq!(dv.server_messages(), messages_before);
+}
