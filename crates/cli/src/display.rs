@@ -107,11 +107,18 @@ impl Display {
                     if f.held_deletions > 0 { format!("; {} deletions held", f.held_deletions) } else { String::new() },
                     if f.created { "; folder created" } else { "" }
                 );
-                if f.moved_in + f.moved_on_server > 0 {
+                if f.moved_on_server > 0 {
                     let _ = writeln!(
                         err,
-                        "  {}/{}: {} messages moved in on the server taken from local copies, {} moved here moved on the server",
-                        r.account, f.folder, f.moved_in, f.moved_on_server
+                        "  {}/{}: {} messages moved to other folders here, moved on the server too (not uploaded again)",
+                        r.account, f.folder, f.moved_on_server
+                    );
+                }
+                if f.moved_in > 0 {
+                    let _ = writeln!(
+                        err,
+                        "  {}/{}: {} new messages taken from local copies in other folders (not downloaded)",
+                        r.account, f.folder, f.moved_in
                     );
                 }
             }
