@@ -525,15 +525,29 @@ impl State {
         uidvalidity: u32,
         pairs: &[(u32, String, Flags, u64)],
     ) -> Result<()> {
+        self.rebuild_folder_with(folder_id, uidvalidity, pairs, &BTreeSet::new())
+    }
+
+    /// [`State::rebuild_folder`], the messages whose unique name is in `placeholders`
+    /// marked as placeholders.
+    pub fn rebuild_folder_with(
+        &mut self,
+        folder_id: i64,
+        uidvalidity: u32,
+        pairs: &[(u32, String, Flags, u64)],
+        placeholders: &BTreeSet<String>,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM messages WHERE folder_id = ?1", [folder_id])?;
         tx.execute("DELETE FROM appends WHERE folder_id = ?1", [folder_id])?;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO messages (folder_id, uid, near_id, flags, size, pending) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                "INSERT INTO messages (folder_id, uid, near_id, flags, size, pending, placeholder) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
             )?;
             for (uid, near_id, flags, size) in pairs {
-                ins.execute(params![folder_id, uid, near_id, flags.bits() as i64, *size as i64])?;
+                let mark = i64::from(placeholders.contains(near_id));
+                ins.execute(params![folder_id, uid, near_id, flags.bits() as i64, *size as i64, mark])?;
             }
         }
         tx.execute(

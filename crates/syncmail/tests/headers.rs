@@ -319,3 +319,30 @@ fn a_headers_only_sync_interrupted_at_every_step_then_resumed() {
         2,
     );
 }
+
+#[test]
+fn a_renumbered_folder_keeps_its_placeholders_without_downloading_again() {
+    let mut dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let subjects: Vec<String> = (1..=6).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = subjects.iter().map(String::as_str).collect();
+    let store = synced_headers_only(&dv, root, &refs, &[]);
+    // One whole already, one flagged here meanwhile.
+    let r = fetch(&store, Bodies::MessageId("n1@test".into()));
+    assert!(r.is_success() && fetched(&r) == 1, "{r:#?}");
+    near_set_flags(root, "INBOX", "n2", Flags::FLAGGED);
+    let before = local_files(root).len();
+    dv.renumber("INBOX");
+    let (r, _) = sync(&store, HEADERS_TWO_WAY);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert_eq!(r.downloaded() + r.uploaded(), 0, "{r:#?}");
+    assert_eq!(local_files(root).len(), before);
+    assert_eq!(assert_placeholders_or_whole(&dv, root, "after the renumbering"), 5);
+    // Still known as placeholders under the new UIDs: their bodies come.
+    let r = fetch(&store, Bodies::All { folder: None });
+    assert!(r.is_success() && fetched(&r) == 5, "{r:#?}");
+    assert_same(&dv, root);
+    let (far, _) = both_sides(&dv, root, "INBOX");
+    assert_eq!(far["n2"], Flags::FLAGGED);
+}
