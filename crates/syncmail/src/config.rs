@@ -16,6 +16,7 @@
 //! server-files-sent = false        # true when the SMTP server files sent mail itself
 //! max-size = "1M"                  # larger messages come down as placeholders (header and a
 //!                                  # note), their bodies by `syncmail fetch` (default: no limit)
+//! fetch-flagged = false            # true: a placeholder flagged on either side gets its body
 //! [accounts.work.imap]
 //! host = "imap.example.org"
 //! port = 993                       # default follows tls
@@ -114,6 +115,7 @@ struct RawAccount {
     sent_folder: Option<String>,
     server_files_sent: Option<bool>,
     max_size: Option<RawSize>,
+    fetch_flagged: Option<bool>,
     imap: RawImap,
     smtp: Option<RawSmtp>,
     #[serde(default)]
@@ -409,6 +411,9 @@ pub struct AccountConfig {
     /// Messages larger than this (bytes, the server's RFC822.SIZE) come down as
     /// placeholders, their bodies on demand, as with `HEADERS_ONLY`. `None`: no limit.
     pub max_size: Option<u64>,
+    /// A placeholder flagged (`\Flagged`, on either side) has its body fetched by the
+    /// next sync that downloads.
+    pub fetch_flagged: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -709,6 +714,7 @@ impl Config {
                     sent_folder: a.sent_folder,
                     server_files_sent: a.server_files_sent.unwrap_or(false),
                     max_size,
+                    fetch_flagged: a.fetch_flagged.unwrap_or(false),
                     name,
                 },
             );
@@ -789,6 +795,7 @@ mod tests {
         assert_eq!(w.outbox, "Outbox");
         assert!(!w.server_files_sent);
         assert_eq!(w.max_size, Some(1 << 20));
+        assert!(!w.fetch_flagged);
         let sm = w.smtp.as_ref().unwrap();
         assert_eq!((sm.port, sm.tls, sm.user.as_str()), (465, TlsMode::Implicit, "me@example.org"));
         assert!(matches!(&sm.password, PasswordSource::Env(v) if v == "SMTP_PASSWORD"));

@@ -346,3 +346,30 @@ fn a_renumbered_folder_keeps_its_placeholders_without_downloading_again() {
     let (far, _) = both_sides(&dv, root, "INBOX");
     assert_eq!(far["n2"], Flags::FLAGGED);
 }
+
+#[test]
+fn fetch_flagged_brings_the_body_of_a_placeholder_flagged_on_either_side() {
+    let dv = Dovecot::start(Options::default());
+    for s in ["plain", "flagged-here", "flagged-there"] {
+        dv.save("INBOX", &message(s, &format!("the body of {s}")));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account_with(&dv, root, Conn::Plain, "fetch-flagged = true", "")).unwrap();
+    let (r, _) = sync(&store, HEADERS_TWO_WAY);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert_eq!(assert_placeholders_or_whole(&dv, root, "first sync"), 3);
+    near_set_flags(root, "INBOX", "flagged-here", Flags::FLAGGED);
+    dv.flags_add("INBOX", far_uid(&dv, "INBOX", "flagged-there"), "\\Flagged");
+    let (r, _) = sync(&store, HEADERS_TWO_WAY);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert_eq!(r.folders.iter().map(|f| f.bodies_fetched).sum::<u64>(), 2, "{r:#?}");
+    let read = |s: &str| near_folder(root, "INBOX").read(&near_find(root, "INBOX", s).unwrap()).unwrap();
+    assert!(is_placeholder(&read("plain")));
+    assert!(!is_placeholder(&read("flagged-here")) && !is_placeholder(&read("flagged-there")));
+    assert_eq!(assert_placeholders_or_whole(&dv, root, "after flagging"), 1);
+    let (far, near) = both_sides(&dv, root, "INBOX");
+    assert_eq!(far, near);
+    assert_eq!(far["flagged-here"], Flags::FLAGGED);
+    assert_eq!(near["flagged-there"], Flags::FLAGGED);
+}

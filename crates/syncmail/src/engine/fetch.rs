@@ -161,7 +161,7 @@ fn targets(ctx: &mut Ctx<'_>, state: &State, which: &Bodies) -> rusqlite::Result
     Ok(by_folder.into_values().filter(|(_, u)| !u.is_empty()).map(|(r, u)| (r, u.into_iter().collect())).collect())
 }
 
-fn fetch_folder(
+pub(crate) fn fetch_folder(
     ctx: &mut Ctx<'_>,
     session: &mut Session,
     state: &mut State,

@@ -715,10 +715,41 @@ fn sync_folder_once(
     };
     state.commit(row.id, &[], &[], Some(mark)).map_err(|e| lerr(ctx, &e))?;
     ctx.step()?;
+    if ctx.account.fetch_flagged && mode.download {
+        fetch_flagged(ctx, session, state, mb, &mut report)?;
+    }
     // The mtimes are recorded only by a run that found the Maildir unchanged (above), and
     // then as read before the listing: a change made while this run worked must not hide
     // behind mtimes taken after it.
     Ok(Some(report))
+}
+
+/// `fetch-flagged`: the bodies of the folder's placeholders whose agreed flags (after this
+/// sync, so either side's) include `\Flagged`.
+fn fetch_flagged(
+    ctx: &mut Ctx<'_>,
+    session: &mut Session,
+    state: &mut State,
+    mb: &Mailbox,
+    report: &mut FolderReport,
+) -> Result<(), FolderError> {
+    let lerr = |ctx: &Ctx<'_>, e: &dyn std::fmt::Display| local_error(ctx, &mb.display_name, e);
+    let Some(row) = state.folder(&mb.far_name).map_err(|e| lerr(ctx, &e))? else { return Ok(()) };
+    let marked = state.placeholders(row.id).map_err(|e| lerr(ctx, &e))?;
+    if marked.is_empty() {
+        return Ok(());
+    }
+    let known = state.messages(row.id).map_err(|e| lerr(ctx, &e))?;
+    let flagged: Vec<u32> = marked
+        .into_iter()
+        .filter(|u| known.get(u).is_some_and(|r| !r.pending && r.flags.contains(syncmail_imap::Flags::FLAGGED)))
+        .collect();
+    if !flagged.is_empty() {
+        let got = super::fetch::fetch_folder(ctx, session, state, &row, &flagged)?;
+        report.bodies_fetched += got.bodies_fetched;
+        report.bytes_downloaded += got.bytes_downloaded;
+    }
+    Ok(())
 }
 
 fn mtimes_text((cur, new): (i128, i128)) -> String {
