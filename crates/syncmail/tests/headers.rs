@@ -373,3 +373,38 @@ fn fetch_flagged_brings_the_body_of_a_placeholder_flagged_on_either_side() {
     assert_eq!(far["flagged-here"], Flags::FLAGGED);
     assert_eq!(near["flagged-there"], Flags::FLAGGED);
 }
+
+/// A reader that moves a message by writing a copy under a new name and deleting the
+/// original (mutt does): the placeholder is recognized by Message-ID and the size its
+/// marker declares, so the message is moved on the server, not deleted there while only
+/// a placeholder remains.
+#[test]
+fn a_placeholder_moved_as_a_copy_under_a_new_name_is_moved_on_the_server() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = synced_headers_only(&dv, root, &["keep", "move-me"], &["Archive"]);
+    // Without a Message-ID, only the marker's id can tell which message the copy is.
+    dv.save("INBOX", b"Subject: no-id\r\nFrom: x@example.org\r\n\r\nthe body of no-id\r\n");
+    let (r, _) = sync(&store, HEADERS_TWO_WAY);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    let inbox = near_folder(root, "INBOX");
+    let archive = near_folder(root, "Archive");
+    for s in ["move-me", "no-id"] {
+        let e = near_find(root, "INBOX", s).unwrap();
+        let data = inbox.read(&e).unwrap();
+        archive.publish(archive.stage(&format!("written-by-a-reader-{s}"), &data).unwrap(), Flags::SEEN).unwrap();
+        inbox.remove(&e).unwrap();
+    }
+    let (r, _) = sync(&store, HEADERS_TWO_WAY);
+    assert_eq!(r.folders.iter().map(|f| f.moved_on_server).sum::<u64>(), 2, "{r:#?}");
+    assert_eq!(r.uploaded(), 0, "{r:#?}");
+    let far = dv.server_messages();
+    assert_eq!((far["INBOX"].len(), far["Archive"].len()), (1, 2));
+    assert!(far.values().flatten().all(|(d, _)| !is_placeholder(d)));
+    let r = fetch(&store, Bodies::All { folder: Some("Archive".into()) });
+    assert!(r.is_success() && fetched(&r) == 2, "{r:#?}");
+    let r = fetch(&store, Bodies::All { folder: None });
+    assert!(r.is_success() && fetched(&r) == 1, "{r:#?}");
+    assert_same(&dv, root);
+}

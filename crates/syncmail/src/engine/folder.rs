@@ -991,7 +991,7 @@ fn download(
                 let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
                 let size = sizes.get(&uid).copied().unwrap_or(0);
                 let hint = super::placeholder::fetch_command(ctx.name(), shown, uid);
-                let data = super::placeholder::build(head, size, &hint);
+                let data = super::placeholder::build(head, size, unique, &hint);
                 let mid = header(head, "Message-ID").unwrap_or_default();
                 if !mid.is_empty() || email_ids.contains_key(&uid) {
                     ids.push((uid, mid, email_id(uid)));
