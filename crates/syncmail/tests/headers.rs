@@ -408,3 +408,30 @@ fn a_placeholder_moved_as_a_copy_under_a_new_name_is_moved_on_the_server() {
     assert!(r.is_success() && fetched(&r) == 1, "{r:#?}");
     assert_same(&dv, root);
 }
+
+/// The same, when the destination folder is synced before the source (Archive before
+/// Zeta): the copy is a move in flight, not a placeholder to refuse; no error at all.
+#[test]
+fn a_placeholder_copied_to_a_folder_synced_first_waits_for_the_move() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = synced_headers_only(&dv, root, &[], &["Archive", "Zeta"]);
+    dv.save("Zeta", &message("wandering", "the body of wandering"));
+    let (r, _) = sync(&store, HEADERS_TWO_WAY);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    let (zeta, archive) = (near_folder(root, "Zeta"), near_folder(root, "Archive"));
+    let e = near_find(root, "Zeta", "wandering").unwrap();
+    let data = zeta.read(&e).unwrap();
+    assert!(is_placeholder(&data));
+    archive.publish(archive.stage("copied-by-a-reader", &data).unwrap(), Flags::empty()).unwrap();
+    zeta.remove(&e).unwrap();
+    let (r, _) = sync(&store, HEADERS_TWO_WAY);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert_eq!(r.folders.iter().map(|f| f.moved_on_server).sum::<u64>(), 1, "{r:#?}");
+    let far = dv.server_messages();
+    assert_eq!((far["Archive"].len(), far["Zeta"].len()), (1, 0));
+    let r = fetch(&store, Bodies::All { folder: None });
+    assert!(r.is_success() && fetched(&r) == 1, "{r:#?}");
+    assert_same(&dv, root);
+}

@@ -578,12 +578,17 @@ fn sync_folder_once(
             ctx.error(message_error(ctx, shown, entry, "it contains a NUL byte, which IMAP cannot carry", None));
             continue;
         }
+        if moves::is_move_in_flight(ctx, state, index, &row, entry, &data).map_err(|e| lerr(ctx, &e))? {
+            // Moved here from a folder not synced yet: that folder's sync moves it on the
+            // server; uploading it too would make two.
+            continue;
+        }
         if super::placeholder::is_placeholder(&data) {
             // A placeholder syncmail no longer knows (its state row lost, or copied by
             // hand): its body is not here, so it must never reach the server as a message.
             ctx.error(SyncError {
-                hint: "it is not uploaded; delete the file, or copy it back where it came from and run \
-                       `syncmail fetch` there to get the whole message"
+                hint: "it is not uploaded; if it is a copy, delete it; to have the message here too, run \
+                       `syncmail fetch` where it came from first, then copy that"
                     .into(),
                 ..message_error(
                     ctx,
@@ -596,11 +601,6 @@ fn sync_folder_once(
                     None,
                 )
             });
-            continue;
-        }
-        if moves::is_move_in_flight(ctx, state, index, &row, entry, &data).map_err(|e| lerr(ctx, &e))? {
-            // Moved here from a folder not synced yet: that folder's sync moves it on the
-            // server; uploading it too would make two.
             continue;
         }
         let a = AppendRow {

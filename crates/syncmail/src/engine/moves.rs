@@ -266,6 +266,11 @@ pub(crate) fn is_move_in_flight(
         .into_iter()
         .map(|f| (f, entry.unique().to_string()))
         .collect();
+    // A placeholder copied under a new name names the message it stands for.
+    if let Some(id) = super::placeholder::declared_id(crlf) {
+        sources
+            .extend(state.folders_with_near_id(&id).map_err(|e| e.to_string())?.into_iter().map(|f| (f, id.clone())));
+    }
     if let Some(mid) = header(crlf, "Message-ID") {
         sources.extend(
             state
