@@ -211,11 +211,13 @@ fn max_size_brings_large_messages_as_placeholders_without_headers_only() {
     let dv = Dovecot::start(Options::default());
     dv.save("INBOX", &message("small", "short"));
     dv.save("INBOX", &message("large", &"x".repeat(5000)));
+    // Above 1 MiB a body is streamed to tmp/ on its way in, never held whole in memory.
+    dv.save("INBOX", &message("huge", &format!("{}\r\n", "y".repeat(78)).repeat(16_000)));
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let store = Store::open(account_with(&dv, root, Conn::Plain, "max-size = \"2K\"", "")).unwrap();
     let r = sync2(&store);
-    assert_eq!(r.folders.iter().map(|f| f.placeholders).sum::<u64>(), 1, "{r:#?}");
+    assert_eq!(r.folders.iter().map(|f| f.placeholders).sum::<u64>(), 2, "{r:#?}");
     let read = |s: &str| near_folder(root, "INBOX").read(&near_find(root, "INBOX", s).unwrap()).unwrap();
     assert!(!is_placeholder(&read("small")));
     let large = read("large");
@@ -223,7 +225,13 @@ fn max_size_brings_large_messages_as_placeholders_without_headers_only() {
     assert!(String::from_utf8_lossy(&large).contains(" KiB on the server)"));
     let r = fetch(&store, Bodies::MessageId("<large@test>".into()));
     assert!(r.is_success() && fetched(&r) == 1, "{r:#?}");
+    assert!(is_placeholder(&read("huge")));
+    let r = fetch(&store, Bodies::All { folder: Some("INBOX".into()) });
+    assert!(r.is_success() && fetched(&r) == 1, "{r:#?}");
+    assert!(r.folders[0].bytes_downloaded > 1 << 20, "{r:#?}");
     assert_same(&dv, root);
+    let tmp_dir = near_folder(root, "INBOX").path().join("tmp");
+    assert_eq!(std::fs::read_dir(tmp_dir).unwrap().count(), 0, "a file left in tmp/");
 }
 
 #[test]
