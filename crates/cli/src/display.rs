@@ -107,6 +107,13 @@ impl Display {
                     if f.held_deletions > 0 { format!("; {} deletions held", f.held_deletions) } else { String::new() },
                     if f.created { "; folder created" } else { "" }
                 );
+                if f.placeholders + f.bodies_fetched > 0 {
+                    let _ = writeln!(
+                        err,
+                        "  {}/{}: {} stored as placeholders (headers only), {} placeholder bodies fetched",
+                        r.account, f.folder, f.placeholders, f.bodies_fetched
+                    );
+                }
                 if f.moved_on_server > 0 {
                     let _ = writeln!(
                         err,
@@ -240,6 +247,8 @@ impl SyncProgress for Display {
                         "created": f.created,
                         "moved_in": f.moved_in,
                         "moved_on_server": f.moved_on_server,
+                        "placeholders": f.placeholders,
+                        "bodies_fetched": f.bodies_fetched,
                     })
                 })
                 .collect();

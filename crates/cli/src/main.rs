@@ -53,6 +53,24 @@ enum Command {
         #[arg(long = "folder")]
         folders: Vec<String>,
     },
+    /// Fetch the bodies of placeholders (messages synced with the headers-only flag, or
+    /// larger than the account's max-size): `fetch FOLDER UID...`, `fetch --message-id ID`,
+    /// or `fetch --all [FOLDER]`. Each replaces its placeholder in place, flags kept.
+    Fetch {
+        /// The account (needed when the configuration has several).
+        #[arg(short = 'a', long = "account")]
+        account: Option<String>,
+        /// Every placeholder with this Message-ID, in any folder.
+        #[arg(long, conflicts_with_all = ["all", "uids"])]
+        message_id: Option<String>,
+        /// Every placeholder of FOLDER, or of the account.
+        #[arg(long, conflicts_with = "uids")]
+        all: bool,
+        /// The folder (as `syncmail sync` shows it).
+        folder: Option<String>,
+        /// UIDs of messages in FOLDER (a placeholder's note names its UID).
+        uids: Vec<u32>,
+    },
     /// Queue a message read on standard input for sending, as a sendmail program does
     /// (`-t`, `-f ADDR`, `-F NAME`, `-i`, `-oi`, recipients; `--now` to send at once), or
     /// manage the outbox: `--flush` sends it, `--list [--all]` shows it, `--retry ID`
@@ -157,6 +175,26 @@ fn run(cli: Cli) -> Result<bool> {
                 }
                 req
             })
+        }
+        Command::Fetch { account, message_id, all, folder, uids } => {
+            let which = match (message_id, folder) {
+                (Some(id), None) => syncmail::Bodies::MessageId(id),
+                (Some(_), Some(_)) => bail!("--message-id searches every folder; leave the folder out"),
+                (None, folder) if all => syncmail::Bodies::All { folder },
+                (None, Some(folder)) if !uids.is_empty() => syncmail::Bodies::Uids { folder, uids },
+                _ => bail!("say what to fetch: FOLDER UID..., --message-id ID, or --all [FOLDER]"),
+            };
+            let config = load_config(&config_path)?;
+            let accounts = config.select(account.as_slice())?;
+            let [account] = <[_; 1]>::try_from(accounts)
+                .map_err(|_| anyhow::anyhow!("say which account with -a NAME (the configuration has several)"))?;
+            let name = account.name.clone();
+            let store = Store::open(account).with_context(|| format!("account {name}"))?;
+            let display = Arc::new(display::Display::new(mode.0, mode.1));
+            let report =
+                store.fetch_bodies(&which, &SyncRequest::new(SyncFlags::ON_DEMAND).with_progress(display.clone()));
+            display.finish(std::slice::from_ref(&report));
+            Ok(report.is_success())
         }
         Command::Send { args } => {
             let a = send::parse(&args)?;

@@ -133,6 +133,22 @@ fn killed_mid_download_then_resumed_loses_and_duplicates_nothing() {
     assert_eq!(done["downloaded"], 0, "{done}");
 }
 
+/// notmuch (a Maildir mail reader, from Debian's package) over the store under `root`, with
+/// Maildir flags synchronized to tags: runs it with the arguments, returns its output.
+fn notmuch_on(root: &Path) -> impl Fn(&[&str]) -> String {
+    let nm_conf = root.join("notmuch.conf");
+    std::fs::write(
+        &nm_conf,
+        format!("[database]\npath={}\n[maildir]\nsynchronize_flags=true\n", root.join("mail").display()),
+    )
+    .unwrap();
+    move |args: &[&str]| {
+        let out = Command::new("notmuch").args(args).env("NOTMUCH_CONFIG", &nm_conf).output().unwrap();
+        assert!(out.status.success(), "notmuch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
 /// A Maildir mail reader (notmuch, from Debian's package) reads the synced store as it is:
 /// every message indexed, subjects readable, flags mapped to tags.
 #[test]
@@ -142,17 +158,7 @@ fn notmuch_reads_the_synced_store() {
     let conf = write_config(&dv, tmp.path(), "secret");
     let out = syncmail().arg("-c").arg(&conf).args(["-q", "sync"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let nm_conf = tmp.path().join("notmuch.conf");
-    std::fs::write(
-        &nm_conf,
-        format!("[database]\npath={}\n[maildir]\nsynchronize_flags=true\n", tmp.path().join("mail").display()),
-    )
-    .unwrap();
-    let notmuch = |args: &[&str]| {
-        let out = Command::new("notmuch").args(args).env("NOTMUCH_CONFIG", &nm_conf).output().unwrap();
-        assert!(out.status.success(), "notmuch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let notmuch = notmuch_on(tmp.path());
     notmuch(&["new", "--quiet"]);
     let files: usize = notmuch(&["count", "--output=files"]).parse().unwrap();
     assert_eq!(files, 80);
@@ -369,4 +375,48 @@ fn killed_between_handing_over_and_the_answer_does_not_send_twice_and_says_so() 
     assert_eq!(smtp.received().len(), 1);
     assert_eq!(far_count(&dv, "Sent Messages", "from mutt"), 1);
     assert!(syncmail_testkit::read_maildir(&tmp.path().join("mail/Outbox")).is_empty());
+}
+
+/// Headers first with the real binary, read by a real mail reader (notmuch): placeholders
+/// are indexed with their subjects and show their note; a message flagged in notmuch (which
+/// renames the placeholder's file) keeps the flag through `syncmail fetch`, which brings every
+/// body; the store then equals the server's, flag included.
+#[test]
+fn headers_only_in_notmuch_then_syncmail_fetch_brings_the_bodies() {
+    let dv = Dovecot::start(Options { messages: 20, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = write_config(&dv, tmp.path(), "secret");
+    let flags = "download-hierarchy,download-contents,upload-contents,headers-only";
+    let out = syncmail().arg("-c").arg(&conf).args(["-q", "sync", "--flags", flags]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let notmuch = notmuch_on(tmp.path());
+    notmuch(&["new", "--quiet"]);
+    assert_eq!(notmuch(&["count", "--output=files"]), "20");
+    assert_eq!(notmuch(&["count", "--output=files", "downloaded"]), "20");
+    // A message the server has, found by its subject, shown as the note in plain text.
+    let (first, _) = &dv.server_messages()["INBOX"][0];
+    let text = String::from_utf8_lossy(first);
+    let subject = text.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap().to_string();
+    let id = text.lines().find_map(|l| l.strip_prefix("Message-ID: ")).unwrap().trim_matches(['<', '>']).to_string();
+    let shown = notmuch(&["show", "--format=text", &format!("id:{id}")]);
+    assert!(shown.contains(&subject) && shown.contains("not downloaded yet"), "{shown}");
+    notmuch(&["tag", "+flagged", &format!("id:{id}")]);
+
+    let out = syncmail().arg("-c").arg(&conf).args(["--json", "fetch", "--all"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = json_lines(&out.stdout);
+    let done: Vec<_> = events.iter().filter(|e| e["event"] == "done").collect();
+    assert_eq!(done.len(), 1);
+    let fetched: u64 =
+        done[0]["folders"].as_array().unwrap().iter().map(|f| f["bodies_fetched"].as_u64().unwrap()).sum();
+    assert_eq!(fetched, 20);
+    let out = syncmail().arg("-c").arg(&conf).args(["-q", "sync"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_store_matches(&dv, &tmp.path().join("mail"));
+    let flagged =
+        dv.server_messages()["INBOX"].iter().any(|(d, f)| d == first && f.contains(syncmail_imap::Flags::FLAGGED));
+    assert!(flagged, "the flag set in notmuch on the placeholder did not reach the server");
+    // Usage errors: exit status 2.
+    let out = syncmail().arg("-c").arg(&conf).args(["fetch", "INBOX"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

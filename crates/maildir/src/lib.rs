@@ -405,6 +405,41 @@ impl Folder {
         Ok(new)
     }
 
+    /// Puts a staged message in the place of the file `current`, under its name (same
+    /// unique part, same flags), by one rename: a reader sees the old file or the new one,
+    /// never a part of either. Call [`Folder::sync`] afterwards. A mail reader that renamed
+    /// `current` meanwhile leaves its file beside the new one: see [`Folder::entries_of`].
+    pub fn replace(&self, staged: Staged, current: &Entry) -> Result<Entry> {
+        let dest = self.entry_path(current);
+        fs::rename(&staged.tmp, &dest).map_err(io("replacing", &dest))?;
+        Ok(current.clone())
+    }
+
+    /// Every file of the messages `uniques`, in `new/` and `cur/`: more than one for a
+    /// message means a rename crossed another (see [`Folder::replace`]).
+    pub fn entries_of(&self, uniques: &std::collections::BTreeSet<String>) -> Result<HashMap<String, Vec<Entry>>> {
+        let mut out: HashMap<String, Vec<Entry>> = HashMap::new();
+        for sub in [Sub::New, Sub::Cur] {
+            let dir = self.path.join(sub.dir());
+            for ent in fs::read_dir(&dir).map_err(io("reading", &dir))? {
+                let ent = ent.map_err(io("reading", &dir))?;
+                let Ok(name) = ent.file_name().into_string() else { continue };
+                let (unique, info) = split_name(&name);
+                if uniques.contains(unique) {
+                    let e = Entry { sub, flags: Flags::from_maildir(info), file_name: name.clone() };
+                    out.entry(unique.to_string()).or_default().push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renames the file `from` to the name of `to`, replacing `to`'s file.
+    pub fn rename_over(&self, from: &Entry, to: &Entry) -> Result<()> {
+        let (a, b) = (self.entry_path(from), self.entry_path(to));
+        fs::rename(&a, &b).map_err(io("renaming", &a))
+    }
+
     /// Deletes an entry's file. A file that is already gone is not an error.
     pub fn remove(&self, e: &Entry) -> Result<()> {
         let p = self.entry_path(e);

@@ -21,7 +21,8 @@ bitflags::bitflags! {
         const DOWNLOAD_CONTENTS = 0x0000_0080;
         /// Send what waits in the outbox through the transport.
         const OUTGOING_MAIL = 0x0000_0200;
-        /// Fetch headers (and sizes, flags) only; bodies later.
+        /// New messages come down as placeholders: their header (and size, flags) and a
+        /// note; their bodies on demand ([`crate::Store::fetch_bodies`]).
         const HEADERS_ONLY = 0x0200_0000;
         /// Started by a person: runs before queued background work. Until the scheduler
         /// exists, every request runs at once on its own thread. Outgoing mail that waits
@@ -38,6 +39,7 @@ impl SyncFlags {
         .union(SyncFlags::DOWNLOAD_CONTENTS)
         .union(SyncFlags::UPLOAD_CONTENTS)
         .union(SyncFlags::OUTGOING_MAIL)
+        .union(SyncFlags::HEADERS_ONLY)
         .union(SyncFlags::ON_DEMAND);
 
     /// Parses a flag by its name (`download-contents` or `DOWNLOAD_CONTENTS`).
@@ -212,6 +214,24 @@ pub struct FolderReport {
     /// Messages moved here from another folder locally: moved on the server too (UID
     /// MOVE), not uploaded again.
     pub moved_on_server: u64,
+    /// Of the messages downloaded, those stored as placeholders (header only: the run asked
+    /// for `HEADERS_ONLY`, or they are larger than the account's `max-size`).
+    pub placeholders: u64,
+    /// Placeholders whose body was fetched ([`crate::Store::fetch_bodies`]), replacing them
+    /// in place.
+    pub bodies_fetched: u64,
+}
+
+/// Which placeholders' bodies to fetch (see [`crate::Store::fetch_bodies`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bodies {
+    /// These UIDs of one folder (its name as shown to people, or the server's name).
+    Uids { folder: String, uids: Vec<u32> },
+    /// Every placeholder of the account whose message has this Message-ID (with or
+    /// without the angle brackets).
+    MessageId(String),
+    /// Every placeholder of one folder, or of the account (`None`).
+    All { folder: Option<String> },
 }
 
 /// Which side a change was made on.

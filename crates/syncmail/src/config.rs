@@ -14,6 +14,9 @@
 //! outbox = "Outbox"                # the local Maildir folder of messages to send
 //! sent-folder = "Sent"             # where sent mail is filed (default: the \Sent folder)
 //! server-files-sent = false        # true when the SMTP server files sent mail itself
+//! max-size = "1M"                  # larger messages come down as placeholders (header and a
+//!                                  # note), their bodies by `syncmail fetch` (default: no limit)
+//! fetch-flagged = false            # true: a placeholder flagged on either side gets its body
 //! [accounts.work.imap]
 //! host = "imap.example.org"
 //! port = 993                       # default follows tls
@@ -72,6 +75,32 @@ struct RawConfig {
     accounts: BTreeMap<String, RawAccount>,
 }
 
+/// A size: a number of bytes, or a string such as "500K", "1M", "2G" (powers of 1024).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Reads a [`RawSize`]; `None` with the reason when it is not one.
+fn parse_size(raw: &RawSize) -> Result<u64, String> {
+    let text = match raw {
+        RawSize::Bytes(n) => return Ok(*n),
+        RawSize::Text(t) => t.trim(),
+    };
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("max-size = {text:?}: the unit is not one of K, M, G")),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("max-size = {text:?} is not a size such as \"1M\""))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("max-size = {text:?} is too large"))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawAccount {
@@ -85,6 +114,8 @@ struct RawAccount {
     outbox: Option<String>,
     sent_folder: Option<String>,
     server_files_sent: Option<bool>,
+    max_size: Option<RawSize>,
+    fetch_flagged: Option<bool>,
     imap: RawImap,
     smtp: Option<RawSmtp>,
     #[serde(default)]
@@ -377,6 +408,12 @@ pub struct AccountConfig {
     pub sent_folder: Option<String>,
     /// The SMTP server files sent mail itself (Gmail does): syncmail does not.
     pub server_files_sent: bool,
+    /// Messages larger than this (bytes, the server's RFC822.SIZE) come down as
+    /// placeholders, their bodies on demand, as with `HEADERS_ONLY`. `None`: no limit.
+    pub max_size: Option<u64>,
+    /// A placeholder flagged (`\Flagged`, on either side) has its body fetched by the
+    /// next sync that downloads.
+    pub fetch_flagged: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -650,6 +687,7 @@ impl Config {
                 return Err(invalid("outbox = \"INBOX\": the outbox must be a folder of its own".into()));
             }
             syncmail_maildir::check_component(&outbox).map_err(|e| invalid(format!("outbox = {outbox:?}: {e}")))?;
+            let max_size = a.max_size.as_ref().map(parse_size).transpose().map_err(invalid)?;
             accounts.insert(
                 name.clone(),
                 AccountConfig {
@@ -675,6 +713,8 @@ impl Config {
                     outbox,
                     sent_folder: a.sent_folder,
                     server_files_sent: a.server_files_sent.unwrap_or(false),
+                    max_size,
+                    fetch_flagged: a.fetch_flagged.unwrap_or(false),
                     name,
                 },
             );
@@ -754,9 +794,29 @@ mod tests {
         assert_eq!(w.state_dir, PathBuf::from("/elsewhere"));
         assert_eq!(w.outbox, "Outbox");
         assert!(!w.server_files_sent);
+        assert_eq!(w.max_size, Some(1 << 20));
+        assert!(!w.fetch_flagged);
         let sm = w.smtp.as_ref().unwrap();
         assert_eq!((sm.port, sm.tls, sm.user.as_str()), (465, TlsMode::Implicit, "me@example.org"));
         assert!(matches!(&sm.password, PasswordSource::Env(v) if v == "SMTP_PASSWORD"));
+    }
+
+    #[test]
+    fn max_size_reads_units_and_refuses_nonsense() {
+        let parse = |v: &str| {
+            let text = format!(
+                "[accounts.a]\nmaildir='x'\nmax-size={v}\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n"
+            );
+            Config::parse(&text, Path::new("/c.toml")).map(|c| c.accounts["a"].max_size)
+        };
+        assert_eq!(parse("2048").unwrap(), Some(2048));
+        assert_eq!(parse("'500K'").unwrap(), Some(500 << 10));
+        assert_eq!(parse("'1M'").unwrap(), Some(1 << 20));
+        assert_eq!(parse("'3 GiB'").unwrap(), Some(3 << 30));
+        for bad in ["'1T'", "'M'", "'-1M'", "'99999999999999999999G'", "'1.5M'"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("max-size"), "{bad}: {e}");
+        }
     }
 
     #[test]

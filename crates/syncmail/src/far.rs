@@ -852,6 +852,40 @@ impl Session {
         Ok(self.fetch_identities(&uid_set(uids))?.into_iter().map(|(uid, _, size, id)| (uid, (size, id))).collect())
     }
 
+    /// Fetches the header sections of messages by UID (`BODY.PEEK[HEADER]`, which leaves
+    /// `\Seen` alone), `chunk` UIDs per command; `on_header` gets (UID, flags, header as
+    /// sent) for each. Like [`Session::fetch_bodies`]: UIDs gone are not reported, data not
+    /// asked for is noted in `unasked`, and a NO or BAD to one command is returned, not
+    /// fatal.
+    pub fn fetch_headers<F>(&mut self, uids: &[u32], chunk: usize, mut on_header: F) -> Result<Vec<Error>>
+    where
+        F: FnMut(u32, Option<Flags>, &[u8]) -> std::result::Result<(), Error>,
+    {
+        let mut refused = Vec::new();
+        let wanted: BTreeSet<u32> = uids.iter().copied().collect();
+        for part in uids.chunks(chunk.max(1)) {
+            let unasked = &mut self.unasked;
+            let r = self.client.run(&format!("UID FETCH {} (UID FLAGS BODY.PEEK[HEADER])", uid_set(part)), |u| {
+                if let Untagged::Fetch { data, .. } = u
+                    && let (Some(uid), Some(header)) = (data.uid, data.header)
+                {
+                    if wanted.contains(&uid) {
+                        on_header(uid, data.flags.as_deref().map(flags_of), header)?;
+                    } else {
+                        unasked.insert(uid);
+                    }
+                }
+                Ok(())
+            });
+            match r {
+                Ok(_) => {}
+                Err(e @ (Error::No { .. } | Error::Bad { .. })) => refused.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(refused)
+    }
+
     pub fn logout(self) {
         self.client.logout();
     }

@@ -50,7 +50,7 @@ pub mod state;
 pub mod store;
 
 pub use api::{
-    CancelToken, ErrorKind, FolderChange, FolderReport, NoProgress, Progress, Side, Step, SyncError, SyncFlags,
+    Bodies, CancelToken, ErrorKind, FolderChange, FolderReport, NoProgress, Progress, Side, Step, SyncError, SyncFlags,
     SyncHandle, SyncProgress, SyncReport, SyncRequest,
 };
 pub use config::{AccountConfig, Config, ConfigError};

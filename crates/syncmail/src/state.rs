@@ -9,7 +9,7 @@
 //! instead of a file nobody knows about.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use syncmail_imap::Flags;
 
@@ -138,6 +138,13 @@ CREATE TABLE outbox (
     sent_uid_floor INTEGER NOT NULL DEFAULT 0,
     sent_uid INTEGER NOT NULL DEFAULT 0
 ) STRICT;
+"#,
+    r#"
+-- HEADERS_ONLY and max-size: 1 while the message's file is a placeholder (the server's
+-- header and a short note), its body not downloaded yet. `size` stays the server's size
+-- of the whole message. A placeholder is never a local copy of a message moved on the
+-- server, and never uploaded.
+ALTER TABLE messages ADD COLUMN placeholder INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -402,14 +409,57 @@ impl State {
 
     /// Journals downloads about to start: each UID with the unique name its file will get.
     pub fn add_pending(&mut self, folder_id: i64, items: &[(u32, String, u64)]) -> Result<()> {
+        self.add_pending_with(folder_id, items, &BTreeSet::new())
+    }
+
+    /// [`State::add_pending`], where the UIDs in `placeholders` come down as placeholders
+    /// (header only): their rows carry the mark from the start, so that a file adopted after
+    /// a crash is known for what it is.
+    pub fn add_pending_with(
+        &mut self,
+        folder_id: i64,
+        items: &[(u32, String, u64)],
+        placeholders: &BTreeSet<u32>,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut st = tx.prepare_cached(
-                "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, size, pending) VALUES (?1, ?2, ?3, ?4, 1)",
+                "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, size, pending, placeholder) \
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5)",
             )?;
             for (uid, near_id, size) in items {
-                st.execute(params![folder_id, uid, near_id, *size as i64])?;
+                st.execute(params![folder_id, uid, near_id, *size as i64, i64::from(placeholders.contains(uid))])?;
             }
+        }
+        tx.commit()
+    }
+
+    /// The folder's messages whose file is a placeholder.
+    pub fn placeholders(&self, folder_id: i64) -> Result<BTreeSet<u32>> {
+        let mut st = self.conn.prepare_cached("SELECT uid FROM messages WHERE folder_id = ?1 AND placeholder = 1")?;
+        let rows = st.query_map([folder_id], |r| r.get::<_, i64>(0).map(|u| u as u32))?;
+        rows.collect()
+    }
+
+    /// Placeholders anywhere in the account whose message has this Message-ID: (folder, UID).
+    pub fn placeholders_by_message_id(&self, message_id: &str) -> Result<Vec<(i64, u32)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT folder_id, uid FROM messages WHERE message_id = ?1 AND message_id != '' AND placeholder = 1 \
+             ORDER BY folder_id, uid",
+        )?;
+        let rows = st.query_map([message_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32)))?;
+        rows.collect()
+    }
+
+    /// Clears the placeholder mark of messages whose full text is in their file now.
+    pub fn clear_placeholders(&mut self, folder_id: i64, uids: &[u32]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("UPDATE messages SET placeholder = 0 WHERE folder_id = ?1 AND uid = ?2")?;
+            for uid in uids {
+                st.execute(params![folder_id, uid])?;
+            }
+            tx.execute("UPDATE folders SET near_mtimes = '' WHERE id = ?1", [folder_id])?;
         }
         tx.commit()
     }
@@ -475,15 +525,29 @@ impl State {
         uidvalidity: u32,
         pairs: &[(u32, String, Flags, u64)],
     ) -> Result<()> {
+        self.rebuild_folder_with(folder_id, uidvalidity, pairs, &BTreeSet::new())
+    }
+
+    /// [`State::rebuild_folder`], the messages whose unique name is in `placeholders`
+    /// marked as placeholders.
+    pub fn rebuild_folder_with(
+        &mut self,
+        folder_id: i64,
+        uidvalidity: u32,
+        pairs: &[(u32, String, Flags, u64)],
+        placeholders: &BTreeSet<String>,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM messages WHERE folder_id = ?1", [folder_id])?;
         tx.execute("DELETE FROM appends WHERE folder_id = ?1", [folder_id])?;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO messages (folder_id, uid, near_id, flags, size, pending) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                "INSERT INTO messages (folder_id, uid, near_id, flags, size, pending, placeholder) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
             )?;
             for (uid, near_id, flags, size) in pairs {
-                ins.execute(params![folder_id, uid, near_id, flags.bits() as i64, *size as i64])?;
+                let mark = i64::from(placeholders.contains(near_id));
+                ins.execute(params![folder_id, uid, near_id, flags.bits() as i64, *size as i64, mark])?;
             }
         }
         tx.execute(
@@ -578,8 +642,9 @@ impl State {
         if email_id.is_empty() {
             return Ok(Vec::new());
         }
-        let mut st =
-            self.conn.prepare_cached("SELECT folder_id, near_id FROM messages WHERE email_id = ?1 AND pending = 0")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT folder_id, near_id FROM messages WHERE email_id = ?1 AND pending = 0 AND placeholder = 0",
+        )?;
         let rows = st.query_map([email_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect()
     }
@@ -598,7 +663,7 @@ impl State {
         }
         let mut st = self.conn.prepare_cached(
             "SELECT folder_id, uid, near_id, flags FROM messages \
-             WHERE size = ?1 AND message_id = ?2 AND message_id != '' AND pending = 0",
+             WHERE size = ?1 AND message_id = ?2 AND message_id != '' AND pending = 0 AND placeholder = 0",
         )?;
         let rows = st.query_map(params![size as i64, message_id], |r| {
             Ok((r.get(0)?, r.get::<_, i64>(1)? as u32, r.get(2)?, Flags::from_bits(r.get::<_, i64>(3)? as u8)))
@@ -689,13 +754,17 @@ impl State {
         {
             let mut del_j = tx.prepare_cached("DELETE FROM moves WHERE from_folder = ?1 AND uid = ?2")?;
             let mut del_m = tx.prepare_cached("DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
+            // A placeholder moved stays one: the mark goes with the message.
+            let mut mark = tx.prepare_cached("SELECT placeholder FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
             let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, flags, size, pending, message_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, flags, size, pending, message_id, placeholder) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
             )?;
             let mut stale = tx.prepare_cached("UPDATE folders SET near_mtimes = '' WHERE id = ?1")?;
             for (m, uid) in done {
                 del_j.execute(params![m.from_folder, m.uid])?;
+                let placeholder: i64 =
+                    mark.query_row(params![m.from_folder, m.uid], |r| r.get(0)).optional()?.unwrap_or(0);
                 del_m.execute(params![m.from_folder, m.uid])?;
                 if let Some(uid) = uid {
                     ins.execute(params![
@@ -704,7 +773,8 @@ impl State {
                         m.near_id,
                         m.flags.bits() as i64,
                         m.size as i64,
-                        m.message_id
+                        m.message_id,
+                        placeholder
                     ])?;
                 }
                 stale.execute([m.from_folder])?;

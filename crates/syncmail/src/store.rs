@@ -104,6 +104,17 @@ impl Store {
         outbox::resolve(&self.account, id, false)
     }
 
+    /// Fetches the bodies of placeholders (messages a `HEADERS_ONLY` sync, or the account's
+    /// `max-size`, brought down as header and note), on the calling thread: each replaces
+    /// its placeholder in place, same file name, same flags. Progress and errors go to
+    /// `request.progress` (`done` included); the report counts `bodies_fetched` per folder.
+    /// Only `request.progress` (and the test hook `interrupt_after`) are read.
+    pub fn fetch_bodies(&self, which: &crate::api::Bodies, request: &SyncRequest) -> crate::api::SyncReport {
+        let report = engine::fetch_bodies(&self.account, which, request);
+        request.progress.done(&report);
+        report
+    }
+
     /// Runs a synchronization on the calling thread: `synchronize_in_background` then wait.
     pub fn synchronize(&self, request: SyncRequest) -> crate::api::SyncReport {
         self.synchronize_in_background(request).wait()

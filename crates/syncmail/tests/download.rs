@@ -195,19 +195,27 @@ fn folder_patterns_include_and_exclude() {
 }
 
 #[test]
-fn unsupported_flags_answer_with_an_error_and_done() {
-    let dv = Dovecot::start(Options::default());
+fn outgoing_mail_without_smtp_is_an_error_and_the_rest_is_done() {
+    let dv = Dovecot::start(Options { messages: 2, ..Default::default() });
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
-    let (r, rec) = sync(&store, SyncFlags::HEADERS_ONLY | SyncFlags::OUTGOING_MAIL | SyncFlags::DOWNLOAD_CONTENTS);
+    // Every flag is carried out now (HEADERS_ONLY was the last): no `unsupported` error.
+    assert_eq!(SyncFlags::IMPLEMENTED, SyncFlags::all());
+    let (r, rec) = sync(
+        &store,
+        SyncFlags::HEADERS_ONLY
+            | SyncFlags::OUTGOING_MAIL
+            | SyncFlags::DOWNLOAD_CONTENTS
+            | SyncFlags::DOWNLOAD_HIERARCHY,
+    );
     assert!(!r.is_success());
     let errs = rec.errors.lock().unwrap();
-    assert_eq!(errs.len(), 2, "{errs:#?}");
-    assert_eq!(errs[0].kind, ErrorKind::Unsupported);
-    assert!(errs[0].message.contains("HEADERS_ONLY"));
-    // Outgoing mail is built, but this account has no [smtp] section to send with.
-    assert_eq!(errs[1].kind, ErrorKind::Config);
-    assert!(errs[1].message.contains("[smtp]"), "{:?}", errs[1]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    // This account has no [smtp] section to send with.
+    assert_eq!(errs[0].kind, ErrorKind::Config);
+    assert!(errs[0].message.contains("[smtp]"), "{:?}", errs[0]);
+    assert_eq!(r.downloaded(), 2, "{r:#?}");
+    assert_eq!(r.folders.iter().map(|f| f.placeholders).sum::<u64>(), 2, "{r:#?}");
 }
 
 #[test]

@@ -470,6 +470,7 @@ fn sync_folder_once(
     let mut touched = false;
     // Messages whose file a mail reader moved under us: left for the next run.
     let mut moved: BTreeSet<u32> = BTreeSet::new();
+    let mut placeholders: Option<BTreeSet<u32>> = None;
     for a in actions {
         match a {
             Action::SetNearFlags { uid, entry, flags } => match dir.set_flags(&entry, flags) {
@@ -490,7 +491,16 @@ fn sync_folder_once(
             Action::Agree { uid, flags } => agreed.push((uid, flags)),
             Action::DeleteNear { uid, entry } => {
                 let size = known.get(&uid).map_or(0, |r| r.size);
-                let (mid, email_id) = state.identity_of(row.id, uid).map_err(|e| lerr(ctx, &e))?;
+                // A placeholder is never kept as a local copy of a message moved elsewhere.
+                let placeholders = match &placeholders {
+                    Some(p) => p,
+                    None => placeholders.insert(state.placeholders(row.id).map_err(|e| lerr(ctx, &e))?),
+                };
+                let (mid, email_id) = if placeholders.contains(&uid) {
+                    Default::default()
+                } else {
+                    state.identity_of(row.id, uid).map_err(|e| lerr(ctx, &e))?
+                };
                 index.remove_to_attic(ctx, &dir, &entry, size, mid, email_id).map_err(|e| lerr(ctx, &e))?;
                 forget.push(uid);
                 report.deleted += 1;
@@ -571,6 +581,26 @@ fn sync_folder_once(
         if moves::is_move_in_flight(ctx, state, index, &row, entry, &data).map_err(|e| lerr(ctx, &e))? {
             // Moved here from a folder not synced yet: that folder's sync moves it on the
             // server; uploading it too would make two.
+            continue;
+        }
+        if super::placeholder::is_placeholder(&data) {
+            // A placeholder syncmail no longer knows (its state row lost, or copied by
+            // hand): its body is not here, so it must never reach the server as a message.
+            ctx.error(SyncError {
+                hint: "it is not uploaded; if it is a copy, delete it; to have the message here too, run \
+                       `syncmail fetch` where it came from first, then copy that"
+                    .into(),
+                ..message_error(
+                    ctx,
+                    shown,
+                    entry,
+                    &format!(
+                        "it is a placeholder ({} header): its body was never downloaded",
+                        super::placeholder::MARKER
+                    ),
+                    None,
+                )
+            });
             continue;
         }
         let a = AppendRow {
@@ -685,10 +715,41 @@ fn sync_folder_once(
     };
     state.commit(row.id, &[], &[], Some(mark)).map_err(|e| lerr(ctx, &e))?;
     ctx.step()?;
+    if ctx.account.fetch_flagged && mode.download {
+        fetch_flagged(ctx, session, state, mb, &mut report)?;
+    }
     // The mtimes are recorded only by a run that found the Maildir unchanged (above), and
     // then as read before the listing: a change made while this run worked must not hide
     // behind mtimes taken after it.
     Ok(Some(report))
+}
+
+/// `fetch-flagged`: the bodies of the folder's placeholders whose agreed flags (after this
+/// sync, so either side's) include `\Flagged`.
+fn fetch_flagged(
+    ctx: &mut Ctx<'_>,
+    session: &mut Session,
+    state: &mut State,
+    mb: &Mailbox,
+    report: &mut FolderReport,
+) -> Result<(), FolderError> {
+    let lerr = |ctx: &Ctx<'_>, e: &dyn std::fmt::Display| local_error(ctx, &mb.display_name, e);
+    let Some(row) = state.folder(&mb.far_name).map_err(|e| lerr(ctx, &e))? else { return Ok(()) };
+    let marked = state.placeholders(row.id).map_err(|e| lerr(ctx, &e))?;
+    if marked.is_empty() {
+        return Ok(());
+    }
+    let known = state.messages(row.id).map_err(|e| lerr(ctx, &e))?;
+    let flagged: Vec<u32> = marked
+        .into_iter()
+        .filter(|u| known.get(u).is_some_and(|r| !r.pending && r.flags.contains(syncmail_imap::Flags::FLAGGED)))
+        .collect();
+    if !flagged.is_empty() {
+        let got = super::fetch::fetch_folder(ctx, session, state, &row, &flagged)?;
+        report.bodies_fetched += got.bodies_fetched;
+        report.bytes_downloaded += got.bytes_downloaded;
+    }
+    Ok(())
 }
 
 fn mtimes_text((cur, new): (i128, i128)) -> String {
@@ -831,6 +892,8 @@ fn download(
         // What an interrupted run left in tmp/ (Maildir: older than 36 hours is garbage).
         dir.clean_tmp(std::time::Duration::from_secs(36 * 3600)).map_err(|e| local_error(ctx, shown, e))?;
     }
+    let headers_only = ctx.req.flags.contains(crate::api::SyncFlags::HEADERS_ONLY);
+    let max_size = ctx.account.max_size;
     let total_bytes: u64 = downloads.iter().map(|(_, s)| *s).sum();
     let mut done_bytes = 0u64;
     let mut done = 0u64;
@@ -842,7 +905,14 @@ fn download(
         }
         let journal: Vec<(u32, String, u64)> =
             batch.iter().map(|(uid, size)| (*uid, maildir::new_unique(), *size)).collect();
-        state.add_pending(row.id, &journal).map_err(|e| local_error(ctx, shown, e))?;
+        // Headers only (asked for, or larger than max-size): a placeholder now, the body
+        // on demand. A message found here already is copied whole: that costs nothing.
+        let heads: BTreeSet<u32> = batch
+            .iter()
+            .filter(|(uid, size)| !copies.contains_key(uid) && (headers_only || max_size.is_some_and(|m| *size > m)))
+            .map(|(uid, _)| *uid)
+            .collect();
+        state.add_pending_with(row.id, &journal, &heads).map_err(|e| local_error(ctx, shown, e))?;
         ctx.step()?;
         let names: HashMap<u32, &str> = journal.iter().map(|(u, n, _)| (*u, n.as_str())).collect();
         let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
@@ -863,7 +933,8 @@ fn download(
             ids.push((*uid, mid, email_id(*uid)));
             done += 1;
         }
-        let to_fetch: Vec<u32> = uids.iter().copied().filter(|u| !copies.contains_key(u)).collect();
+        let to_fetch: Vec<u32> =
+            uids.iter().copied().filter(|u| !copies.contains_key(u) && !heads.contains(u)).collect();
         let mut failure: Option<FolderError> = None;
         let mut data = Vec::new();
         let spill = crate::far::Spill { dir: dir.path().join("tmp"), threshold: STREAM_FROM };
@@ -906,9 +977,45 @@ fn download(
             );
             Ok(())
         });
-        let refused = fetched.map_err(|e| imap_error(ctx, shown, &e))?;
+        let mut refused = fetched.map_err(|e| imap_error(ctx, shown, &e))?;
         if let Some(f) = failure {
             return Err(f);
+        }
+        if !heads.is_empty() {
+            let heads: Vec<u32> = heads.iter().copied().collect();
+            let sizes: HashMap<u32, u64> = batch.iter().copied().collect();
+            let fetched = session.fetch_headers(&heads, FETCH_CHUNK, |uid, flags, head| {
+                let Some(unique) = names.get(&uid).filter(|_| failure.is_none() && seen.insert(uid)) else {
+                    return Ok(());
+                };
+                let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
+                let size = sizes.get(&uid).copied().unwrap_or(0);
+                let hint = super::placeholder::fetch_command(ctx.name(), shown, uid);
+                let data = super::placeholder::build(head, size, unique, &hint);
+                let mid = header(head, "Message-ID").unwrap_or_default();
+                if !mid.is_empty() || email_ids.contains_key(&uid) {
+                    ids.push((uid, mid, email_id(uid)));
+                }
+                match dir.stage_unsynced(unique, &data) {
+                    Ok(s) => staged.push((uid, flags, s, false)),
+                    Err(e) => failure = Some(local_error(ctx, shown, e)),
+                }
+                done += 1;
+                done_bytes += head.len() as u64;
+                report.placeholders += 1;
+                ctx.progress(
+                    Step::Download,
+                    format!("downloading {total} new messages ({} headers only)", report.placeholders),
+                    Some(shown),
+                    (done, total),
+                    (done_bytes, total_bytes.max(done_bytes)),
+                );
+                Ok(())
+            });
+            refused.extend(fetched.map_err(|e| imap_error(ctx, shown, &e))?);
+            if let Some(f) = failure {
+                return Err(f);
+            }
         }
         let unasked = std::mem::take(&mut session.unasked);
         if !unasked.is_empty() {

@@ -9,14 +9,17 @@
 #![allow(clippy::result_large_err)]
 
 mod errors;
+mod fetch;
 mod folder;
 mod hierarchy;
 pub(crate) mod message;
 mod moves;
 mod outgoing;
+mod placeholder;
 pub mod plan;
 mod rematch;
 
+pub(crate) use fetch::run as fetch_bodies;
 pub(crate) use message::header as message_header;
 
 use crate::api::{CancelToken, ErrorKind, FolderReport, Progress, Step, SyncError, SyncFlags, SyncReport, SyncRequest};
@@ -76,6 +79,13 @@ impl Ctx<'_> {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Opens a session to the account's server, saying so.
+    fn connect(&self) -> Result<Session, SyncError> {
+        let imap = &self.account.imap;
+        self.progress(Step::Connect, format!("connecting to {}:{}", imap.host, imap.port), None, (0, 0), (0, 0));
+        Session::open_traced(imap, self.trace()).map_err(|e| errors::from_session(self.name(), &e))
     }
 
     pub fn progress(&self, step: Step, text: String, folder: Option<&str>, counts: (u64, u64), bytes: (u64, u64)) {
@@ -225,16 +235,7 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), S
     }
     let mut session = match filing_session {
         Some(s) => s,
-        None => {
-            ctx.progress(
-                Step::Connect,
-                format!("connecting to {}:{}", account.imap.host, account.imap.port),
-                None,
-                (0, 0),
-                (0, 0),
-            );
-            Session::open_traced(&account.imap, ctx.trace()).map_err(|e| errors::from_session(&name, &e))?
-        }
+        None => ctx.connect()?,
     };
 
     ctx.progress(Step::ListFolders, "reading the folder list".into(), None, (0, 0), (0, 0));

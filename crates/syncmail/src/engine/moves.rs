@@ -69,6 +69,8 @@ pub(crate) struct Unknown {
     /// CRLF size and Message-ID (the server's terms).
     pub size: u64,
     pub message_id: String,
+    /// For a placeholder, the unique name it was written under (the known message it is).
+    pub placeholder_of: Option<String>,
 }
 
 fn attic_dir(ctx: &Ctx<'_>) -> PathBuf {
@@ -198,8 +200,11 @@ impl NearIndex {
                     out.push(Unknown {
                         folder: f.clone(),
                         entry,
-                        size: data.len() as u64,
+                        // A placeholder (a reader moved it by writing a copy): the size of
+                        // the message it stands for, so that it is recognized as moved.
+                        size: super::placeholder::declared_size(&data).unwrap_or(data.len() as u64),
                         message_id: header(&data, "Message-ID").unwrap_or_default(),
+                        placeholder_of: super::placeholder::declared_id(&data),
                     });
                 }
             }
@@ -247,7 +252,7 @@ pub(crate) fn find_local_moves(
             .iter()
             .filter(|u| u.folder.id != row.id && filter.matches(&u.folder.display_name, u.folder.delimiter))
             .filter(|u| !taken.contains(&(u.folder.id, u.entry.unique().to_string())))
-            .find(|u| u.entry.unique() == r.near_id)
+            .find(|u| u.entry.unique() == r.near_id || u.placeholder_of.as_deref() == Some(r.near_id.as_str()))
             .or_else(|| {
                 let same: Vec<&Unknown> = unknown
                     .iter()
@@ -282,6 +287,11 @@ pub(crate) fn is_move_in_flight(
         .into_iter()
         .map(|f| (f, entry.unique().to_string()))
         .collect();
+    // A placeholder copied under a new name names the message it stands for.
+    if let Some(id) = super::placeholder::declared_id(crlf) {
+        sources
+            .extend(state.folders_with_near_id(&id).map_err(|e| e.to_string())?.into_iter().map(|f| (f, id.clone())));
+    }
     if let Some(mid) = header(crlf, "Message-ID") {
         sources.extend(
             state

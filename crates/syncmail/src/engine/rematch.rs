@@ -37,6 +37,12 @@ struct Local {
     agreed: Flags,
     message_id: String,
     crlf: Vec<u8>,
+    /// The server's size of the message: the file's, except for a placeholder (whose
+    /// recorded size is the whole message's).
+    size: u64,
+    /// A placeholder: matched by Message-ID and size only (its content is not the
+    /// message's), and it stays one.
+    placeholder: bool,
 }
 
 pub(crate) fn rematch(
@@ -52,18 +58,21 @@ pub(crate) fn rematch(
     let near = dir.scan().map_err(|e| lerr(&e))?;
     let known = state.messages(row.id).map_err(|e| lerr(&e))?;
     let journal = state.appends(row.id).map_err(|e| lerr(&e))?;
+    let marked = state.placeholders(row.id).map_err(|e| lerr(&e))?;
     let mut locals = Vec::new();
     let refs = known
         .values()
-        .map(|r| (r.near_id.clone(), (!r.pending).then_some(r.flags)))
-        .chain(journal.iter().map(|a| (a.near_id.clone(), None)));
-    for (near_id, agreed) in refs {
+        .map(|r| (r.near_id.clone(), (!r.pending).then_some(r.flags), marked.contains(&r.uid).then_some(r.size)))
+        .chain(journal.iter().map(|a| (a.near_id.clone(), None, None)));
+    for (near_id, agreed, placeholder_size) in refs {
         let Some(e) = near.get(&near_id) else { continue };
         let crlf = lf_to_crlf(&dir.read(e).map_err(|e| lerr(&e))?);
         locals.push(Local {
             message_id: header(&crlf, "Message-ID").unwrap_or_default(),
             agreed: agreed.unwrap_or(e.flags),
             near_id,
+            size: placeholder_size.unwrap_or(crlf.len() as u64),
+            placeholder: placeholder_size.is_some(),
             crlf,
         });
     }
@@ -77,20 +86,20 @@ pub(crate) fn rematch(
     }
     let mut local_keys: HashMap<(String, u64), usize> = HashMap::new();
     for l in &locals {
-        *local_keys.entry((l.message_id.clone(), l.crlf.len() as u64)).or_default() += 1;
+        *local_keys.entry((l.message_id.clone(), l.size)).or_default() += 1;
     }
     let mut used: BTreeSet<u32> = BTreeSet::new();
     let mut pairs: Vec<(u32, String, Flags, u64)> = Vec::new();
     let mut ambiguous: Vec<&Local> = Vec::new();
     for l in &locals {
-        let key = (l.message_id.clone(), l.crlf.len() as u64);
+        let key = (l.message_id.clone(), l.size);
         match by_key.get(&key) {
             Some(c) if !l.message_id.is_empty() && c.len() == 1 && local_keys[&key] == 1 => {
                 used.insert(c[0]);
-                pairs.push((c[0], l.near_id.clone(), l.agreed, l.crlf.len() as u64));
+                pairs.push((c[0], l.near_id.clone(), l.agreed, l.size));
             }
-            Some(_) => ambiguous.push(l),
-            None => {}
+            Some(_) if !l.placeholder => ambiguous.push(l),
+            _ => {}
         }
     }
     // The rest by content: only the candidates of the same size are fetched.
@@ -155,7 +164,25 @@ pub(crate) fn rematch(
         state.rebuild_folder(row.id, uidvalidity, &[]).map_err(|e| lerr(&e))?;
         return Ok(Outcome::MovedAside { moved_to });
     }
-    state.rebuild_folder(row.id, uidvalidity, &pairs).map_err(|e| lerr(&e))?;
+    // A placeholder not matched holds nothing but a header: kept, it would be a file no
+    // row knows, refused for upload on every run, beside the message downloaded afresh.
+    let matched: BTreeSet<&str> = pairs.iter().map(|(_, n, ..)| n.as_str()).collect();
+    let mut removed = false;
+    for l in locals.iter().filter(|l| l.placeholder && !matched.contains(l.near_id.as_str())) {
+        if let Some(e) = near.get(&l.near_id) {
+            dir.remove(e).map_err(|e| lerr(&e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        dir.sync().map_err(|e| lerr(&e))?;
+    }
+    let still: BTreeSet<String> = locals
+        .iter()
+        .filter(|l| l.placeholder && matched.contains(l.near_id.as_str()))
+        .map(|l| l.near_id.clone())
+        .collect();
+    state.rebuild_folder_with(row.id, uidvalidity, &pairs, &still).map_err(|e| lerr(&e))?;
     Ok(Outcome::Rematched { matched: pairs.len(), local: locals.len() })
 }
 
