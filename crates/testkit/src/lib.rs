@@ -129,6 +129,11 @@ fn wait_for_greeting(port: u16, child: &mut Child) -> Result<(), StartFailure> {
 /// [`kill_group`] gets everything it forks), and returns once it greets on `port`.
 /// Panics with the end of its `log` if it exits first or does not greet within 20 s.
 fn start_server(cmd: &mut Command, port: u16, log: &Path) -> Child {
+    try_start_server(cmd, port, log).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// [`start_server`], returning why it failed instead of panicking.
+fn try_start_server(cmd: &mut Command, port: u16, log: &Path) -> Result<Child, String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -141,9 +146,9 @@ fn start_server(cmd: &mut Command, port: u16, log: &Path) -> Child {
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(20)..].join("\n");
         kill_group(child);
-        panic!("{cmd:?} did not start ({why:?}); the end of {}:\n{tail}", log.display());
+        return Err(format!("{cmd:?} did not start ({why:?}); the end of {}:\n{tail}", log.display()));
     }
-    child
+    Ok(child)
 }
 
 /// Kills a server started with `process_group(0)` and everything it forked (SIGKILL to
@@ -233,22 +238,31 @@ impl Dovecot {
             );
             mechanisms.push_str(" xoauth2 oauthbearer");
         }
-        let port_plain = free_port();
-        let port_tls = free_port();
-        let conf = std::fs::read_to_string(scripts.join("dovecot.conf.in"))
+        let template = std::fs::read_to_string(scripts.join("dovecot.conf.in"))
             .unwrap()
             .replace("@DIR@", d.to_str().unwrap())
-            .replace("@PORT_PLAIN@", &port_plain.to_string())
-            .replace("@PORT_TLS@", &port_tls.to_string())
             .replace("@IMAP_CAPABILITY@", opts.capability.as_deref().unwrap_or(""))
             .replace("@SEPARATOR@", &opts.separator.unwrap_or('.').to_string())
             .replace("@AUTH_MECHANISMS@", &mechanisms)
             .replace("@OAUTH2_PASSDB@", &oauth2_passdb)
             .replace("@PASSWORD@", opts.password.as_deref().unwrap_or(PASSWORD));
-        std::fs::write(d.join("dovecot.conf"), conf).unwrap();
-        let mut dv = Dovecot { dir, port_plain, port_tls, child: None };
-        dv.launch();
-        dv
+        // A free port can be taken by another test between being found and being bound:
+        // a server that could not listen is started again on other ports.
+        let mut attempt = 0;
+        loop {
+            let port_plain = free_port();
+            let port_tls = free_port();
+            let conf =
+                template.replace("@PORT_PLAIN@", &port_plain.to_string()).replace("@PORT_TLS@", &port_tls.to_string());
+            std::fs::write(d.join("dovecot.conf"), conf).unwrap();
+            let mut cmd = Command::new("/usr/sbin/dovecot");
+            cmd.arg("-F").arg("-c").arg(d.join("dovecot.conf"));
+            match try_start_server(&mut cmd, port_plain, &d.join("dovecot.log")) {
+                Ok(child) => return Dovecot { dir, port_plain, port_tls, child: Some(child) },
+                Err(why) if attempt >= 2 => panic!("{why}"),
+                Err(_) => attempt += 1,
+            }
+        }
     }
 
     fn launch(&mut self) {
