@@ -23,9 +23,10 @@ bitflags::bitflags! {
         const OUTGOING_MAIL = 0x0000_0200;
         /// Fetch headers (and sizes, flags) only; bodies later.
         const HEADERS_ONLY = 0x0200_0000;
-        /// Started by a person: runs before queued background work. Until the scheduler
-        /// exists, every request runs at once on its own thread. Outgoing mail that waits
-        /// for its next attempt after a temporary failure is sent at once.
+        /// Started by a person: runs before queued background work of the account, and a
+        /// background sync in progress gives way to it between folders (then goes on
+        /// with the folders it had left). Outgoing mail that waits for its next attempt
+        /// after a temporary failure is sent at once.
         const ON_DEMAND = 0x2000_0000;
     }
 }
@@ -346,14 +347,28 @@ impl SyncRequest {
 
 /// A flag the engine checks between steps.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken {
+    flag: Arc<AtomicBool>,
+    /// For work shared by several requests (merged duplicates): cancelled too once every
+    /// member is, so that one caller cancelling does not stop the others' sync.
+    all_of: Option<Arc<Mutex<Vec<CancelToken>>>>,
+}
 
 impl CancelToken {
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.flag.store(true, Ordering::SeqCst);
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.flag.load(Ordering::SeqCst)
+            || self.all_of.as_ref().is_some_and(|g| {
+                let g = g.lock().unwrap_or_else(|p| p.into_inner());
+                !g.is_empty() && g.iter().all(CancelToken::is_cancelled)
+            })
+    }
+    /// A token cancelled by [`CancelToken::cancel`] or once all of `members` are (members
+    /// may be added later).
+    pub(crate) fn all_of(members: Arc<Mutex<Vec<CancelToken>>>) -> CancelToken {
+        CancelToken { flag: Arc::default(), all_of: Some(members) }
     }
 }
 

@@ -31,7 +31,8 @@
 //!
 //! # Layout
 //! - [`api`]: the request, the flags, the progress trait, the handle.
-//! - [`store`]: the local store and its background thread.
+//! - [`store`]: the local store of an account.
+//! - [`scheduler`]: one worker per account, a priority queue of sync requests.
 //! - `engine`: one sync of one account; `engine::plan` decides (pure, table-tested), the
 //!   rest of the engine carries the plan out with every step journaled.
 //! - [`far`]: the server side of a sync over IMAP.
@@ -46,6 +47,7 @@ pub mod config;
 mod engine;
 pub mod far;
 pub mod outbox;
+pub mod scheduler;
 pub mod state;
 pub mod store;
 
@@ -56,4 +58,5 @@ pub use api::{
 pub use config::{AccountConfig, Config, ConfigError};
 pub use engine::plan;
 pub use outbox::{OutState, OutboxError, OutboxRow, QueueOptions};
+pub use scheduler::{JobInfo, Status};
 pub use store::{Store, StoreError};
