@@ -85,6 +85,8 @@ struct RawAccount {
     outbox: Option<String>,
     sent_folder: Option<String>,
     server_files_sent: Option<bool>,
+    interval: Option<u64>,
+    idle: Option<Vec<String>>,
     imap: RawImap,
     smtp: Option<RawSmtp>,
     #[serde(default)]
@@ -377,6 +379,11 @@ pub struct AccountConfig {
     pub sent_folder: Option<String>,
     /// The SMTP server files sent mail itself (Gmail does): syncmail does not.
     pub server_files_sent: bool,
+    /// `syncmail daemon`: seconds between two background syncs of the whole account
+    /// (`interval`, default 300, at least 10).
+    pub interval: std::time::Duration,
+    /// `syncmail daemon`: the server folders watched with IDLE besides INBOX (`idle`).
+    pub idle: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -643,6 +650,10 @@ impl Config {
                 None => None,
                 Some(sm) => Some(smtp_config(sm, &a.imap.user, &password, &base).map_err(invalid)?),
             };
+            let interval = a.interval.unwrap_or(300);
+            if interval < 10 {
+                return Err(invalid(format!("interval = {interval}: at least 10 seconds between background syncs")));
+            }
             let outbox = a.outbox.unwrap_or_else(|| "Outbox".into());
             // One plain folder directly under the Maildir root, and never the INBOX, whose
             // mail would be taken for mail to send.
@@ -675,6 +686,8 @@ impl Config {
                     outbox,
                     sent_folder: a.sent_folder,
                     server_files_sent: a.server_files_sent.unwrap_or(false),
+                    interval: std::time::Duration::from_secs(interval),
+                    idle: a.idle.unwrap_or_default(),
                     name,
                 },
             );

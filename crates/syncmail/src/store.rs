@@ -65,6 +65,12 @@ impl Store {
         self.scheduler.status()
     }
 
+    /// Whether a sync of the account runs or waits in the queue.
+    pub fn is_busy(&self) -> bool {
+        let s = self.scheduler.status();
+        s.running.is_some() || !s.queued.is_empty()
+    }
+
     /// Cancels the running sync and everything queued for the account: each caller gets
     /// its `done`, cancelled; the running sync stops at its next step boundary.
     pub fn cancel_all(&self) {
