@@ -3,7 +3,9 @@
 //! Two stages, as in ripgrep: clap reads the raw arguments, then [`run`] turns them into
 //! validated work (accounts from the configuration, a flag set) before anything starts.
 
+mod daemon;
 mod display;
+mod events;
 mod send;
 
 use anyhow::{Context, Result, bail};
@@ -53,6 +55,15 @@ enum Command {
         #[arg(long = "folder")]
         folders: Vec<String>,
     },
+    /// Keep the accounts named (or all) in sync in the background until SIGTERM/SIGINT:
+    /// a sync every `interval` seconds (config, default 300), new mail through IMAP IDLE
+    /// on INBOX and the folders of `idle = [...]`, local changes uploaded as they happen.
+    /// `syncmail sync` and `syncmail status` talk to it.
+    Daemon { accounts: Vec<String> },
+    /// What the running daemon is doing: per account, the last successful sync, the
+    /// sync running and its progress, what is queued, the last errors; per folder, when
+    /// it was last synced.
+    Status { accounts: Vec<String> },
     /// Queue a message read on standard input for sending, as a sendmail program does
     /// (`-t`, `-f ADDR`, `-F NAME`, `-i`, `-oi`, recipients; `--now` to send at once), or
     /// manage the outbox: `--flush` sends it, `--list [--all]` shows it, `--retry ID`
@@ -140,6 +151,16 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Sync { accounts, flags, folders, confirm_deletions } => {
             let explicit = !flags.is_empty();
             let flags = parse_flags(&flags)?;
+            // A running daemon does it, first in its queue; its events show here.
+            let display = display::Display::new(mode.0, mode.1);
+            let explicit_flags = explicit.then_some(flags);
+            if let Some(reports) =
+                daemon::forward_sync(&display, &accounts, explicit_flags, &folders, confirm_deletions, mode.1)?
+            {
+                display.finish(&reports);
+                return Ok(reports.iter().all(|r| r.is_success()));
+            }
+            drop(display);
             let config = load_config(&config_path)?;
             let accounts = config.select(&accounts)?;
             if accounts.is_empty() {
@@ -158,6 +179,22 @@ fn run(cli: Cli) -> Result<bool> {
                 req
             })
         }
+        Command::Daemon { accounts } => {
+            let config = load_config(&config_path)?;
+            let accounts = config.select(&accounts)?;
+            if accounts.is_empty() {
+                bail!("the configuration at {} has no [accounts.NAME] section", config_path.display());
+            }
+            let stores = accounts
+                .into_iter()
+                .map(|a| {
+                    let name = a.name.clone();
+                    Store::open(a).with_context(|| format!("account {name}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            daemon::run(stores, mode.0, mode.1)
+        }
+        Command::Status { accounts } => daemon::status(&accounts, cli.json),
         Command::Send { args } => {
             let a = send::parse(&args)?;
             let config = load_config(&config_path)?;

@@ -86,6 +86,14 @@ impl Step {
             Step::Finish => "finish",
         }
     }
+
+    /// The step of a [`Step::name`].
+    pub fn from_name(name: &str) -> Option<Step> {
+        use Step::*;
+        [Lock, Connect, ListFolders, CheckFolder, Download, ApplyChanges, Upload, Folders, Send, Finish]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
 }
 
 /// A progress report: after `Progress(text, index, indexMax)`, with more to say.
@@ -156,6 +164,29 @@ impl ErrorKind {
             ErrorKind::Send => "send",
             ErrorKind::Cancelled => "cancelled",
         }
+    }
+
+    /// The kind of an [`ErrorKind::name`].
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        use ErrorKind::*;
+        [
+            Unsupported,
+            Config,
+            Network,
+            Tls,
+            Auth,
+            Server,
+            Local,
+            FolderName,
+            UidValidity,
+            Locked,
+            DeletionsHeld,
+            Message,
+            Send,
+            Cancelled,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 }
 
