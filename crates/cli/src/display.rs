@@ -62,7 +62,7 @@ impl Display {
                 } else {
                     pb.set_style(
                         ProgressStyle::with_template(
-                            "  {prefix:30!} [{bar:25}] {pos}/{len} msgs {msg} {elapsed_precise}",
+                            "  {prefix:30!} [{bar:25}] {pos}/{len} msgs {msg} {elapsed_precise}, {eta} left",
                         )
                         .unwrap_or_else(|_| ProgressStyle::default_bar())
                         .progress_chars("=> "),
