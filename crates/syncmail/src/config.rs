@@ -14,6 +14,8 @@
 //! outbox = "Outbox"                # the local Maildir folder of messages to send
 //! sent-folder = "Sent"             # where sent mail is filed (default: the \Sent folder)
 //! server-files-sent = false        # true when the SMTP server files sent mail itself
+//! interval = 300                   # syncmail daemon: seconds between background syncs
+//! idle = ["Lists/rust"]            # syncmail daemon: folders watched with IDLE besides INBOX
 //! [accounts.work.imap]
 //! host = "imap.example.org"
 //! port = 993                       # default follows tls
@@ -765,11 +767,25 @@ mod tests {
         assert_eq!(w.delete_guard, DeleteGuard { percent: 50, min: 10 });
         assert_eq!(w.trash_folder.as_deref(), Some("Trash"));
         assert_eq!(w.state_dir, PathBuf::from("/elsewhere"));
+        assert_eq!(w.idle, ["Lists/rust"]);
         assert_eq!(w.outbox, "Outbox");
         assert!(!w.server_files_sent);
         let sm = w.smtp.as_ref().unwrap();
         assert_eq!((sm.port, sm.tls, sm.user.as_str()), (465, TlsMode::Implicit, "me@example.org"));
         assert!(matches!(&sm.password, PasswordSource::Env(v) if v == "SMTP_PASSWORD"));
+    }
+
+    #[test]
+    fn daemon_settings_have_defaults_and_limits() {
+        let base = "[accounts.a]\nmaildir='x'\n{}\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n";
+        let parse = |keys: &str| Config::parse(&base.replace("{}", keys), Path::new("/c.toml"));
+        let a = &parse("").unwrap().accounts["a"];
+        assert_eq!(a.interval, std::time::Duration::from_secs(300));
+        assert!(a.idle.is_empty());
+        let a = &parse("interval = 60\nidle = ['Lists', 'Work/Team']").unwrap().accounts["a"];
+        assert_eq!(a.interval, std::time::Duration::from_secs(60));
+        assert_eq!(a.idle, ["Lists", "Work/Team"]);
+        assert!(parse("interval = 5").unwrap_err().to_string().contains("at least 10 seconds"));
     }
 
     #[test]

@@ -257,9 +257,13 @@ impl Daemon {
     /// journaled: the store stays consistent), and this returns once they have.
     pub fn shutdown(self) {
         self.stopper.stop();
+        for s in &self.stores {
+            s.cancel_all();
+        }
         for t in self.threads {
             let _ = t.join();
         }
+        // Again: a watcher may have queued work before it saw the stop.
         for s in &self.stores {
             s.cancel_all();
         }
@@ -298,6 +302,20 @@ fn idle_watch(ctx: &AccountCtx, folder: &str) {
                 return;
             }
             Ok(mut s) => match s.examine(folder) {
+                Err(e @ (syncmail_imap::Error::No { .. } | syncmail_imap::Error::Bad { .. })) => {
+                    // No such folder, or not allowed: trying again will not help.
+                    ctx.progress.error(&SyncError {
+                        kind: ErrorKind::Server,
+                        account: account.name.clone(),
+                        folder: Some(folder.to_string()),
+                        message: format!("cannot watch {folder} with IDLE: {e}"),
+                        server_text: e.server_text().map(str::to_string),
+                        hint: "check the folder name in `idle = [...]`; the folder syncs with the others".into(),
+                        retryable: false,
+                    });
+                    s.logout();
+                    return;
+                }
                 Err(e) => Some(e.to_string()),
                 Ok(()) => {
                     attempt = 0;

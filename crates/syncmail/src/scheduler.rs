@@ -239,8 +239,8 @@ impl Scheduler {
             } else {
                 engine::run_preemptible(&self.account, &req, &job.cancel, &preempt)
             };
-            let report = merge(job.partial.take(), report);
             self.record(&fan, &report);
+            let report = merge(job.partial.take(), report);
             let mut q = lock(&self.queue);
             q.running = None;
             q.running_cancel = None;

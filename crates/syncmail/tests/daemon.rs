@@ -61,6 +61,31 @@ fn mail_delivered_on_the_server_arrives_through_idle() {
 }
 
 #[test]
+fn folders_of_the_idle_setting_are_watched_and_a_missing_one_is_reported_once() {
+    let dv = Dovecot::start(Options::default());
+    dv.doveadm(&["mailbox", "create", "Lists"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let acc = common::account_with(&dv, tmp.path(), Conn::Plain, "idle = [\"Lists\", \"Nowhere\"]", "");
+    let store = Store::open(acc).unwrap();
+    let rec = Arc::new(Recorder::default());
+    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
+    let watching_lists = || rec.progress.lock().unwrap().iter().any(|p| p.text == "watching Lists with IDLE");
+    within(10, "IDLE on Lists", watching_lists);
+    within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    dv.save("Lists", &syncmail_testkit::message("list mail", "pushed too"));
+    within(10, "the message in Lists", || near_find(tmp.path(), "Lists", "list mail").is_some());
+    // The missing folder: one error that says so, no reconnect loop.
+    std::thread::sleep(Duration::from_millis(500));
+    let errors = rec.errors.lock().unwrap().clone();
+    let nowhere: Vec<_> = errors.iter().filter(|e| e.folder.as_deref() == Some("Nowhere")).collect();
+    assert_eq!(nowhere.len(), 1, "{errors:#?}");
+    assert_eq!(nowhere[0].kind, ErrorKind::Server);
+    assert!(!nowhere[0].retryable);
+    daemon.shutdown();
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
 fn a_server_restart_is_followed_by_a_reconnect() {
     let mut dv = Dovecot::start(Options::default());
     let tmp = tempfile::tempdir().unwrap();

@@ -127,7 +127,7 @@ fn equal_queued_requests_share_a_run_and_each_caller_keeps_its_handle() {
     let recs: Vec<Arc<Recorder>> = (0..3).map(|_| Arc::new(Recorder::default())).collect();
     let handles: Vec<SyncHandle> =
         recs.iter().map(|r| store.synchronize_in_background(inbox().with_progress(r.clone()))).collect();
-    // A different request stays apart; its flag ON_DEMAND would not.
+    // A request for other work stays apart.
     let other = store.synchronize_in_background(SyncRequest::new(SyncFlags::DOWNLOAD_CONTENTS));
     // The worker has taken the first request (and waits in its callback).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
