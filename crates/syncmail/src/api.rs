@@ -434,6 +434,9 @@ impl Shared {
 pub struct SyncHandle {
     pub(crate) shared: Arc<Shared>,
     pub(crate) cancel: CancelToken,
+    /// Tells the scheduler at once, so that a request still queued ends without waiting
+    /// for its turn.
+    pub(crate) on_cancel: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl SyncHandle {
@@ -458,12 +461,17 @@ impl SyncHandle {
     }
 
     /// Asks the sync to stop at the next step boundary. What was done stays done and
-    /// consistent; the report says `cancelled`.
+    /// consistent; the report says `cancelled`. A request still queued, or sharing its run
+    /// with other callers' equal requests, ends at once for this caller.
     pub fn cancel(&self) {
         self.cancel.cancel();
+        if let Some(f) = &self.on_cancel {
+            f();
+        }
     }
 
-    /// A token that cancels this sync, for a progress receiver or another thread to hold.
+    /// A token that cancels this sync, for a progress receiver or another thread to hold
+    /// (through it, a queued request ends when its turn comes).
     pub fn cancel_token(&self) -> CancelToken {
         self.cancel.clone()
     }
@@ -506,7 +514,7 @@ mod tests {
     #[test]
     fn handle_waits_polls_and_awaits() {
         let shared = Arc::new(Shared::default());
-        let h = SyncHandle { shared: shared.clone(), cancel: CancelToken::default() };
+        let h = SyncHandle { shared: shared.clone(), cancel: CancelToken::default(), on_cancel: None };
         assert!(!h.is_done());
         assert!(h.try_report().is_none());
         let s2 = shared.clone();

@@ -39,6 +39,10 @@ struct Waiter {
 
 /// Queued work: one or more merged requests.
 struct Job {
+    /// The configuration of the store that asked: stores of one state directory share the
+    /// worker, but one opened with other settings (another server address, say) syncs
+    /// with its own.
+    account: Arc<AccountConfig>,
     /// Arrival order; kept when a preempted run goes back in the queue.
     seq: u64,
     on_demand: bool,
@@ -91,12 +95,15 @@ struct Queue {
     running: Option<JobInfo>,
     /// Cancels the running work (shutdown).
     running_cancel: Option<CancelToken>,
+    /// The callers of the running work.
+    running_waiters: Option<Arc<Mutex<Vec<Waiter>>>>,
     status: Status,
 }
 
 /// The queue and worker of one account.
 pub(crate) struct Scheduler {
-    account: Arc<AccountConfig>,
+    /// The account's name, for reports made here.
+    name: String,
     queue: Mutex<Queue>,
 }
 
@@ -110,7 +117,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Scheduler {
     /// The account's scheduler, made on first use.
-    pub(crate) fn for_account(account: Arc<AccountConfig>) -> Arc<Scheduler> {
+    pub(crate) fn for_account(account: &AccountConfig) -> Arc<Scheduler> {
         let mut all = lock(&SCHEDULERS);
         let all = all.get_or_insert_with(HashMap::new);
         all.retain(|_, w| w.strong_count() > 0);
@@ -119,7 +126,10 @@ impl Scheduler {
             return s;
         }
         let status = Status { account: account.name.clone(), ..Default::default() };
-        let s = Arc::new(Scheduler { account, queue: Mutex::new(Queue { status, ..Default::default() }) });
+        let s = Arc::new(Scheduler {
+            name: account.name.clone(),
+            queue: Mutex::new(Queue { status, ..Default::default() }),
+        });
         all.insert(key, Arc::downgrade(&s));
         s
     }
@@ -130,14 +140,20 @@ impl Scheduler {
     }
 
     /// Queues a request (or merges it into an equal queued one) and returns its handle.
-    pub(crate) fn submit(self: &Arc<Self>, request: SyncRequest) -> SyncHandle {
+    pub(crate) fn submit(self: &Arc<Self>, account: &Arc<AccountConfig>, request: SyncRequest) -> SyncHandle {
         let shared = Arc::new(Shared::default());
         let cancel = CancelToken::default();
-        let handle = SyncHandle { shared: shared.clone(), cancel: cancel.clone() };
+        let me = Arc::downgrade(self);
+        let on_cancel: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            if let Some(s) = me.upgrade() {
+                s.reap_cancelled();
+            }
+        });
+        let handle = SyncHandle { shared: shared.clone(), cancel: cancel.clone(), on_cancel: Some(on_cancel) };
         let on_demand = request.flags.contains(SyncFlags::ON_DEMAND);
         let waiter = Waiter { progress: request.progress.clone(), shared, cancel: cancel.clone() };
         let mut q = lock(&self.queue);
-        if let Some(job) = q.jobs.iter_mut().find(|j| same_work(&j.req, &request)) {
+        if let Some(job) = q.jobs.iter_mut().find(|j| Arc::ptr_eq(&j.account, account) && same_work(&j.req, &request)) {
             lock(&job.waiters).push(waiter);
             lock(&job.members).push(cancel);
             job.on_demand |= on_demand;
@@ -148,6 +164,7 @@ impl Scheduler {
         let seq = q.next_seq;
         q.next_seq += 1;
         q.jobs.push(Job {
+            account: account.clone(),
             seq,
             on_demand,
             req: request,
@@ -158,7 +175,7 @@ impl Scheduler {
         });
         if q.worker.is_none() {
             let me = self.clone();
-            match std::thread::Builder::new().name(format!("sync-{}", self.account.name)).spawn(move || me.work()) {
+            match std::thread::Builder::new().name(format!("sync-{}", self.name)).spawn(move || me.work()) {
                 Ok(t) => q.worker = Some(t.thread().id()),
                 Err(e) => {
                     let jobs = std::mem::take(&mut q.jobs);
@@ -166,14 +183,14 @@ impl Scheduler {
                     for job in jobs {
                         let err = SyncError {
                             kind: crate::api::ErrorKind::Local,
-                            account: self.account.name.clone(),
+                            account: self.name.clone(),
                             folder: None,
                             message: format!("cannot start the sync thread: {e}"),
                             server_text: None,
                             hint: "the system is out of threads or memory".into(),
                             retryable: true,
                         };
-                        let mut report = SyncReport { account: self.account.name.clone(), ..Default::default() };
+                        let mut report = SyncReport { account: self.name.clone(), ..Default::default() };
                         for w in lock(&job.waiters).iter() {
                             w.progress.error(&err);
                         }
@@ -197,15 +214,37 @@ impl Scheduler {
         s
     }
 
+    /// Lets the callers that cancelled go at once, with their `done` (cancelled): queued
+    /// work nobody wants any more leaves the queue; running work that others still want
+    /// goes on for them.
+    fn reap_cancelled(&self) {
+        let mut gone = Vec::new();
+        {
+            let mut q = lock(&self.queue);
+            for j in &q.jobs {
+                gone.extend(detach_cancelled(&j.waiters, true));
+            }
+            q.jobs.retain(|j| !lock(&j.waiters).is_empty());
+            if let Some(w) = &q.running_waiters {
+                gone.extend(detach_cancelled(w, false));
+            }
+        }
+        finish_cancelled(&self.name, gone);
+    }
+
     /// Cancels the running work and everything queued: each caller gets its `done`
     /// (cancelled). The running work stops at its next step boundary.
     pub(crate) fn cancel_all(&self) {
-        let q = lock(&self.queue);
-        for j in &q.jobs {
-            j.cancel.cancel();
-        }
-        if let Some(c) = &q.running_cancel {
-            c.cancel();
+        let jobs = {
+            let mut q = lock(&self.queue);
+            if let Some(c) = &q.running_cancel {
+                c.cancel();
+            }
+            std::mem::take(&mut q.jobs)
+        };
+        for j in jobs {
+            let r = SyncReport { account: self.name.clone(), cancelled: true, ..Default::default() };
+            finish_all(&j.waiters, &r);
         }
     }
 
@@ -222,10 +261,11 @@ impl Scheduler {
                 let job = q.jobs.remove(i);
                 q.running = Some(info(&job, None));
                 q.running_cancel = Some(job.cancel.clone());
+                q.running_waiters = Some(job.waiters.clone());
                 job
             };
             let fan = Arc::new(Fanout {
-                account: self.account.name.clone(),
+                account: self.name.clone(),
                 waiters: job.waiters.clone(),
                 scheduler: Arc::downgrade(&self),
                 checked: Mutex::new(Vec::new()),
@@ -235,15 +275,16 @@ impl Scheduler {
             let on_demand = job.on_demand;
             let preempt = || !on_demand && lock(&self.queue).jobs.iter().any(|j| j.on_demand);
             let (report, remaining) = if job.cancel.is_cancelled() {
-                (SyncReport { account: self.account.name.clone(), cancelled: true, ..Default::default() }, None)
+                (SyncReport { account: self.name.clone(), cancelled: true, ..Default::default() }, None)
             } else {
-                engine::run_preemptible(&self.account, &req, &job.cancel, &preempt)
+                engine::run_preemptible(&job.account, &req, &job.cancel, &preempt)
             };
             self.record(&fan, &report);
             let report = merge(job.partial.take(), report);
             let mut q = lock(&self.queue);
             q.running = None;
             q.running_cancel = None;
+            q.running_waiters = None;
             match remaining {
                 Some(rest) if !report.cancelled => {
                     // Resume later with the folders left; the outbox is done. The folder
@@ -348,21 +389,29 @@ struct Fanout {
 impl Fanout {
     /// The waiters still interested; those that cancelled are told `done` and let go.
     fn live(&self) -> Vec<Arc<dyn SyncProgress>> {
-        let mut ws = lock(&self.waiters);
-        let (gone, kept): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut *ws).into_iter().partition(|w| {
-            // The last one stays: its cancel stops the run, which then reports.
-            w.cancel.is_cancelled()
-        });
-        let (gone, kept) = if kept.is_empty() { (Vec::new(), gone) } else { (gone, kept) };
-        *ws = kept;
-        let live = ws.iter().map(|w| w.progress.clone()).collect();
-        drop(ws);
-        for w in gone {
-            let r = SyncReport { account: self.account.clone(), cancelled: true, ..Default::default() };
-            w.progress.done(&r);
-            w.shared.finish(r);
-        }
+        let gone = detach_cancelled(&self.waiters, false);
+        let live = lock(&self.waiters).iter().map(|w| w.progress.clone()).collect();
+        finish_cancelled(&self.account, gone);
         live
+    }
+}
+
+/// Takes the waiters that cancelled out of `waiters`. Unless `all`, when every one has
+/// cancelled they all stay: their shared work's token is cancelled then, and it reports.
+fn detach_cancelled(waiters: &Mutex<Vec<Waiter>>, all: bool) -> Vec<Waiter> {
+    let mut ws = lock(waiters);
+    let (gone, kept): (Vec<Waiter>, Vec<Waiter>) =
+        std::mem::take(&mut *ws).into_iter().partition(|w| w.cancel.is_cancelled());
+    let (gone, kept) = if kept.is_empty() && !all { (Vec::new(), gone) } else { (gone, kept) };
+    *ws = kept;
+    gone
+}
+
+fn finish_cancelled(account: &str, gone: Vec<Waiter>) {
+    for w in gone {
+        let r = SyncReport { account: account.to_string(), cancelled: true, ..Default::default() };
+        w.progress.done(&r);
+        w.shared.finish(r);
     }
 }
 

@@ -43,7 +43,7 @@ impl Store {
             })?;
         }
         let account = Arc::new(account);
-        Ok(Store { scheduler: Scheduler::for_account(account.clone()), account })
+        Ok(Store { scheduler: Scheduler::for_account(&account), account })
     }
 
     pub fn account(&self) -> &AccountConfig {
@@ -56,7 +56,7 @@ impl Store {
     /// preempt a background run between folders (see [`crate::scheduler`]); a request equal
     /// to a queued one shares its run. After `IMAPISync::SynchronizeInBackground`.
     pub fn synchronize_in_background(&self, request: SyncRequest) -> SyncHandle {
-        self.scheduler.submit(request)
+        self.scheduler.submit(&self.account, request)
     }
 
     /// Where the account's syncs stand: what runs, what waits, the last success and

@@ -140,8 +140,16 @@ fn equal_queued_requests_share_a_run_and_each_caller_keeps_its_handle() {
     assert_eq!(status.queued[0].requests, 3);
     assert_eq!(status.queued[0].folders.as_deref(), Some(&["INBOX".to_string()][..]));
     assert!(status.running.is_some());
-    // One of the three callers cancels: it alone stops.
+    // One of the three callers cancels: it alone stops, at once.
     handles[2].cancel();
+    assert!(handles[2].is_done(), "a queued request ends when cancelled");
+    assert_eq!(store.status().queued[0].requests, 2);
+    // A queued request of its own leaves the queue.
+    let lone = store.synchronize_in_background(SyncRequest::new(SyncFlags::UPLOAD_CONTENTS));
+    assert_eq!(store.status().queued.len(), 3);
+    lone.cancel();
+    assert!(lone.wait().cancelled);
+    assert_eq!(store.status().queued.len(), 2);
     release.send(()).unwrap();
     assert!(first.wait().is_success());
     let reports: Vec<SyncReport> = handles.iter().map(SyncHandle::wait).collect();
