@@ -113,13 +113,19 @@ impl SyncProgress for LogLines {
 struct SocketOut {
     out: Mutex<UnixStream>,
     trace: bool,
+    /// The client went away (a write failed): its requests are cancelled.
+    gone: AtomicBool,
 }
 
 impl SocketOut {
+    fn new(out: UnixStream, trace: bool) -> SocketOut {
+        SocketOut { out: Mutex::new(out), trace, gone: AtomicBool::new(false) }
+    }
     fn send(&self, v: Value) {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        // A client that went away stops hearing; its sync goes on.
-        let _ = writeln!(out, "{v}");
+        if writeln!(out, "{v}").is_err() {
+            self.gone.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -148,7 +154,7 @@ fn serve(conn: UnixStream, stores: &[Store]) {
     if BufReader::new(reader).read_line(&mut line).is_err() {
         return;
     }
-    let out = Arc::new(SocketOut { out: Mutex::new(conn), trace: false });
+    let out = Arc::new(SocketOut::new(conn, false));
     let req: Value = match serde_json::from_str(&line) {
         Ok(v) => v,
         Err(e) => return out.send(json!({"event": "fail", "message": format!("not a request: {e}")})),
@@ -165,13 +171,8 @@ fn serve(conn: UnixStream, stores: &[Store]) {
             out.send(json!({"event": "status", "accounts": accounts}));
         }
         Some("sync") => {
-            let out = Arc::new(SocketOut {
-                out: Mutex::new(match out.out.lock().unwrap_or_else(|p| p.into_inner()).try_clone() {
-                    Ok(c) => c,
-                    Err(_) => return,
-                }),
-                trace: req["trace"].as_bool().unwrap_or(false),
-            });
+            let Ok(conn) = out.out.lock().unwrap_or_else(|p| p.into_inner()).try_clone() else { return };
+            let out = Arc::new(SocketOut::new(conn, req["trace"].as_bool().unwrap_or(false)));
             let handles: Vec<_> = chosen
                 .iter()
                 .map(|s| {
@@ -193,8 +194,13 @@ fn serve(conn: UnixStream, stores: &[Store]) {
                     s.synchronize_in_background(r)
                 })
                 .collect();
-            for h in &handles {
-                h.wait();
+            // A client that goes away (Ctrl-C) takes its requests with it: cancelled at
+            // the next step, or at once where they wait in the queue.
+            while !handles.iter().all(|h| h.is_done()) {
+                if out.gone.load(Ordering::SeqCst) {
+                    handles.iter().for_each(|h| h.cancel());
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
         _ => return out.send(json!({"event": "fail", "message": "unknown request"})),
