@@ -856,4 +856,53 @@ mod fake_server_tests {
         let e = c.run("NOOP", |_| Ok(())).unwrap_err();
         assert!(e.is_retryable(), "{e}");
     }
+
+    /// Scripted server (a real one cannot be made to split a response across the client's
+    /// poll intervals on cue): a response whose second half comes several polls after the
+    /// first is read whole, not cut at a poll.
+    #[test]
+    fn idle_keeps_a_response_split_across_polls_and_ends_with_done() {
+        let port = serve(|mut s| {
+            let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n");
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf); // S1 IDLE
+            let _ = s.write_all(b"+ idling\r\n* 3 EXI");
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = s.write_all(b"STS\r\n");
+            let n = s.read(&mut buf).unwrap_or(0);
+            if &buf[..n] == b"DONE\r\n" {
+                let _ = s.write_all(b"S1 OK idle done\r\n");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let mut c = Client::connect(&opts(port, 5)).unwrap();
+        let changed = c.idle(Duration::from_secs(5), Duration::from_millis(50), &|| false).unwrap();
+        assert!(changed);
+    }
+
+    /// Scripted server: IDLE refused, and IDLE that nothing interrupts but `stop`.
+    #[test]
+    fn idle_refused_is_an_error_and_stop_ends_a_quiet_idle() {
+        let port = serve(|mut s| {
+            let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n");
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"S1 NO [LIMIT] not now\r\n");
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"+ idling\r\n");
+            let n = s.read(&mut buf).unwrap_or(0);
+            if &buf[..n] == b"DONE\r\n" {
+                let _ = s.write_all(b"S2 OK idle done\r\n");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let mut c = Client::connect(&opts(port, 5)).unwrap();
+        let e = c.idle(Duration::from_secs(5), Duration::from_millis(50), &|| false).unwrap_err();
+        assert!(matches!(e, Error::No { .. }), "{e}");
+        let t = std::time::Instant::now();
+        let stop_after = move || t.elapsed() > Duration::from_millis(200);
+        let changed = c.idle(Duration::from_secs(5), Duration::from_millis(50), &stop_after).unwrap();
+        assert!(!changed);
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
 }
