@@ -143,6 +143,34 @@ fn sync_all(
     Ok(reports.iter().all(|r| r.is_success()))
 }
 
+/// Sends the outboxes of the accounts now: through the daemon where one runs (it holds
+/// the accounts), else here. Returns whether all succeeded.
+fn send_all(mode: (display::Mode, bool), accounts: Vec<syncmail::AccountConfig>) -> Result<bool> {
+    let send_now = SyncFlags::OUTGOING_MAIL | SyncFlags::ON_DEMAND;
+    let names: Vec<String> = accounts.iter().map(|a| a.name.clone()).collect();
+    if let Some(ok) = via_daemon(mode, &names, Some(send_now), &[], false)? {
+        return Ok(ok);
+    }
+    sync_all(mode, accounts, |_| SyncRequest::new(send_now))
+}
+
+/// Hands the request to a running daemon (first in its queue) and shows its events as a
+/// local sync would; `None` when no daemon runs. Returns whether all succeeded.
+fn via_daemon(
+    mode: (display::Mode, bool),
+    accounts: &[String],
+    flags: Option<SyncFlags>,
+    folders: &[String],
+    confirm_deletions: bool,
+) -> Result<Option<bool>> {
+    let display = display::Display::new(mode.0, mode.1);
+    let Some(reports) = daemon::forward_sync(&display, accounts, flags, folders, confirm_deletions, mode.1)? else {
+        return Ok(None);
+    };
+    display.finish(&reports);
+    Ok(Some(reports.iter().all(|r| r.is_success())))
+}
+
 /// Returns whether everything succeeded.
 fn run(cli: Cli) -> Result<bool> {
     let config_path = cli.config.clone().unwrap_or_else(syncmail::config::default_config_path);
@@ -152,15 +180,9 @@ fn run(cli: Cli) -> Result<bool> {
             let explicit = !flags.is_empty();
             let flags = parse_flags(&flags)?;
             // A running daemon does it, first in its queue; its events show here.
-            let display = display::Display::new(mode.0, mode.1);
-            let explicit_flags = explicit.then_some(flags);
-            if let Some(reports) =
-                daemon::forward_sync(&display, &accounts, explicit_flags, &folders, confirm_deletions, mode.1)?
-            {
-                display.finish(&reports);
-                return Ok(reports.iter().all(|r| r.is_success()));
+            if let Some(ok) = via_daemon(mode, &accounts, explicit.then_some(flags), &folders, confirm_deletions)? {
+                return Ok(ok);
             }
-            drop(display);
             let config = load_config(&config_path)?;
             let accounts = config.select(&accounts)?;
             if accounts.is_empty() {
@@ -198,7 +220,6 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Send { args } => {
             let a = send::parse(&args)?;
             let config = load_config(&config_path)?;
-            let send_now = SyncFlags::OUTGOING_MAIL | SyncFlags::ON_DEMAND;
             if a.list || a.flush || a.retry.is_some() || a.sent.is_some() {
                 let accounts: Vec<_> = config
                     .select(a.account.as_slice())?
@@ -206,7 +227,7 @@ fn run(cli: Cli) -> Result<bool> {
                     .filter(|x| x.smtp.is_some() || a.account.is_some())
                     .collect();
                 if a.flush {
-                    return sync_all(mode, accounts, |_| SyncRequest::new(send_now));
+                    return send_all(mode, accounts);
                 }
                 let stores = accounts.into_iter().map(Store::open).collect::<Result<Vec<_>, _>>()?;
                 if a.list {
@@ -237,7 +258,7 @@ fn run(cli: Cli) -> Result<bool> {
             if !a.now {
                 return Ok(true);
             }
-            sync_all(mode, vec![account], |_| SyncRequest::new(send_now))
+            send_all(mode, vec![account])
         }
     }
 }
