@@ -1,12 +1,12 @@
 //! What a person (progress bars, a summary) or a program (JSON lines) sees of a sync.
 
+use crate::events;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use syncmail::{FolderChange, Progress, Step, SyncError, SyncProgress, SyncReport};
+use syncmail::{Progress, Step, SyncError, SyncProgress, SyncReport};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -62,7 +62,7 @@ impl Display {
                 } else {
                     pb.set_style(
                         ProgressStyle::with_template(
-                            "  {prefix:30!} [{bar:25}] {pos}/{len} msgs {msg} {elapsed_precise}",
+                            "  {prefix:30!} [{bar:25}] {pos}/{len} msgs {msg} {elapsed_precise}, {eta} left",
                         )
                         .unwrap_or_else(|_| ProgressStyle::default_bar())
                         .progress_chars("=> "),
@@ -163,24 +163,14 @@ impl SyncProgress for Display {
 
     fn trace(&self, account: &str, line: &str) {
         match self.mode {
-            Mode::Json => self.json_line(json!({ "event": "trace", "account": account, "line": line })),
+            Mode::Json => self.json_line(events::trace(account, line)),
             _ => self.multi.suspend(|| eprintln!("{account}: {line}")),
         }
     }
 
     fn progress(&self, p: &Progress) {
         match self.mode {
-            Mode::Json => self.json_line(json!({
-                "event": "progress",
-                "account": p.account,
-                "step": p.step.name(),
-                "text": p.text,
-                "folder": p.folder,
-                "index": p.index,
-                "max": p.max,
-                "bytes": p.bytes,
-                "bytes_max": p.bytes_max,
-            })),
+            Mode::Json => self.json_line(events::progress(p)),
             Mode::Quiet => {}
             Mode::Bars => {
                 let line = self.bar(&p.account, None);
@@ -208,16 +198,7 @@ impl SyncProgress for Display {
 
     fn error(&self, e: &SyncError) {
         if self.mode == Mode::Json {
-            self.json_line(json!({
-                "event": "error",
-                "kind": e.kind.name(),
-                "account": e.account,
-                "folder": e.folder,
-                "message": e.message,
-                "server_text": e.server_text,
-                "hint": e.hint,
-                "retryable": e.retryable,
-            }));
+            self.json_line(events::error(e));
             return;
         }
         let mut text = format!("error: {e}\n");
@@ -230,57 +211,7 @@ impl SyncProgress for Display {
 
     fn done(&self, r: &SyncReport) {
         if self.mode == Mode::Json {
-            let folders: Vec<_> = r
-                .folders
-                .iter()
-                .map(|f| {
-                    json!({
-                        "folder": f.folder,
-                        "downloaded": f.downloaded,
-                        "bytes_downloaded": f.bytes_downloaded,
-                        "flags_changed": f.flags_changed,
-                        "deleted": f.deleted,
-                        "uploaded": f.uploaded,
-                        "far_flags_changed": f.far_flags_changed,
-                        "far_deleted": f.far_deleted,
-                        "held_deletions": f.held_deletions,
-                        "created": f.created,
-                        "moved_in": f.moved_in,
-                        "moved_on_server": f.moved_on_server,
-                        "placeholders": f.placeholders,
-                        "bodies_fetched": f.bodies_fetched,
-                    })
-                })
-                .collect();
-            let hierarchy: Vec<_> = r
-                .hierarchy
-                .iter()
-                .map(|c| match c {
-                    FolderChange::Created { side, folder } => {
-                        json!({"change": "created", "side": side.name(), "folder": folder})
-                    }
-                    FolderChange::Renamed { side, from, to } => {
-                        json!({"change": "renamed", "side": side.name(), "from": from, "to": to})
-                    }
-                    FolderChange::Deleted { side, folder } => {
-                        json!({"change": "deleted", "side": side.name(), "folder": folder})
-                    }
-                })
-                .collect();
-            self.json_line(json!({
-                "event": "done",
-                "hierarchy": hierarchy,
-                "account": r.account,
-                "success": r.is_success(),
-                "cancelled": r.cancelled,
-                "errors": r.errors.len(),
-                "retried": r.retried.len(),
-                "downloaded": r.downloaded(),
-                "uploaded": r.uploaded(),
-                "sent": r.sent,
-                "filed": r.filed,
-                "folders": folders,
-            }));
+            self.json_line(events::done(r));
         } else if let Some(b) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).get(&(r.account.clone(), None)) {
             b.finish_and_clear();
         }

@@ -3,7 +3,9 @@
 //! Two stages, as in ripgrep: clap reads the raw arguments, then [`run`] turns them into
 //! validated work (accounts from the configuration, a flag set) before anything starts.
 
+mod daemon;
 mod display;
+mod events;
 mod send;
 
 use anyhow::{Context, Result, bail};
@@ -71,6 +73,15 @@ enum Command {
         /// UIDs of messages in FOLDER (a placeholder's note names its UID).
         uids: Vec<u32>,
     },
+    /// Keep the accounts named (or all) in sync in the background until SIGTERM/SIGINT:
+    /// a sync every `interval` seconds (config, default 300), new mail through IMAP IDLE
+    /// on INBOX and the folders of `idle = [...]`, local changes uploaded as they happen.
+    /// `syncmail sync` and `syncmail status` talk to it.
+    Daemon { accounts: Vec<String> },
+    /// What the running daemon is doing: per account, the last successful sync, the
+    /// sync running and its progress, what is queued, the last errors; per folder, when
+    /// it was last synced.
+    Status { accounts: Vec<String> },
     /// Queue a message read on standard input for sending, as a sendmail program does
     /// (`-t`, `-f ADDR`, `-F NAME`, `-i`, `-oi`, recipients; `--now` to send at once), or
     /// manage the outbox: `--flush` sends it, `--list [--all]` shows it, `--retry ID`
@@ -150,6 +161,34 @@ fn sync_all(
     Ok(reports.iter().all(|r| r.is_success()))
 }
 
+/// Sends the outboxes of the accounts now: through the daemon where one runs (it holds
+/// the accounts), else here. Returns whether all succeeded.
+fn send_all(mode: (display::Mode, bool), accounts: Vec<syncmail::AccountConfig>) -> Result<bool> {
+    let send_now = SyncFlags::OUTGOING_MAIL | SyncFlags::ON_DEMAND;
+    let names: Vec<String> = accounts.iter().map(|a| a.name.clone()).collect();
+    if let Some(ok) = via_daemon(mode, &names, Some(send_now), &[], false)? {
+        return Ok(ok);
+    }
+    sync_all(mode, accounts, |_| SyncRequest::new(send_now))
+}
+
+/// Hands the request to a running daemon (first in its queue) and shows its events as a
+/// local sync would; `None` when no daemon runs. Returns whether all succeeded.
+fn via_daemon(
+    mode: (display::Mode, bool),
+    accounts: &[String],
+    flags: Option<SyncFlags>,
+    folders: &[String],
+    confirm_deletions: bool,
+) -> Result<Option<bool>> {
+    let display = display::Display::new(mode.0, mode.1);
+    let Some(reports) = daemon::forward_sync(&display, accounts, flags, folders, confirm_deletions, mode.1)? else {
+        return Ok(None);
+    };
+    display.finish(&reports);
+    Ok(Some(reports.iter().all(|r| r.is_success())))
+}
+
 /// Returns whether everything succeeded.
 fn run(cli: Cli) -> Result<bool> {
     let config_path = cli.config.clone().unwrap_or_else(syncmail::config::default_config_path);
@@ -158,6 +197,10 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Sync { accounts, flags, folders, confirm_deletions } => {
             let explicit = !flags.is_empty();
             let flags = parse_flags(&flags)?;
+            // A running daemon does it, first in its queue; its events show here.
+            if let Some(ok) = via_daemon(mode, &accounts, explicit.then_some(flags), &folders, confirm_deletions)? {
+                return Ok(ok);
+            }
             let config = load_config(&config_path)?;
             let accounts = config.select(&accounts)?;
             if accounts.is_empty() {
@@ -196,10 +239,25 @@ fn run(cli: Cli) -> Result<bool> {
             display.finish(std::slice::from_ref(&report));
             Ok(report.is_success())
         }
+        Command::Daemon { accounts } => {
+            let config = load_config(&config_path)?;
+            let accounts = config.select(&accounts)?;
+            if accounts.is_empty() {
+                bail!("the configuration at {} has no [accounts.NAME] section", config_path.display());
+            }
+            let stores = accounts
+                .into_iter()
+                .map(|a| {
+                    let name = a.name.clone();
+                    Store::open(a).with_context(|| format!("account {name}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            daemon::run(stores, mode.0, mode.1)
+        }
+        Command::Status { accounts } => daemon::status(&accounts, cli.json),
         Command::Send { args } => {
             let a = send::parse(&args)?;
             let config = load_config(&config_path)?;
-            let send_now = SyncFlags::OUTGOING_MAIL | SyncFlags::ON_DEMAND;
             if a.list || a.flush || a.retry.is_some() || a.sent.is_some() {
                 let accounts: Vec<_> = config
                     .select(a.account.as_slice())?
@@ -207,7 +265,7 @@ fn run(cli: Cli) -> Result<bool> {
                     .filter(|x| x.smtp.is_some() || a.account.is_some())
                     .collect();
                 if a.flush {
-                    return sync_all(mode, accounts, |_| SyncRequest::new(send_now));
+                    return send_all(mode, accounts);
                 }
                 let stores = accounts.into_iter().map(Store::open).collect::<Result<Vec<_>, _>>()?;
                 if a.list {
@@ -238,7 +296,7 @@ fn run(cli: Cli) -> Result<bool> {
             if !a.now {
                 return Ok(true);
             }
-            sync_all(mode, vec![account], |_| SyncRequest::new(send_now))
+            send_all(mode, vec![account])
         }
     }
 }

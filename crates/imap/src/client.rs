@@ -15,7 +15,7 @@ use crate::utf7;
 use base64::Engine;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -585,26 +585,7 @@ impl Client {
             self.conn.write_all(head.as_bytes())?;
             // The server answers "+" to go on, or completes the command at once (NO, e.g.
             // for a message too large): then the literal must not be sent.
-            loop {
-                self.read(None)?;
-                match parse_response(&self.buf)? {
-                    Response::Continue(_) => break,
-                    Response::Tagged { tag: t, status, code, text } if t == tag => {
-                        self.pending.remove(&tag);
-                        return match status {
-                            Status::Ok => {
-                                Err(Error::Protocol("the server completed APPEND before the message was sent".into()))
-                            }
-                            Status::No => Err(Error::No { command: "APPEND".into(), code, text }),
-                            _ => Err(Error::Bad { command: "APPEND".into(), text }),
-                        };
-                    }
-                    Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
-                        return Err(Error::Bye { text });
-                    }
-                    _ => {}
-                }
-            }
+            self.go_ahead(&tag, "APPEND")?;
             let mut buf = Vec::with_capacity(message.len() + 2);
             buf.extend_from_slice(message);
             buf.extend_from_slice(b"\r\n");
@@ -631,6 +612,75 @@ impl Client {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// Reads until the server's go-ahead (`+`) for the command `tag`; its completion
+    /// instead (a refusal) is an error.
+    fn go_ahead(&mut self, tag: &str, command: &str) -> Result<()> {
+        loop {
+            self.read(None)?;
+            match parse_response(&self.buf)? {
+                Response::Continue(_) => return Ok(()),
+                Response::Tagged { tag: t, status, code, text } if t == tag => {
+                    self.pending.remove(tag);
+                    return Err(match status {
+                        Status::Ok => Error::Protocol(format!("the server completed {command} before its go-ahead")),
+                        Status::No => Error::No { command: command.into(), code, text },
+                        _ => Error::Bad { command: command.into(), text },
+                    });
+                }
+                Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+                    return Err(Error::Bye { text });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// IDLE (RFC 2177) on the selected mailbox: waits until the server reports a change
+    /// (EXISTS, EXPUNGE, FETCH, RECENT), `stop` returns true (asked every `poll`), or
+    /// `max` has passed, then sends DONE and reads IDLE's completion. Returns whether the
+    /// server reported a change. RFC 2177 §3: a client should end IDLE and issue it again
+    /// at least every 29 minutes, or the server may log it out as inactive; callers pass
+    /// `max` below that.
+    pub fn idle(&mut self, max: Duration, poll: Duration, stop: &dyn Fn() -> bool) -> Result<bool> {
+        if !self.has("IDLE") {
+            return Err(Error::Protocol("the server does not offer IDLE (RFC 2177)".into()));
+        }
+        let tag = self.send("IDLE")?;
+        // The go-ahead first: until then the server may refuse IDLE with a tagged NO.
+        self.go_ahead(&tag, "IDLE")?;
+        let start = Instant::now();
+        let mut changed = false;
+        while !changed && !stop() && start.elapsed() < max {
+            if !self.conn.wait_readable(poll.min(max.saturating_sub(start.elapsed())))? {
+                continue;
+            }
+            self.read(None)?;
+            match parse_response(&self.buf)? {
+                Response::Untagged(
+                    Untagged::Exists(_) | Untagged::Expunge(_) | Untagged::Recent(_) | Untagged::Fetch { .. },
+                ) => changed = true,
+                Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+                    return Err(Error::Bye { text });
+                }
+                Response::Tagged { tag: t, .. } if t == tag => {
+                    // The server ended IDLE itself: the caller looks at the folder again.
+                    self.pending.remove(&tag);
+                    return Ok(true);
+                }
+                _ => {}
+            }
+        }
+        self.trace_line("C: DONE");
+        self.conn.write_all(b"DONE\r\n")?;
+        self.complete(&tag, |u| {
+            if matches!(u, Untagged::Exists(_) | Untagged::Expunge(_) | Untagged::Recent(_) | Untagged::Fetch { .. }) {
+                changed = true;
+            }
+            Ok(())
+        })?;
+        Ok(changed)
     }
 
     /// Sends LOGOUT and closes the connection; errors are ignored, the session is over.
@@ -805,5 +855,54 @@ mod fake_server_tests {
         assert!(matches!(e, Error::Bye { .. }), "{e}");
         let e = c.run("NOOP", |_| Ok(())).unwrap_err();
         assert!(e.is_retryable(), "{e}");
+    }
+
+    /// Scripted server (a real one cannot be made to split a response across the client's
+    /// poll intervals on cue): a response whose second half comes several polls after the
+    /// first is read whole, not cut at a poll.
+    #[test]
+    fn idle_keeps_a_response_split_across_polls_and_ends_with_done() {
+        let port = serve(|mut s| {
+            let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n");
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf); // S1 IDLE
+            let _ = s.write_all(b"+ idling\r\n* 3 EXI");
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = s.write_all(b"STS\r\n");
+            let n = s.read(&mut buf).unwrap_or(0);
+            if &buf[..n] == b"DONE\r\n" {
+                let _ = s.write_all(b"S1 OK idle done\r\n");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let mut c = Client::connect(&opts(port, 5)).unwrap();
+        let changed = c.idle(Duration::from_secs(5), Duration::from_millis(50), &|| false).unwrap();
+        assert!(changed);
+    }
+
+    /// Scripted server: IDLE refused, and IDLE that nothing interrupts but `stop`.
+    #[test]
+    fn idle_refused_is_an_error_and_stop_ends_a_quiet_idle() {
+        let port = serve(|mut s| {
+            let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n");
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"S1 NO [LIMIT] not now\r\n");
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"+ idling\r\n");
+            let n = s.read(&mut buf).unwrap_or(0);
+            if &buf[..n] == b"DONE\r\n" {
+                let _ = s.write_all(b"S2 OK idle done\r\n");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let mut c = Client::connect(&opts(port, 5)).unwrap();
+        let e = c.idle(Duration::from_secs(5), Duration::from_millis(50), &|| false).unwrap_err();
+        assert!(matches!(e, Error::No { .. }), "{e}");
+        let t = std::time::Instant::now();
+        let stop_after = move || t.elapsed() > Duration::from_millis(200);
+        let changed = c.idle(Duration::from_secs(5), Duration::from_millis(50), &stop_after).unwrap();
+        assert!(!changed);
+        assert!(t.elapsed() < Duration::from_secs(2));
     }
 }

@@ -402,6 +402,25 @@ impl Connection {
         }
     }
 
+    /// Waits at most `wait` for data from the server; returns whether some came (or was
+    /// buffered already). Nothing read is lost: it stays buffered for the next response.
+    /// For IDLE, where the server may say nothing for minutes.
+    pub fn wait_readable(&mut self, wait: Duration) -> Result<bool> {
+        if self.has_buffered() {
+            return Ok(true);
+        }
+        let set =
+            |s: &Stream, t: Duration| s.tcp().map(|tcp| tcp.set_read_timeout(Some(t.max(Duration::from_millis(1)))));
+        let _ = set(&self.stream, wait);
+        let r = self.fill();
+        let _ = set(&self.stream, self.timeout);
+        match r {
+            Ok(_) => Ok(true),
+            Err(Error::Timeout { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether a response is already buffered (used to refuse STARTTLS injection).
     pub fn has_buffered(&self) -> bool {
         self.rpos < self.rbuf.len()

@@ -24,9 +24,10 @@ bitflags::bitflags! {
         /// New messages come down as placeholders: their header (and size, flags) and a
         /// note; their bodies on demand ([`crate::Store::fetch_bodies`]).
         const HEADERS_ONLY = 0x0200_0000;
-        /// Started by a person: runs before queued background work. Until the scheduler
-        /// exists, every request runs at once on its own thread. Outgoing mail that waits
-        /// for its next attempt after a temporary failure is sent at once.
+        /// Started by a person: runs before queued background work of the account, and a
+        /// background sync in progress gives way to it between folders (then goes on
+        /// with the folders it had left). Outgoing mail that waits for its next attempt
+        /// after a temporary failure is sent at once.
         const ON_DEMAND = 0x2000_0000;
     }
 }
@@ -86,6 +87,14 @@ impl Step {
             Step::Send => "send",
             Step::Finish => "finish",
         }
+    }
+
+    /// The step of a [`Step::name`].
+    pub fn from_name(name: &str) -> Option<Step> {
+        use Step::*;
+        [Lock, Connect, ListFolders, CheckFolder, Download, ApplyChanges, Upload, Folders, Send, Finish]
+            .into_iter()
+            .find(|s| s.name() == name)
     }
 }
 
@@ -157,6 +166,29 @@ impl ErrorKind {
             ErrorKind::Send => "send",
             ErrorKind::Cancelled => "cancelled",
         }
+    }
+
+    /// The kind of an [`ErrorKind::name`].
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        use ErrorKind::*;
+        [
+            Unsupported,
+            Config,
+            Network,
+            Tls,
+            Auth,
+            Server,
+            Local,
+            FolderName,
+            UidValidity,
+            Locked,
+            DeletionsHeld,
+            Message,
+            Send,
+            Cancelled,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 }
 
@@ -366,14 +398,28 @@ impl SyncRequest {
 
 /// A flag the engine checks between steps.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken {
+    flag: Arc<AtomicBool>,
+    /// For work shared by several requests (merged duplicates): cancelled too once every
+    /// member is, so that one caller cancelling does not stop the others' sync.
+    all_of: Option<Arc<Mutex<Vec<CancelToken>>>>,
+}
 
 impl CancelToken {
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.flag.store(true, Ordering::SeqCst);
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.flag.load(Ordering::SeqCst)
+            || self.all_of.as_ref().is_some_and(|g| {
+                let g = g.lock().unwrap_or_else(|p| p.into_inner());
+                !g.is_empty() && g.iter().all(CancelToken::is_cancelled)
+            })
+    }
+    /// A token cancelled by [`CancelToken::cancel`] or once all of `members` are (members
+    /// may be added later).
+    pub(crate) fn all_of(members: Arc<Mutex<Vec<CancelToken>>>) -> CancelToken {
+        CancelToken { flag: Arc::default(), all_of: Some(members) }
     }
 }
 
@@ -408,6 +454,9 @@ impl Shared {
 pub struct SyncHandle {
     pub(crate) shared: Arc<Shared>,
     pub(crate) cancel: CancelToken,
+    /// Tells the scheduler at once, so that a request still queued ends without waiting
+    /// for its turn.
+    pub(crate) on_cancel: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl SyncHandle {
@@ -432,12 +481,17 @@ impl SyncHandle {
     }
 
     /// Asks the sync to stop at the next step boundary. What was done stays done and
-    /// consistent; the report says `cancelled`.
+    /// consistent; the report says `cancelled`. A request still queued, or sharing its run
+    /// with other callers' equal requests, ends at once for this caller.
     pub fn cancel(&self) {
         self.cancel.cancel();
+        if let Some(f) = &self.on_cancel {
+            f();
+        }
     }
 
-    /// A token that cancels this sync, for a progress receiver or another thread to hold.
+    /// A token that cancels this sync, for a progress receiver or another thread to hold
+    /// (through it, a queued request ends when its turn comes).
     pub fn cancel_token(&self) -> CancelToken {
         self.cancel.clone()
     }
@@ -480,7 +534,7 @@ mod tests {
     #[test]
     fn handle_waits_polls_and_awaits() {
         let shared = Arc::new(Shared::default());
-        let h = SyncHandle { shared: shared.clone(), cancel: CancelToken::default() };
+        let h = SyncHandle { shared: shared.clone(), cancel: CancelToken::default(), on_cancel: None };
         assert!(!h.is_done());
         assert!(h.try_report().is_none());
         let s2 = shared.clone();

@@ -17,6 +17,8 @@
 //! max-size = "1M"                  # larger messages come down as placeholders (header and a
 //!                                  # note), their bodies by `syncmail fetch` (default: no limit)
 //! fetch-flagged = false            # true: a placeholder flagged on either side gets its body
+//! interval = 300                   # syncmail daemon: seconds between background syncs
+//! idle = ["Lists/rust"]            # syncmail daemon: folders watched with IDLE besides INBOX
 //! [accounts.work.imap]
 //! host = "imap.example.org"
 //! port = 993                       # default follows tls
@@ -116,6 +118,8 @@ struct RawAccount {
     server_files_sent: Option<bool>,
     max_size: Option<RawSize>,
     fetch_flagged: Option<bool>,
+    interval: Option<u64>,
+    idle: Option<Vec<String>>,
     imap: RawImap,
     smtp: Option<RawSmtp>,
     #[serde(default)]
@@ -414,6 +418,11 @@ pub struct AccountConfig {
     /// A placeholder flagged (`\Flagged`, on either side) has its body fetched by the
     /// next sync that downloads.
     pub fetch_flagged: bool,
+    /// `syncmail daemon`: seconds between two background syncs of the whole account
+    /// (`interval`, default 300, at least 10).
+    pub interval: std::time::Duration,
+    /// `syncmail daemon`: the server folders watched with IDLE besides INBOX (`idle`).
+    pub idle: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -680,6 +689,10 @@ impl Config {
                 None => None,
                 Some(sm) => Some(smtp_config(sm, &a.imap.user, &password, &base).map_err(invalid)?),
             };
+            let interval = a.interval.unwrap_or(300);
+            if interval < 10 {
+                return Err(invalid(format!("interval = {interval}: at least 10 seconds between background syncs")));
+            }
             let outbox = a.outbox.unwrap_or_else(|| "Outbox".into());
             // One plain folder directly under the Maildir root, and never the INBOX, whose
             // mail would be taken for mail to send.
@@ -715,6 +728,8 @@ impl Config {
                     server_files_sent: a.server_files_sent.unwrap_or(false),
                     max_size,
                     fetch_flagged: a.fetch_flagged.unwrap_or(false),
+                    interval: std::time::Duration::from_secs(interval),
+                    idle: a.idle.unwrap_or_default(),
                     name,
                 },
             );
@@ -792,6 +807,7 @@ mod tests {
         assert_eq!(w.delete_guard, DeleteGuard { percent: 50, min: 10 });
         assert_eq!(w.trash_folder.as_deref(), Some("Trash"));
         assert_eq!(w.state_dir, PathBuf::from("/elsewhere"));
+        assert_eq!(w.idle, ["Lists/rust"]);
         assert_eq!(w.outbox, "Outbox");
         assert!(!w.server_files_sent);
         assert_eq!(w.max_size, Some(1 << 20));
@@ -817,6 +833,19 @@ mod tests {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains("max-size"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn daemon_settings_have_defaults_and_limits() {
+        let base = "[accounts.a]\nmaildir='x'\n{}\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n";
+        let parse = |keys: &str| Config::parse(&base.replace("{}", keys), Path::new("/c.toml"));
+        let a = &parse("").unwrap().accounts["a"];
+        assert_eq!(a.interval, std::time::Duration::from_secs(300));
+        assert!(a.idle.is_empty());
+        let a = &parse("interval = 60\nidle = ['Lists', 'Work/Team']").unwrap().accounts["a"];
+        assert_eq!(a.interval, std::time::Duration::from_secs(60));
+        assert_eq!(a.idle, ["Lists", "Work/Team"]);
+        assert!(parse("interval = 5").unwrap_err().to_string().contains("at least 10 seconds"));
     }
 
     #[test]

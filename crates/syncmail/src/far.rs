@@ -886,6 +886,29 @@ impl Session {
         Ok(refused)
     }
 
+    /// Opens a folder read-only (EXAMINE), to watch it with [`Session::idle`].
+    pub fn examine(&mut self, far_name: &str) -> Result<()> {
+        if !sendable(far_name) {
+            return Err(Error::Protocol(format!("the folder name {far_name:?} cannot be sent")));
+        }
+        self.selected = false;
+        self.client.run(&format!("EXAMINE {}", quote(far_name)), |_| Ok(()))?;
+        self.selected = true;
+        Ok(())
+    }
+
+    /// Waits with IDLE (RFC 2177) on the examined folder until the server reports a
+    /// change (returns true), `stop` says so or `max` passes (false). See
+    /// [`Client::idle`].
+    pub fn idle(
+        &mut self,
+        max: std::time::Duration,
+        poll: std::time::Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool> {
+        self.client.idle(max, poll, stop)
+    }
+
     pub fn logout(self) {
         self.client.logout();
     }

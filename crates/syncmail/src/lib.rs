@@ -31,7 +31,10 @@
 //!
 //! # Layout
 //! - [`api`]: the request, the flags, the progress trait, the handle.
-//! - [`store`]: the local store and its background thread.
+//! - [`store`]: the local store of an account.
+//! - [`daemon`]: background sync of accounts (periodic, IDLE, local changes), for
+//!   `syncmail daemon`.
+//! - [`scheduler`]: one worker per account, a priority queue of sync requests.
 //! - `engine`: one sync of one account; `engine::plan` decides (pure, table-tested), the
 //!   rest of the engine carries the plan out with every step journaled.
 //! - [`far`]: the server side of a sync over IMAP.
@@ -43,11 +46,14 @@
 
 pub mod api;
 pub mod config;
+pub mod daemon;
 mod engine;
 pub mod far;
 pub mod outbox;
+pub mod scheduler;
 pub mod state;
 pub mod store;
+mod watch;
 
 pub use api::{
     Bodies, CancelToken, ErrorKind, FolderChange, FolderReport, NoProgress, Progress, Side, Step, SyncError, SyncFlags,
@@ -56,4 +62,5 @@ pub use api::{
 pub use config::{AccountConfig, Config, ConfigError};
 pub use engine::plan;
 pub use outbox::{OutState, OutboxError, OutboxRow, QueueOptions};
+pub use scheduler::{JobInfo, Status};
 pub use store::{Store, StoreError};

@@ -1,9 +1,10 @@
 //! The local store of one account, and its background synchronization.
 
-use crate::api::{CancelToken, Shared, SyncHandle, SyncRequest};
+use crate::api::{CancelToken, SyncHandle, SyncRequest};
 use crate::config::AccountConfig;
 use crate::engine;
 use crate::outbox::{self, OutboxError, OutboxRow, QueueOptions};
+use crate::scheduler::{Scheduler, Status};
 use crate::state::State;
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     account: Arc<AccountConfig>,
+    /// The account's queue and worker, shared by every `Store` of the account.
+    scheduler: Arc<Scheduler>,
 }
 
 impl Store {
@@ -39,47 +42,39 @@ impl Store {
                 source: std::io::Error::other(e.to_string()),
             })?;
         }
-        Ok(Store { account: Arc::new(account) })
+        let account = Arc::new(account);
+        Ok(Store { scheduler: Scheduler::for_account(&account), account })
     }
 
     pub fn account(&self) -> &AccountConfig {
         &self.account
     }
 
-    /// Starts a synchronization on its own thread and returns at once. Progress, errors
-    /// and the final report go to `request.progress`; the handle waits, polls or cancels.
-    /// After `IMAPISync::SynchronizeInBackground`.
+    /// Queues a synchronization with the account's scheduler and returns at once.
+    /// Progress, errors and the final report go to `request.progress`; the handle waits,
+    /// polls or cancels. `ON_DEMAND` requests run before queued background work and
+    /// preempt a background run between folders (see [`crate::scheduler`]); a request equal
+    /// to a queued one shares its run. After `IMAPISync::SynchronizeInBackground`.
     pub fn synchronize_in_background(&self, request: SyncRequest) -> SyncHandle {
-        let shared = Arc::new(Shared::default());
-        let cancel = CancelToken::default();
-        let handle = SyncHandle { shared: shared.clone(), cancel: cancel.clone() };
-        let account = self.account.clone();
-        let spawned = std::thread::Builder::new().name(format!("sync-{}", account.name)).spawn({
-            let request = request.clone();
-            let shared = shared.clone();
-            move || {
-                let report = engine::run(&account, &request, &cancel);
-                request.progress.done(&report);
-                shared.finish(report);
-            }
-        });
-        if let Err(e) = spawned {
-            let mut report = crate::api::SyncReport { account: self.account.name.clone(), ..Default::default() };
-            let err = crate::api::SyncError {
-                kind: crate::api::ErrorKind::Local,
-                account: self.account.name.clone(),
-                folder: None,
-                message: format!("cannot start the sync thread: {e}"),
-                server_text: None,
-                hint: "the system is out of threads or memory".into(),
-                retryable: true,
-            };
-            request.progress.error(&err);
-            report.errors.push(err);
-            request.progress.done(&report);
-            shared.finish(report);
-        }
-        handle
+        self.scheduler.submit(&self.account, request)
+    }
+
+    /// Where the account's syncs stand: what runs, what waits, the last success and
+    /// errors (of the syncs of this process).
+    pub fn status(&self) -> Status {
+        self.scheduler.status()
+    }
+
+    /// Whether a sync of the account runs or waits in the queue.
+    pub fn is_busy(&self) -> bool {
+        let s = self.scheduler.status();
+        s.running.is_some() || !s.queued.is_empty()
+    }
+
+    /// Cancels the running sync and everything queued for the account: each caller gets
+    /// its `done`, cancelled; the running sync stops at its next step boundary.
+    pub fn cancel_all(&self) {
+        self.scheduler.cancel_all()
     }
 
     /// Puts a message in the outbox, to be sent by the next `OUTGOING_MAIL` sync (what a
@@ -115,8 +110,16 @@ impl Store {
         report
     }
 
-    /// Runs a synchronization on the calling thread: `synchronize_in_background` then wait.
+    /// Runs a synchronization and waits for it: `synchronize_in_background` then wait.
+    /// Called from a progress callback of the same account's sync (the worker thread),
+    /// where waiting in the queue would wait forever, it runs at once on the calling
+    /// thread instead (and so meets the account lock).
     pub fn synchronize(&self, request: SyncRequest) -> crate::api::SyncReport {
+        if self.scheduler.is_worker() {
+            let report = engine::run(&self.account, &request, &CancelToken::default());
+            request.progress.done(&report);
+            return report;
+        }
         self.synchronize_in_background(request).wait()
     }
 }

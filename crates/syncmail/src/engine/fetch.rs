@@ -42,6 +42,8 @@ pub(crate) fn run(account: &AccountConfig, which: &Bodies, req: &SyncRequest) ->
         report: SyncReport { account: account.name.clone(), ..Default::default() },
         steps: 0,
         op: "",
+        preempt: &|| false,
+        remaining: None,
     };
     if let Err(e) = fetch(&mut ctx, which) {
         ctx.error(e);

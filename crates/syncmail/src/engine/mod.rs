@@ -51,6 +51,11 @@ pub(crate) struct Ctx<'a> {
     steps: u64,
     /// What the engine is doing on the server, for error messages ("downloading").
     pub op: &'static str,
+    /// Asked between folders: whether to stop here and leave the rest for later, because
+    /// more urgent work waits (the scheduler's `ON_DEMAND` preemption).
+    preempt: &'a dyn Fn() -> bool,
+    /// The folders (server names) left undone when the run gave way to `preempt`.
+    remaining: Option<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -168,6 +173,18 @@ impl AccountLock {
 
 /// Runs one sync to the end and returns its report; `done` is the caller's to call.
 pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelToken) -> SyncReport {
+    run_preemptible(account, req, cancel, &|| false).0
+}
+
+/// Like [`run`], but asks `preempt` before each folder; when it says yes, the run stops
+/// there (the folder in hand is finished, every step journaled) and returns the server
+/// names of the folders it did not do, for the caller to run later.
+pub(crate) fn run_preemptible(
+    account: &AccountConfig,
+    req: &SyncRequest,
+    cancel: &CancelToken,
+    preempt: &dyn Fn() -> bool,
+) -> (SyncReport, Option<Vec<String>>) {
     let mut ctx = Ctx {
         account,
         req,
@@ -175,6 +192,8 @@ pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelTok
         report: SyncReport { account: account.name.clone(), ..Default::default() },
         steps: 0,
         op: "",
+        preempt,
+        remaining: None,
     };
     let unsupported = req.flags.difference(SyncFlags::IMPLEMENTED);
     for (name, _) in unsupported.iter_names() {
@@ -193,12 +212,12 @@ pub(crate) fn run(account: &AccountConfig, req: &SyncRequest, cancel: &CancelTok
     );
     let outgoing = req.flags.contains(SyncFlags::OUTGOING_MAIL);
     if wanted.is_empty() && !outgoing {
-        return ctx.report;
+        return (ctx.report, None);
     }
     if let Err(e) = run_sync(&mut ctx, wanted, outgoing) {
         ctx.error(e);
     }
-    ctx.report
+    (ctx.report, ctx.remaining)
 }
 
 fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), SyncError> {
@@ -331,6 +350,12 @@ fn sync_folders(
     for (i, mb) in mailboxes.iter().enumerate() {
         if ctx.cancel.is_cancelled() {
             ctx.report.cancelled = true;
+            return Ok(());
+        }
+        // Giving way leaves the store as a cancel does (the attic too: what a local move
+        // left there is found again by the next run).
+        if (ctx.preempt)() {
+            ctx.remaining = Some(mailboxes[i..].iter().map(|m| m.far_name.clone()).collect());
             return Ok(());
         }
         let status: Option<MailboxStatus> = match mb.status.clone() {

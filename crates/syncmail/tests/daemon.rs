@@ -1,0 +1,136 @@
+//! The daemon against a real Dovecot: mail delivered on the server arrives through IDLE
+//! within seconds; a server restart is followed by a reconnect; a local change is
+//! uploaded without waiting for the periodic sync; a shutdown mid-sync leaves a store
+//! that the next sync completes, nothing lost or twice.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Conn, Recorder, account, assert_same, near_add, near_find};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use syncmail::daemon::{Daemon, DaemonOptions};
+use syncmail::{ErrorKind, Store};
+use syncmail_testkit::{Dovecot, Options};
+
+fn fast() -> DaemonOptions {
+    DaemonOptions {
+        poll: Duration::from_millis(100),
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(1),
+        debounce: Duration::from_millis(300),
+        ..Default::default()
+    }
+}
+
+/// Waits up to `secs` for `cond`; panics with `what` if it never holds.
+fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts the daemon on a fresh store and waits for its first sync and for IDLE.
+fn start(dv: &Dovecot, root: &Path) -> (Daemon, Store, Arc<Recorder>) {
+    let store = Store::open(account(dv, root, Conn::Plain, "")).unwrap();
+    let rec = Arc::new(Recorder::default());
+    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
+    within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    within(10, "IDLE on INBOX", || watching(&rec) >= 1);
+    (daemon, store, rec)
+}
+
+fn watching(rec: &Recorder) -> usize {
+    rec.progress.lock().unwrap().iter().filter(|p| p.text == "watching INBOX with IDLE").count()
+}
+
+#[test]
+fn mail_delivered_on_the_server_arrives_through_idle() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let (daemon, _store, rec) = start(&dv, tmp.path());
+    dv.save("INBOX", &syncmail_testkit::message("pushed", "arrives by IDLE"));
+    // The periodic sync is 300 s away: only IDLE can bring it this soon.
+    within(10, "the delivered message locally", || near_find(tmp.path(), "INBOX", "pushed").is_some());
+    daemon.shutdown();
+    assert!(rec.errors.lock().unwrap().is_empty(), "{:#?}", rec.errors.lock().unwrap());
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn folders_of_the_idle_setting_are_watched_and_a_missing_one_is_reported_once() {
+    let dv = Dovecot::start(Options::default());
+    dv.doveadm(&["mailbox", "create", "Lists"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let acc = common::account_with(&dv, tmp.path(), Conn::Plain, "idle = [\"Lists\", \"Nowhere\"]", "");
+    let store = Store::open(acc).unwrap();
+    let rec = Arc::new(Recorder::default());
+    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
+    let watching_lists = || rec.progress.lock().unwrap().iter().any(|p| p.text == "watching Lists with IDLE");
+    within(10, "IDLE on Lists", watching_lists);
+    within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    dv.save("Lists", &syncmail_testkit::message("list mail", "pushed too"));
+    within(10, "the message in Lists", || near_find(tmp.path(), "Lists", "list mail").is_some());
+    // The missing folder: one error that says so, no reconnect loop.
+    std::thread::sleep(Duration::from_millis(500));
+    let errors = rec.errors.lock().unwrap().clone();
+    let nowhere: Vec<_> = errors.iter().filter(|e| e.folder.as_deref() == Some("Nowhere")).collect();
+    assert_eq!(nowhere.len(), 1, "{errors:#?}");
+    assert_eq!(nowhere[0].kind, ErrorKind::Server);
+    assert!(!nowhere[0].retryable);
+    daemon.shutdown();
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn a_server_restart_is_followed_by_a_reconnect() {
+    let mut dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let (daemon, _store, rec) = start(&dv, tmp.path());
+    dv.stop();
+    within(10, "the lost connection reported", || {
+        rec.errors.lock().unwrap().iter().any(|e| e.kind == ErrorKind::Network && e.hint.contains("connecting again"))
+    });
+    dv.restart();
+    within(15, "IDLE again after the restart", || watching(&rec) >= 2);
+    dv.save("INBOX", &syncmail_testkit::message("after restart", "arrives on the new connection"));
+    within(10, "the message delivered after the restart", || near_find(tmp.path(), "INBOX", "after restart").is_some());
+    daemon.shutdown();
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn a_local_change_is_uploaded_promptly() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let (daemon, _store, _rec) = start(&dv, tmp.path());
+    near_add(tmp.path(), "INBOX", "written here", syncmail_imap::Flags::SEEN);
+    within(10, "the local message on the server", || dv.server_messages().get("INBOX").is_some_and(|m| !m.is_empty()));
+    daemon.shutdown();
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn a_shutdown_mid_sync_leaves_a_store_the_next_sync_completes() {
+    let dv = Dovecot::start(Options { messages: 1200, corpus_args: vec!["--tiny".into()], ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    let rec = Arc::new(Recorder::default());
+    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
+    within(20, "the first download", || {
+        rec.progress.lock().unwrap().iter().any(|p| p.step == syncmail::Step::Download && p.index > 0)
+    });
+    daemon.shutdown();
+    assert!(!store.is_busy());
+    let done = rec.done.lock().unwrap().clone();
+    assert!(done.iter().any(|r| r.cancelled), "the sync in hand was stopped: {done:#?}");
+    let names = dv.server_messages().into_keys();
+    let local = syncmail_testkit::local_messages(&tmp.path().join("mail"), names).values().map(Vec::len).sum::<usize>();
+    assert!(local < 1200, "stopped before the end ({local} messages)");
+    // What the stopped sync did stays done; the next sync completes it, nothing twice.
+    common::sync_ok(&store);
+    assert_same(&dv, tmp.path());
+}

@@ -1,0 +1,175 @@
+//! The account scheduler against a real Dovecot: `ON_DEMAND` work overtakes a long
+//! background sync between folders, and the background sync resumes where it stopped;
+//! equal queued requests share one run, each with its own callbacks and handle.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Conn, DOWNLOAD, Recorder, account, assert_same};
+use std::sync::{Arc, Mutex};
+use syncmail::{Progress, Step, Store, SyncFlags, SyncHandle, SyncProgress, SyncReport, SyncRequest};
+use syncmail_testkit::{Dovecot, Options};
+
+/// Events of several requests in the one order they happened: (request, step or "done",
+/// folder).
+#[derive(Default)]
+struct Log(Mutex<Vec<Event>>);
+
+type Event = (&'static str, String, Option<String>);
+
+/// A progress receiver that writes to a shared [`Log`] under its request's name, and can
+/// run `hook` on each progress event.
+struct Tagged {
+    name: &'static str,
+    log: Arc<Log>,
+    hook: Box<dyn Fn(&Progress) + Send + Sync>,
+}
+
+impl SyncProgress for Tagged {
+    fn progress(&self, p: &Progress) {
+        self.log.0.lock().unwrap().push((self.name, p.step.name().to_string(), p.folder.clone()));
+        (self.hook)(p);
+    }
+    fn done(&self, _r: &SyncReport) {
+        self.log.0.lock().unwrap().push((self.name, "done".into(), None));
+    }
+}
+
+#[test]
+fn on_demand_inbox_overtakes_a_long_background_sync_which_then_resumes() {
+    let dv = Dovecot::start(Options {
+        messages: 1200,
+        corpus_args: ["--tiny", "--folders", "Archive,Big"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    dv.save("INBOX", &syncmail_testkit::message("urgent", "read me now"));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    let log = Arc::new(Log::default());
+    let urgent: Arc<Mutex<Option<SyncHandle>>> = Arc::default();
+    // The person asks for INBOX while the background sync downloads Archive.
+    let hook = {
+        let (store, log, urgent) = (store.clone(), log.clone(), urgent.clone());
+        move |p: &Progress| {
+            let mut slot = urgent.lock().unwrap();
+            if p.step == Step::Download && p.folder.as_deref() == Some("Archive") && slot.is_none() {
+                let tag = Tagged { name: "on-demand", log: log.clone(), hook: Box::new(|_| {}) };
+                *slot = Some(
+                    store.synchronize_in_background(
+                        SyncRequest::new(DOWNLOAD | SyncFlags::ON_DEMAND)
+                            .with_folders(vec!["INBOX".into()])
+                            .with_progress(Arc::new(tag)),
+                    ),
+                );
+            }
+        }
+    };
+    let background =
+        store.synchronize_in_background(
+            SyncRequest::new(DOWNLOAD)
+                .with_folders(vec!["Archive".into(), "Big".into()])
+                .with_progress(Arc::new(Tagged { name: "background", log: log.clone(), hook: Box::new(hook) })),
+        );
+    let bg = background.wait();
+    let od = urgent.lock().unwrap().take().expect("the on-demand request was made").wait();
+    assert!(bg.is_success(), "{:#?}", bg.errors);
+    assert!(od.is_success(), "{:#?}", od.errors);
+    assert_eq!(od.downloaded(), 1);
+    let on_server = dv.uids("Archive").len() + dv.uids("Big").len();
+    assert_eq!(bg.downloaded(), on_server as u64, "{:#?}", bg.folders);
+    assert_eq!(bg.folders.len(), 2, "{:#?}", bg.folders);
+
+    let log = log.0.lock().unwrap().clone();
+    let dones: Vec<&str> = log.iter().filter(|e| e.1 == "done").map(|e| e.0).collect();
+    assert_eq!(dones, ["on-demand", "background"], "the on-demand request finishes first");
+    // It ran between the background sync's two folders: after the last of Archive, before
+    // the first of Big; and Archive was not done again after.
+    let pos = |pred: &dyn Fn(&Event) -> bool| log.iter().position(pred).unwrap();
+    let first_od = pos(&|e| e.0 == "on-demand");
+    let last_archive = log.iter().rposition(|e| e.0 == "background" && e.2.as_deref() == Some("Archive")).unwrap();
+    let first_big = pos(&|e| e.0 == "background" && e.2.as_deref() == Some("Big"));
+    let od_done = pos(&|e| e.0 == "on-demand" && e.1 == "done");
+    assert!(last_archive < first_od && od_done < first_big, "{log:#?}");
+    let archive_checks = log.iter().filter(|e| e.1 == "check-folder" && e.2.as_deref() == Some("Archive")).count();
+    assert_eq!(archive_checks, 1, "the resumed sync does not start over");
+    // One done per request, and the store holds each message once.
+    assert_eq!(log.iter().filter(|e| e.1 == "done").count(), 2);
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn equal_queued_requests_share_a_run_and_each_caller_keeps_its_handle() {
+    let dv = Dovecot::start(Options {
+        messages: 40,
+        corpus_args: ["--tiny", "--folders", "INBOX,Other"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    // The first request holds the worker in its first callback until released, so that
+    // the next ones wait in the queue.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(Some(held));
+    let blocker = Tagged {
+        name: "first",
+        log: Arc::default(),
+        hook: Box::new(move |_| {
+            if let Some(rx) = held.lock().unwrap().take() {
+                let _ = rx.recv();
+            }
+        }),
+    };
+    let first = store.synchronize_in_background(
+        SyncRequest::new(DOWNLOAD).with_folders(vec!["Other".into()]).with_progress(Arc::new(blocker)),
+    );
+    let inbox = || SyncRequest::new(DOWNLOAD).with_folders(vec!["INBOX".into()]);
+    let recs: Vec<Arc<Recorder>> = (0..3).map(|_| Arc::new(Recorder::default())).collect();
+    let handles: Vec<SyncHandle> =
+        recs.iter().map(|r| store.synchronize_in_background(inbox().with_progress(r.clone()))).collect();
+    // A request for other work stays apart.
+    let other = store.synchronize_in_background(SyncRequest::new(SyncFlags::DOWNLOAD_CONTENTS));
+    // The worker has taken the first request (and waits in its callback).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.status().running.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the first request never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let status = store.status();
+    assert_eq!(status.queued.len(), 2, "{status:#?}");
+    assert_eq!(status.queued[0].requests, 3);
+    assert_eq!(status.queued[0].folders.as_deref(), Some(&["INBOX".to_string()][..]));
+    assert!(status.running.is_some());
+    // One of the three callers cancels: it alone stops, at once.
+    handles[2].cancel();
+    assert!(handles[2].is_done(), "a queued request ends when cancelled");
+    assert_eq!(store.status().queued[0].requests, 2);
+    // A queued request of its own leaves the queue.
+    let lone = store.synchronize_in_background(SyncRequest::new(SyncFlags::UPLOAD_CONTENTS));
+    assert_eq!(store.status().queued.len(), 3);
+    lone.cancel();
+    assert!(lone.wait().cancelled);
+    assert_eq!(store.status().queued.len(), 2);
+    release.send(()).unwrap();
+    assert!(first.wait().is_success());
+    let reports: Vec<SyncReport> = handles.iter().map(SyncHandle::wait).collect();
+    assert!(reports[0].is_success() && reports[1].is_success(), "{:#?}", reports[0].errors);
+    assert!(reports[2].cancelled);
+    let in_inbox = dv.uids("INBOX").len() as u64;
+    assert!(in_inbox > 0);
+    assert_eq!(reports[0].downloaded(), in_inbox);
+    assert_eq!(reports[1].downloaded(), in_inbox);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r.done.lock().unwrap().len(), 1, "caller {i}: done exactly once");
+    }
+    // The two that stayed saw the same run.
+    let steps = |r: &Recorder| r.progress.lock().unwrap().iter().map(|p| p.text.clone()).collect::<Vec<_>>();
+    assert_eq!(steps(&recs[0]), steps(&recs[1]));
+    assert!(steps(&recs[0]).iter().any(|t| t.contains("INBOX")));
+    assert!(other.wait().is_success());
+    let status = store.status();
+    assert!(status.running.is_none() && status.queued.is_empty(), "{status:#?}");
+    assert!(status.last_success.is_some());
+    assert!(status.folders.contains_key("INBOX") && status.folders.contains_key("Other"), "{status:#?}");
+    assert_same(&dv, tmp.path());
+}
