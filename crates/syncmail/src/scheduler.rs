@@ -3,11 +3,11 @@
 //! Every [`crate::Store::synchronize_in_background`] call lands here. The account's worker
 //! thread takes the most urgent request first: `ON_DEMAND` ones before background ones,
 //! and in the order they came within each class. A background run in progress gives way
-//! to a waiting `ON_DEMAND` request *between folders*: the folder in hand is finished
-//! (its steps are journaled anyway), the run stops, and the folders it had not reached
-//! go back in the queue at the background run's old place (without the outgoing phase it
-//! already did; the folder list is read again, a single LIST). So the preempted work
-//! resumes with the folders it had not reached, never starts over.
+//! to a waiting `ON_DEMAND` request *between folders*, and inside a big folder *between
+//! two download batches*: the run stops there (its steps are journaled anyway), and the
+//! folders it had not finished go back in the queue at the background run's old place
+//! (without the outgoing phase it already did; the folder list is read again, a single
+//! LIST). So the preempted work resumes where it stopped, never starts over.
 //!
 //! A request equal to one still queued (same flags but `ON_DEMAND`, same folders, same
 //! deletion confirmation) merges into it: one run, but every caller keeps its own

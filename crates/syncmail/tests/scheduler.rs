@@ -99,6 +99,59 @@ fn on_demand_inbox_overtakes_a_long_background_sync_which_then_resumes() {
 }
 
 #[test]
+fn on_demand_inbox_overtakes_a_big_folder_between_two_download_batches() {
+    // One folder of more than two batches (2,000 messages each): the on-demand request
+    // may not wait for the whole folder.
+    let dv = Dovecot::start(Options {
+        messages: 4500,
+        corpus_args: ["--tiny", "--folders", "Big"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    dv.save("INBOX", &syncmail_testkit::message("urgent", "read me now"));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    let log = Arc::new(Log::default());
+    let urgent: Arc<Mutex<Option<SyncHandle>>> = Arc::default();
+    let hook = {
+        let (store, log, urgent) = (store.clone(), log.clone(), urgent.clone());
+        move |p: &Progress| {
+            let mut slot = urgent.lock().unwrap();
+            if p.step == Step::Download && p.folder.as_deref() == Some("Big") && slot.is_none() {
+                let tag = Tagged { name: "on-demand", log: log.clone(), hook: Box::new(|_| {}) };
+                *slot = Some(
+                    store.synchronize_in_background(
+                        SyncRequest::new(DOWNLOAD | SyncFlags::ON_DEMAND)
+                            .with_folders(vec!["INBOX".into()])
+                            .with_progress(Arc::new(tag)),
+                    ),
+                );
+            }
+        }
+    };
+    let background = store.synchronize_in_background(
+        SyncRequest::new(DOWNLOAD).with_folders(vec!["Big".into()]).with_progress(Arc::new(Tagged {
+            name: "background",
+            log: log.clone(),
+            hook: Box::new(hook),
+        })),
+    );
+    let bg = background.wait();
+    let od = urgent.lock().unwrap().take().expect("the on-demand request was made").wait();
+    assert!(bg.is_success() && od.is_success(), "{:#?} {:#?}", bg.errors, od.errors);
+    assert_eq!(od.downloaded(), 1);
+    assert_eq!(bg.downloaded(), dv.uids("Big").len() as u64, "{:#?}", bg.folders);
+    let log = log.0.lock().unwrap().clone();
+    let dones: Vec<&str> = log.iter().filter(|e| e.1 == "done").map(|e| e.0).collect();
+    assert_eq!(dones, ["on-demand", "background"]);
+    // The on-demand request finished while Big still had messages to download.
+    let od_done = log.iter().position(|e| e.0 == "on-demand" && e.1 == "done").unwrap();
+    let last_big_download =
+        log.iter().rposition(|e| e.0 == "background" && e.1 == "download" && e.2.as_deref() == Some("Big")).unwrap();
+    assert!(od_done < last_big_download, "the on-demand request waited for the whole folder");
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
 fn equal_queued_requests_share_a_run_and_each_caller_keeps_its_handle() {
     let dv = Dovecot::start(Options {
         messages: 40,

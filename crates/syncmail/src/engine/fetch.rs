@@ -44,6 +44,7 @@ pub(crate) fn run(account: &AccountConfig, which: &Bodies, req: &SyncRequest) ->
         op: "",
         preempt: &|| false,
         remaining: None,
+        preempted: false,
     };
     if let Err(e) = fetch(&mut ctx, which) {
         ctx.error(e);

@@ -691,7 +691,7 @@ fn sync_folder_once(
         &mut report,
         (sel.uidvalidity, first_time),
     )?;
-    if ctx.report.cancelled {
+    if ctx.report.cancelled || ctx.preempted {
         return Ok(Some(report));
     }
 
@@ -898,9 +898,15 @@ fn download(
     let mut done_bytes = 0u64;
     let mut done = 0u64;
     let mut max_uid = row.uidnext.saturating_sub(1);
-    for batch in batches(downloads) {
+    for (n, batch) in batches(downloads).into_iter().enumerate() {
         if ctx.cancel.is_cancelled() {
             ctx.report.cancelled = true;
+            return Ok(max_uid);
+        }
+        // More urgent work waits (ON_DEMAND): give way between two journaled batches; the
+        // resumed run downloads the rest, since the mark moved past what is here.
+        if n > 0 && (ctx.preempt)() {
+            ctx.preempted = true;
             return Ok(max_uid);
         }
         let journal: Vec<(u32, String, u64)> =

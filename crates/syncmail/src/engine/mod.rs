@@ -56,6 +56,9 @@ pub(crate) struct Ctx<'a> {
     preempt: &'a dyn Fn() -> bool,
     /// The folders (server names) left undone when the run gave way to `preempt`.
     remaining: Option<Vec<String>>,
+    /// The folder in hand gave way to `preempt` between two download batches: its
+    /// downloads so far are committed, the rest waits for the resumed run.
+    pub preempted: bool,
 }
 
 impl Ctx<'_> {
@@ -194,6 +197,7 @@ pub(crate) fn run_preemptible(
         op: "",
         preempt,
         remaining: None,
+        preempted: false,
     };
     let unsupported = req.flags.difference(SyncFlags::IMPLEMENTED);
     for (name, _) in unsupported.iter_names() {
@@ -446,6 +450,11 @@ fn sync_folders(
                 let e = ctx.report.errors.remove(i);
                 ctx.report.retried.insert(0, e);
             }
+        }
+        // Gave way in the middle of this folder: it is the first of what remains.
+        if ctx.preempted {
+            ctx.remaining = Some(mailboxes[i..].iter().map(|m| m.far_name.clone()).collect());
+            return Ok(());
         }
     }
     moves::clear_attic(ctx);
