@@ -499,3 +499,38 @@ fn an_emptied_store_deletes_no_folder_or_message_on_the_server() {
     assert_eq!(far_folders(&dv), before);
     assert_eq!(dv.server_messages(), messages_before);
 }
+
+#[test]
+fn most_folders_vanishing_from_the_server_at_once_are_kept_here_until_confirmed() {
+    let dv = Dovecot::start(Options::default());
+    for f in ["A", "B", "C", "D"] {
+        dv.doveadm(&["mailbox", "create", f]);
+        dv.save(f, &message(&format!("in {f}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    sync_all(&store);
+    // Three of five folders gone from the listing at once (a server that lists only part
+    // of the account looks the same): held, every local copy kept.
+    for f in ["A", "B", "C"] {
+        dv.doveadm(&["mailbox", "delete", f]);
+    }
+    let (r, _) = sync(&store, ALL);
+    assert!(
+        r.errors.iter().any(|e| e.kind == ErrorKind::DeletionsHeld && e.message.contains("3 of 5")),
+        "{:#?}",
+        r.errors
+    );
+    for f in ["A", "B", "C"] {
+        assert_eq!(near_folder(root, f).scan().unwrap().len(), 1, "{f} kept");
+    }
+    let mut req = syncmail::SyncRequest::new(ALL);
+    req.confirm_deletions = true;
+    let r = store.synchronize(req);
+    assert!(r.is_success(), "{:#?}", r.errors);
+    for f in ["A", "B", "C"] {
+        assert!(!dir_of(root, f).join("cur").exists(), "{f} deleted once confirmed");
+    }
+    assert_same(&dv, root);
+}

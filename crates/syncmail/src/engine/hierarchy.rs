@@ -312,15 +312,16 @@ pub(crate) fn sync_hierarchy(
     let total = found.len();
     let far_deletions = found.iter().filter(|(_, f, n)| *f != Found::Gone && *n == Found::Gone).count();
     let near_deletions = found.iter().filter(|(_, f, n)| *f == Found::Gone && *n != Found::Gone).count();
-    let hold_far_deletions = up
-        && far_deletions > 0
-        && !ctx.req.confirm_deletions
-        && (near_paths.is_empty() || (far_deletions > 1 && ctx.account.delete_guard.trips(far_deletions, total)));
+    // Many folders gone at once looks like an accident (an unmounted disk, a server that
+    // listed only part of the account), not a person deleting: two or more, and more than
+    // half of them, or what the account's delete-guard says for messages.
+    let many = |n: usize| n >= 2 && (n * 2 > total || ctx.account.delete_guard.trips(n, total));
+    let hold_far_deletions =
+        up && far_deletions > 0 && !ctx.req.confirm_deletions && (near_paths.is_empty() || many(far_deletions));
     let hold_near_deletions = down
         && near_deletions > 0
         && !ctx.req.confirm_deletions
-        && (mailboxes.iter().all(|m| !m.selectable)
-            || (near_deletions > 1 && ctx.account.delete_guard.trips(near_deletions, total)));
+        && (mailboxes.iter().all(|m| !m.selectable) || many(near_deletions));
     if hold_far_deletions {
         ctx.error(SyncError {
             kind: ErrorKind::DeletionsHeld,
@@ -332,7 +333,7 @@ pub(crate) fn sync_hierarchy(
                     root.display()
                 )
             } else {
-                format!("{far_deletions} of {total} folders vanished locally at once; none was deleted on the server")
+                format!("{far_deletions} of {total} folders vanished here at once; none was deleted on the server")
             },
             server_text: None,
             hint: "if you meant it, run `syncmail sync --confirm-deletions`; if not, restore the folders \
