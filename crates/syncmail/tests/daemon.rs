@@ -81,6 +81,11 @@ fn folders_of_the_idle_setting_are_watched_and_a_missing_one_is_reported_once() 
     assert_eq!(nowhere.len(), 1, "{errors:#?}");
     assert_eq!(nowhere[0].kind, ErrorKind::Server);
     assert!(!nowhere[0].retryable);
+    // Without NOTIFY: one connection for INBOX, one for Lists.
+    within(5, "the syncs done", || !store.is_busy());
+    assert_eq!(daemon.watch_connections(), 2);
+    within(5, "two connections on the server", || dv.imap_connections() == 2);
+    assert!(!rec.progress.lock().unwrap().iter().any(|p| p.text.contains("NOTIFY")));
     daemon.shutdown();
     assert_same(&dv, tmp.path());
 }
@@ -132,5 +137,49 @@ fn a_shutdown_mid_sync_leaves_a_store_the_next_sync_completes() {
     assert!(local < 1200, "stopped before the end ({local} messages)");
     // What the stopped sync did stays done; the next sync completes it, nothing twice.
     common::sync_ok(&store);
+    assert_same(&dv, tmp.path());
+}
+
+fn noted(rec: &Recorder, text: &str) -> bool {
+    rec.progress.lock().unwrap().iter().any(|p| p.text.contains(text))
+}
+
+#[test]
+fn with_notify_one_connection_brings_mail_of_any_folder_and_new_folders() {
+    let dv = Dovecot::start(Options { notify: true, ..Default::default() });
+    dv.doveadm(&["mailbox", "create", "Lists"]);
+    dv.doveadm(&["mailbox", "create", "Other"]);
+    let tmp = tempfile::tempdir().unwrap();
+    // Lists in `idle`: without NOTIFY it would take a second connection.
+    let acc = common::account_with(&dv, tmp.path(), Conn::Plain, "idle = [\"Lists\"]", "");
+    assert_eq!(acc.interval, Duration::from_secs(300));
+    let mut probe = syncmail::far::Session::open(&acc.imap).unwrap();
+    assert!(probe.has("NOTIFY"), "Dovecot offers NOTIFY after login with mailbox_list_index = yes");
+    probe.examine("INBOX").unwrap();
+    probe.logout();
+    let store = Store::open(acc).unwrap();
+    let rec = Arc::new(Recorder::default());
+    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
+    within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    within(10, "NOTIFY set", || noted(&rec, "watching every folder with NOTIFY"));
+    assert_eq!(daemon.watch_connections(), 1);
+    assert!(!noted(&rec, "with IDLE"), "no per-folder IDLE beside NOTIFY");
+    // Not INBOX, not in `idle`: only NOTIFY can bring it before the periodic sync.
+    let t = Instant::now();
+    dv.save("Other", &syncmail_testkit::message("notified", "in another folder"));
+    within(5, "the message of Other locally", || near_find(tmp.path(), "Other", "notified").is_some());
+    let other = t.elapsed();
+    dv.doveadm(&["mailbox", "create", "Fresh"]);
+    within(5, "the new folder locally", || tmp.path().join("mail/Fresh/cur").is_dir());
+    dv.save("Fresh", &syncmail_testkit::message("fresh mail", "in the new folder"));
+    within(5, "the message of Fresh locally", || near_find(tmp.path(), "Fresh", "fresh mail").is_some());
+    dv.save("INBOX", &syncmail_testkit::message("inbox mail", "selected"));
+    within(5, "the message of INBOX locally", || near_find(tmp.path(), "INBOX", "inbox mail").is_some());
+    within(5, "the syncs done", || !store.is_busy());
+    // The server's side of the count: the daemon's one watch connection, no other.
+    within(5, "one connection on the server", || dv.imap_connections() == 1);
+    eprintln!("Other's message arrived {} ms after delivery", other.as_millis());
+    daemon.shutdown();
+    assert!(rec.errors.lock().unwrap().is_empty(), "{:#?}", rec.errors.lock().unwrap());
     assert_same(&dv, tmp.path());
 }
