@@ -149,7 +149,7 @@ pub enum Notice {
     /// A mailbox created, deleted, renamed or (un)subscribed: the hierarchy changed, and
     /// the contents of the named mailbox (not for a deleted one) are to be looked at.
     Hierarchy(Option<String>),
-    /// The server dropped notifications (`[NOTIFICATIONOVERFLOW]`, RFC 5465 §5.8): it
+    /// The server dropped notifications (`[NOTIFICATIONOVERFLOW]`, RFC 5465): it
     /// sends no more until NOTIFY SET is given again.
     Overflow,
 }
@@ -455,11 +455,7 @@ fn notify_once(ctx: &AccountCtx, again: bool, fall_back: &mut bool) -> Life {
     });
     match set {
         Err(e @ (syncmail_imap::Error::No { .. } | syncmail_imap::Error::Bad { .. })) => {
-            ctx.note(
-                Step::Connect,
-                None,
-                format!("the server refused NOTIFY ({e}): watching with IDLE, one connection a folder"),
-            );
+            ctx.note(Step::Connect, None, format!("{e}: watching with IDLE instead, one connection a folder"));
             s.logout();
             *fall_back = true;
             return Life::Done;
@@ -607,6 +603,32 @@ mod tests {
         // Jitter spreads clients: not every draw gives the same wait.
         let draws: std::collections::BTreeSet<_> = (0..20).map(|_| backoff(&o, 5, j.next())).collect();
         assert!(draws.len() > 1);
+    }
+
+    /// Responses in the forms of RFC 5465's examples, and what the daemon does about them.
+    #[test]
+    fn notify_responses_ask_for_the_right_sync() {
+        let n = |line: &[u8]| match syncmail_imap::parse::parse_response(line).unwrap() {
+            syncmail_imap::parse::Response::Untagged(u) => notice(&u),
+            r => panic!("{r:?}"),
+        };
+        assert_eq!(n(b"* STATUS misc (UIDVALIDITY 1 UIDNEXT 999)\r\n"), Some(Notice::Folder("misc".into())));
+        assert_eq!(
+            n(b"* STATUS \"Entw&APw-rfe\" (MESSAGES 3 UIDNEXT 4 UNSEEN 1)\r\n"),
+            Some(Notice::Folder("Entw&APw-rfe".into()))
+        );
+        assert_eq!(n(b"* 4 EXISTS\r\n"), Some(Notice::Selected));
+        assert_eq!(n(b"* 2 EXPUNGE\r\n"), Some(Notice::Selected));
+        assert_eq!(n(b"* 1 FETCH (FLAGS (\\Seen))\r\n"), Some(Notice::Selected));
+        assert_eq!(
+            n(b"* LIST () \"/\" \"NewMailbox\" (\"OLDNAME\" (\"OldMailbox\"))\r\n"),
+            Some(Notice::Hierarchy(Some("NewMailbox".into())))
+        );
+        assert_eq!(n(b"* LIST (\\NonExistent) \".\" \"Gone\"\r\n"), Some(Notice::Hierarchy(None)));
+        assert_eq!(n(b"* LIST (\\Subscribed) \".\" \"Lists\"\r\n"), Some(Notice::Hierarchy(Some("Lists".into()))));
+        assert_eq!(n(b"* OK [NOTIFICATIONOVERFLOW] ...A0\r\n"), Some(Notice::Overflow));
+        assert_eq!(n(b"* OK still here\r\n"), None);
+        assert_eq!(n(b"* FLAGS (\\Seen \\Draft)\r\n"), None);
     }
 
     #[test]

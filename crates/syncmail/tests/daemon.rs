@@ -33,12 +33,18 @@ fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-/// Starts the daemon on a fresh store and waits for its first sync and for IDLE.
-fn start(dv: &Dovecot, root: &Path) -> (Daemon, Store, Arc<Recorder>) {
-    let store = Store::open(account(dv, root, Conn::Plain, "")).unwrap();
+/// Starts the daemon on a fresh store of `acc` and waits for its first sync.
+fn run(acc: syncmail::AccountConfig) -> (Daemon, Store, Arc<Recorder>) {
+    let store = Store::open(acc).unwrap();
     let rec = Arc::new(Recorder::default());
     let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
     within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    (daemon, store, rec)
+}
+
+/// Starts the daemon on a fresh store and waits for its first sync and for IDLE.
+fn start(dv: &Dovecot, root: &Path) -> (Daemon, Store, Arc<Recorder>) {
+    let (daemon, store, rec) = run(account(dv, root, Conn::Plain, ""));
     within(10, "IDLE on INBOX", || watching(&rec) >= 1);
     (daemon, store, rec)
 }
@@ -66,12 +72,8 @@ fn folders_of_the_idle_setting_are_watched_and_a_missing_one_is_reported_once() 
     dv.doveadm(&["mailbox", "create", "Lists"]);
     let tmp = tempfile::tempdir().unwrap();
     let acc = common::account_with(&dv, tmp.path(), Conn::Plain, "idle = [\"Lists\", \"Nowhere\"]", "");
-    let store = Store::open(acc).unwrap();
-    let rec = Arc::new(Recorder::default());
-    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
-    let watching_lists = || rec.progress.lock().unwrap().iter().any(|p| p.text == "watching Lists with IDLE");
-    within(10, "IDLE on Lists", watching_lists);
-    within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    let (daemon, store, rec) = run(acc);
+    within(10, "IDLE on Lists", || noted(&rec, "watching Lists with IDLE"));
     dv.save("Lists", &syncmail_testkit::message("list mail", "pushed too"));
     within(10, "the message in Lists", || near_find(tmp.path(), "Lists", "list mail").is_some());
     // The missing folder: one error that says so, no reconnect loop.
@@ -157,10 +159,7 @@ fn with_notify_one_connection_brings_mail_of_any_folder_and_new_folders() {
     assert!(probe.has("NOTIFY"), "Dovecot offers NOTIFY after login with mailbox_list_index = yes");
     probe.examine("INBOX").unwrap();
     probe.logout();
-    let store = Store::open(acc).unwrap();
-    let rec = Arc::new(Recorder::default());
-    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
-    within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    let (daemon, store, rec) = run(acc);
     within(10, "NOTIFY set", || noted(&rec, "watching every folder with NOTIFY"));
     assert_eq!(daemon.watch_connections(), 1);
     assert!(!noted(&rec, "with IDLE"), "no per-folder IDLE beside NOTIFY");
@@ -181,5 +180,52 @@ fn with_notify_one_connection_brings_mail_of_any_folder_and_new_folders() {
     eprintln!("Other's message arrived {} ms after delivery", other.as_millis());
     daemon.shutdown();
     assert!(rec.errors.lock().unwrap().is_empty(), "{:#?}", rec.errors.lock().unwrap());
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn a_refused_notify_set_falls_back_to_idle_and_says_so_once() {
+    // NOTIFY advertised on top of Dovecot's list, but no mailbox list index behind it.
+    let dv = Dovecot::start(Options { capability: Some("+NOTIFY".into()), ..Default::default() });
+    dv.doveadm(&["mailbox", "create", "Lists"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let acc = common::account_with(&dv, tmp.path(), Conn::Plain, "idle = [\"Lists\"]", "");
+    let (daemon, _store, rec) = run(acc);
+    within(10, "IDLE on INBOX", || watching(&rec) >= 1);
+    within(10, "IDLE on Lists", || noted(&rec, "watching Lists with IDLE"));
+    dv.save("Lists", &syncmail_testkit::message("list mail", "by IDLE"));
+    within(10, "the message in Lists", || near_find(tmp.path(), "Lists", "list mail").is_some());
+    let refused: Vec<_> = rec
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.text.contains("refused NOTIFY"))
+        .map(|p| p.text.clone())
+        .collect();
+    assert_eq!(refused.len(), 1, "said once: {refused:?}");
+    assert_eq!(daemon.watch_connections(), 2);
+    daemon.shutdown();
+    assert!(rec.errors.lock().unwrap().is_empty(), "{:#?}", rec.errors.lock().unwrap());
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn with_notify_a_server_restart_is_followed_by_a_reconnect() {
+    let mut dv = Dovecot::start(Options { notify: true, ..Default::default() });
+    dv.doveadm(&["mailbox", "create", "Other"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (daemon, _store, rec) = run(account(&dv, tmp.path(), Conn::Plain, ""));
+    let set = || rec.progress.lock().unwrap().iter().filter(|p| p.text == "watching every folder with NOTIFY").count();
+    within(10, "NOTIFY set", || set() == 1);
+    dv.stop();
+    within(10, "the lost connection reported", || {
+        rec.errors.lock().unwrap().iter().any(|e| e.kind == ErrorKind::Network && e.hint.contains("connecting again"))
+    });
+    dv.restart();
+    within(15, "NOTIFY again after the restart", || set() >= 2);
+    dv.save("Other", &syncmail_testkit::message("after restart", "notified on the new connection"));
+    within(10, "the message delivered after the restart", || near_find(tmp.path(), "Other", "after restart").is_some());
+    daemon.shutdown();
     assert_same(&dv, tmp.path());
 }
