@@ -35,9 +35,14 @@ fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
 
 /// Starts the daemon on a fresh store of `acc` and waits for its first sync.
 fn run(acc: syncmail::AccountConfig) -> (Daemon, Store, Arc<Recorder>) {
+    run_with(acc, fast())
+}
+
+/// [`run`] with these options.
+fn run_with(acc: syncmail::AccountConfig, opts: DaemonOptions) -> (Daemon, Store, Arc<Recorder>) {
     let store = Store::open(acc).unwrap();
     let rec = Arc::new(Recorder::default());
-    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
+    let daemon = Daemon::start(vec![store.clone()], rec.clone(), opts);
     within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
     (daemon, store, rec)
 }
@@ -159,11 +164,12 @@ fn with_notify_one_connection_brings_mail_of_any_folder_and_new_folders() {
     assert!(probe.has("NOTIFY"), "Dovecot offers NOTIFY after login with mailbox_list_index = yes");
     probe.examine("INBOX").unwrap();
     probe.logout();
-    let (daemon, store, rec) = run(acc);
+    let (daemon, store, rec) = run_with(acc, DaemonOptions { watch_local: false, ..fast() });
     within(10, "NOTIFY set", || noted(&rec, "watching every folder with NOTIFY"));
     assert_eq!(daemon.watch_connections(), 1);
     assert!(!noted(&rec, "with IDLE"), "no per-folder IDLE beside NOTIFY");
-    // Not INBOX, not in `idle`: only NOTIFY can bring it before the periodic sync.
+    // Not INBOX, not in `idle`, the Maildir watcher off (its syncs would look at every
+    // folder): only NOTIFY can bring it before the periodic sync.
     let t = Instant::now();
     dv.save("Other", &syncmail_testkit::message("notified", "in another folder"));
     within(5, "the message of Other locally", || near_find(tmp.path(), "Other", "notified").is_some());
@@ -172,6 +178,19 @@ fn with_notify_one_connection_brings_mail_of_any_folder_and_new_folders() {
     within(5, "the new folder locally", || tmp.path().join("mail/Fresh/cur").is_dir());
     dv.save("Fresh", &syncmail_testkit::message("fresh mail", "in the new folder"));
     within(5, "the message of Fresh locally", || near_find(tmp.path(), "Fresh", "fresh mail").is_some());
+    // Renamed on the server by another client (LIST with OLDNAME, a hierarchy sync).
+    // Dovecot 2.3 sends nothing for a `doveadm mailbox rename`; an IMAP RENAME it does.
+    let mut other_client = syncmail::far::Session::open(&store.account().imap).unwrap();
+    other_client.rename("Fresh", "Renamed").unwrap();
+    other_client.logout();
+    within(5, "the folder renamed locally", || {
+        !tmp.path().join("mail/Fresh").exists() && near_find(tmp.path(), "Renamed", "fresh mail").is_some()
+    });
+    // Deleted on the server (empty): LIST \NonExistent, a hierarchy sync.
+    dv.doveadm(&["mailbox", "create", "Brief"]);
+    within(5, "Brief locally", || tmp.path().join("mail/Brief/cur").is_dir());
+    dv.doveadm(&["mailbox", "delete", "Brief"]);
+    within(5, "Brief gone locally", || !tmp.path().join("mail/Brief").exists());
     dv.save("INBOX", &syncmail_testkit::message("inbox mail", "selected"));
     within(5, "the message of INBOX locally", || near_find(tmp.path(), "INBOX", "inbox mail").is_some());
     within(5, "the syncs done", || !store.is_busy());
@@ -215,7 +234,8 @@ fn with_notify_a_server_restart_is_followed_by_a_reconnect() {
     let mut dv = Dovecot::start(Options { notify: true, ..Default::default() });
     dv.doveadm(&["mailbox", "create", "Other"]);
     let tmp = tempfile::tempdir().unwrap();
-    let (daemon, _store, rec) = run(account(&dv, tmp.path(), Conn::Plain, ""));
+    let (daemon, _store, rec) =
+        run_with(account(&dv, tmp.path(), Conn::Plain, ""), DaemonOptions { watch_local: false, ..fast() });
     let set = || rec.progress.lock().unwrap().iter().filter(|p| p.text == "watching every folder with NOTIFY").count();
     within(10, "NOTIFY set", || set() == 1);
     dv.stop();
