@@ -545,10 +545,11 @@ fn idle_watch(ctx: &AccountCtx, folder: &str) {
     });
 }
 
-/// IDLE after IDLE on an examined folder, `on` reading the untagged responses (true:
-/// a change, which queues a sync of `folder`, or of everything for `None`); returns why
-/// the connection failed, or `None` when the daemon stops, the machine slept, or `on`
-/// ended an IDLE with nothing to sync (the caller then connects again).
+/// IDLE after IDLE on an examined folder, `on` reading the untagged responses. With a
+/// `folder` (IDLE alone), `on` saying "change" queues a sync of it; without (NOTIFY,
+/// where `on` queues the syncs itself), an IDLE that `on` or the server ended makes the
+/// caller connect again. Returns why the connection failed, or `None` when the daemon
+/// stops, the machine slept, or a NOTIFY session is to start anew.
 fn watch_session(
     ctx: &AccountCtx,
     s: &mut Session,
