@@ -122,7 +122,7 @@ class Server:
         text = DOVECOT_TEMPLATE.read_text()
         for k, v in {"@DIR@": str(self.dir), "@PORT_PLAIN@": str(self.port), "@PORT_TLS@": str(self.port_tls),
                      "@IMAP_CAPABILITY@": "", "@AUTH_MECHANISMS@": "plain login", "@SEPARATOR@": ".",
-                     "@PASSWORD@": "secret", "@OAUTH2_PASSDB@": ""}.items():
+                     "@PASSWORD@": "secret", "@OAUTH2_PASSDB@": "", "@MAILBOX_LIST_INDEX@": "no"}.items():
             text = text.replace(k, v)
         self.conf.write_text(text)
 

@@ -644,6 +644,19 @@ impl Client {
     /// at least every 29 minutes, or the server may log it out as inactive; callers pass
     /// `max` below that.
     pub fn idle(&mut self, max: Duration, poll: Duration, stop: &dyn Fn() -> bool) -> Result<bool> {
+        self.idle_with(max, poll, stop, &mut is_mailbox_change)
+    }
+
+    /// [`Client::idle`] that hands every untagged response to `on`, which says whether it
+    /// ends the IDLE as a change. With NOTIFY (RFC 5465) `on` takes the STATUS and LIST
+    /// responses about other mailboxes as they come and keeps the IDLE going.
+    pub fn idle_with(
+        &mut self,
+        max: Duration,
+        poll: Duration,
+        stop: &dyn Fn() -> bool,
+        on: &mut dyn FnMut(&Untagged<'_>) -> bool,
+    ) -> Result<bool> {
         if !self.has("IDLE") {
             return Err(Error::Protocol("the server does not offer IDLE (RFC 2177)".into()));
         }
@@ -658,12 +671,10 @@ impl Client {
             }
             self.read(None)?;
             match parse_response(&self.buf)? {
-                Response::Untagged(
-                    Untagged::Exists(_) | Untagged::Expunge(_) | Untagged::Recent(_) | Untagged::Fetch { .. },
-                ) => changed = true,
                 Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
                     return Err(Error::Bye { text });
                 }
+                Response::Untagged(u) => changed = on(&u),
                 Response::Tagged { tag: t, .. } if t == tag => {
                     // The server ended IDLE itself: the caller looks at the folder again.
                     self.pending.remove(&tag);
@@ -675,9 +686,7 @@ impl Client {
         self.trace_line("C: DONE");
         self.conn.write_all(b"DONE\r\n")?;
         self.complete(&tag, |u| {
-            if matches!(u, Untagged::Exists(_) | Untagged::Expunge(_) | Untagged::Recent(_) | Untagged::Fetch { .. }) {
-                changed = true;
-            }
+            changed |= on(&u);
             Ok(())
         })?;
         Ok(changed)
@@ -688,6 +697,11 @@ impl Client {
         let _ = self.run("LOGOUT", |_| Ok(()));
         self.conn.shutdown();
     }
+}
+
+/// Whether an untagged response during IDLE tells of a change in the selected mailbox.
+pub fn is_mailbox_change(u: &Untagged<'_>) -> bool {
+    matches!(u, Untagged::Exists(_) | Untagged::Expunge(_) | Untagged::Recent(_) | Untagged::Fetch { .. })
 }
 
 /// The XOAUTH2 initial response (before base64), as Google and Microsoft document it.

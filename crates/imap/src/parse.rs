@@ -657,6 +657,61 @@ mod tests {
         parse_response(s).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// What a server sends under NOTIFY (RFC 5465): STATUS for mailboxes other than the
+    /// selected one, LIST for created, deleted and renamed mailboxes, the overflow code.
+    #[test]
+    fn rfc5465_notify_responses() {
+        // §3.1 (as corrected by errata 2318): new mail in a mailbox not selected.
+        assert_eq!(
+            p(b"* STATUS misc (UIDVALIDITY 1 UIDNEXT 999)\r\n"),
+            Response::Untagged(Untagged::MailboxStatus {
+                name: b"misc".to_vec(),
+                items: vec![("UIDVALIDITY".into(), 1), ("UIDNEXT".into(), 999)],
+                mailbox_id: None
+            })
+        );
+        // Dovecot's form for a new message: MESSAGES, UIDNEXT, UNSEEN; a quoted name in
+        // modified UTF-7.
+        let Response::Untagged(Untagged::MailboxStatus { name, items, .. }) =
+            p(b"* STATUS \"Entw&APw-rfe\" (MESSAGES 3 UIDNEXT 4 UNSEEN 1)\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!((name, items.len()), (b"Entw&APw-rfe".to_vec(), 3));
+        // §5.4 MailboxName: a renamed mailbox is sent with RFC 5258's OLDNAME extended
+        // data after its new name; a deleted one as \NonExistent.
+        assert_eq!(
+            p(b"* LIST () \"/\" \"NewMailbox\" (\"OLDNAME\" (\"OldMailbox\"))\r\n"),
+            Response::Untagged(Untagged::List(ListEntry {
+                attributes: vec![],
+                delimiter: Some('/'),
+                name: b"NewMailbox".to_vec()
+            }))
+        );
+        assert_eq!(
+            p(b"* LIST (\\NonExistent) \".\" \"INBOX.Gone\"\r\n"),
+            Response::Untagged(Untagged::List(ListEntry {
+                attributes: vec!["\\NonExistent".into()],
+                delimiter: Some('.'),
+                name: b"INBOX.Gone".to_vec()
+            }))
+        );
+        // Notification overflow: the server gave up sending events.
+        let Response::Untagged(Untagged::Status { status: Status::Ok, code: Some(Code::Other(c, _)), .. }) =
+            p(b"* OK [NOTIFICATIONOVERFLOW] ...A0\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(c, "NOTIFICATIONOVERFLOW");
+        // A NOTIFY SET refused with the BADEVENT code.
+        let Response::Tagged { status: Status::No, code: Some(Code::Other(c, _)), .. } =
+            p(b"e NO [BADEVENT (MessageNew MessageExpunge FlagChange)] not supported\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(c, "BADEVENT");
+    }
+
     #[test]
     fn rfc3501_select_transcript() {
         // RFC 3501 §6.3.1 example responses.

@@ -5,6 +5,12 @@
 //!
 //! Per account, threads:
 //! - *periodic*: a full sync at start, then every `interval` (config).
+//! - *watch*: where the server offers NOTIFY (RFC 5465), one connection for every
+//!   folder: NOTIFY SET ([`NOTIFY_EVENTS`]), EXAMINE INBOX, then IDLE re-issued every
+//!   `idle_max`; a change in INBOX or a STATUS about another mailbox queues a sync of that
+//!   folder, a LIST (created, deleted, renamed, (un)subscribed mailbox) a hierarchy sync.
+//!   Without NOTIFY, or where NOTIFY SET is refused (said once), it runs the *idle*
+//!   watchers instead.
 //! - *idle*, one per watched folder (INBOX, and the config's `idle` list): its own
 //!   connection, EXAMINE, then IDLE (RFC 2177) re-issued every `idle_max`; a change
 //!   queues a sync of that folder. A broken connection (network loss, server restart)
@@ -19,10 +25,12 @@
 use crate::api::{ErrorKind, Progress, Step, SyncError, SyncFlags, SyncProgress, SyncRequest};
 use crate::far::Session;
 use crate::store::Store;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+use syncmail_imap::client::is_mailbox_change;
+use syncmail_imap::parse::{Code, Untagged};
 
 /// Timings of the daemon; the defaults are for real use, tests shorten them.
 #[derive(Debug, Clone)]
@@ -124,11 +132,50 @@ impl Jitter {
     }
 }
 
+/// What the daemon asks NOTIFY (RFC 5465 §5) for: in the selected mailbox (INBOX) new
+/// and expunged messages and flag changes; in every other mailbox of the personal
+/// namespace new and expunged messages, and mailboxes created, deleted, renamed or
+/// (un)subscribed.
+pub const NOTIFY_EVENTS: &str = "(selected (MessageNew MessageExpunge FlagChange)) \
+     (personal (MessageNew MessageExpunge MailboxName SubscriptionChange))";
+
+/// What an untagged response under NOTIFY asks the daemon to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A change in the selected mailbox (INBOX).
+    Selected,
+    /// New or expunged messages in another mailbox (its name as the server sent it).
+    Folder(String),
+    /// A mailbox created, deleted, renamed or (un)subscribed: the hierarchy changed, and
+    /// the contents of the named mailbox (not for a deleted one) are to be looked at.
+    Hierarchy(Option<String>),
+    /// The server dropped notifications (`[NOTIFICATIONOVERFLOW]`, RFC 5465): it
+    /// sends no more until NOTIFY SET is given again.
+    Overflow,
+}
+
+/// Reads one untagged response under NOTIFY; `None` for what asks for nothing.
+pub fn notice(u: &Untagged<'_>) -> Option<Notice> {
+    match u {
+        u if is_mailbox_change(u) => Some(Notice::Selected),
+        Untagged::MailboxStatus { name, .. } => String::from_utf8(name.clone()).ok().map(Notice::Folder),
+        Untagged::List(e) | Untagged::Lsub(e) => {
+            let gone = e.attributes.iter().any(|a| a.eq_ignore_ascii_case("\\NonExistent"));
+            Some(Notice::Hierarchy(if gone { None } else { String::from_utf8(e.name.clone()).ok() }))
+        }
+        Untagged::Status { code: Some(Code::Other(c, _)), .. } if c.eq_ignore_ascii_case("NOTIFICATIONOVERFLOW") => {
+            Some(Notice::Overflow)
+        }
+        _ => None,
+    }
+}
+
 /// The running daemon.
 pub struct Daemon {
     stores: Vec<Store>,
     stopper: Arc<Stopper>,
     threads: Vec<JoinHandle<()>>,
+    contexts: Vec<Arc<AccountCtx>>,
 }
 
 /// What every thread of one account needs.
@@ -138,6 +185,24 @@ struct AccountCtx {
     opts: DaemonOptions,
     stopper: Arc<Stopper>,
     jitter: Jitter,
+    /// Watch connections open now (NOTIFY or IDLE).
+    watching: AtomicUsize,
+}
+
+/// Counts a watch connection while it lives.
+struct Open<'a>(&'a AtomicUsize);
+
+impl<'a> Open<'a> {
+    fn new(n: &'a AtomicUsize) -> Open<'a> {
+        n.fetch_add(1, Ordering::SeqCst);
+        Open(n)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl AccountCtx {
@@ -155,11 +220,11 @@ impl AccountCtx {
         });
     }
 
-    fn network_error(&self, folder: &str, message: String, hint: String) {
+    fn network_error(&self, folder: Option<&str>, message: String, hint: String) {
         self.progress.error(&SyncError {
             kind: ErrorKind::Network,
             account: self.store.account().name.clone(),
-            folder: Some(folder.to_string()),
+            folder: folder.map(str::to_string),
             message,
             server_text: None,
             hint,
@@ -177,6 +242,13 @@ impl AccountCtx {
         // The handle is not kept: the progress receiver hears how it went.
         drop(self.store.synchronize_in_background(req));
     }
+
+    /// Queues a sync of the hierarchy only (folders created, deleted, renamed).
+    fn queue_hierarchy(&self) {
+        let req = SyncRequest::new(SyncFlags::UPLOAD_HIERARCHY | SyncFlags::DOWNLOAD_HIERARCHY)
+            .with_progress(self.progress.clone());
+        drop(self.store.synchronize_in_background(req));
+    }
 }
 
 impl Daemon {
@@ -186,6 +258,7 @@ impl Daemon {
     pub fn start(stores: Vec<Store>, progress: Arc<dyn SyncProgress>, opts: DaemonOptions) -> Daemon {
         let stopper = Arc::new(Stopper::default());
         let mut threads = Vec::new();
+        let mut contexts = Vec::new();
         for store in &stores {
             let ctx = Arc::new(AccountCtx {
                 store: store.clone(),
@@ -193,7 +266,9 @@ impl Daemon {
                 opts: opts.clone(),
                 stopper: stopper.clone(),
                 jitter: Jitter::new(),
+                watching: AtomicUsize::new(0),
             });
+            contexts.push(ctx.clone());
             let name = &store.account().name;
             let mut spawn = |what: String, f: Box<dyn FnOnce() + Send>| match std::thread::Builder::new()
                 .name(format!("{what}-{name}"))
@@ -218,10 +293,8 @@ impl Daemon {
                     watched.push(f.clone());
                 }
             }
-            for folder in watched {
-                let c = ctx.clone();
-                spawn("idle".into(), Box::new(move || idle_watch(&c, &folder)));
-            }
+            let c = ctx.clone();
+            spawn("watch".into(), Box::new(move || watch(&c, &watched)));
             if opts.watch_local {
                 let c = ctx.clone();
                 spawn(
@@ -245,11 +318,16 @@ impl Daemon {
                 );
             }
         }
-        Daemon { stores, stopper, threads }
+        Daemon { stores, stopper, threads, contexts }
     }
 
     pub fn stores(&self) -> &[Store] {
         &self.stores
+    }
+
+    /// How many connections watch the servers now (NOTIFY or IDLE), all accounts.
+    pub fn watch_connections(&self) -> usize {
+        self.contexts.iter().map(|c| c.watching.load(Ordering::SeqCst)).sum()
     }
 
     /// Stops: no new work is queued, queued work is dropped (its callers told `done`,
@@ -284,73 +362,200 @@ fn periodic(ctx: &AccountCtx) {
     }
 }
 
-/// Watches one folder with IDLE until the daemon stops, reconnecting as needed.
-fn idle_watch(ctx: &AccountCtx, folder: &str) {
-    let account = ctx.store.account();
+/// How one connection went, for [`reconnecting`].
+enum Life {
+    /// It watched, until the daemon stopped or the machine slept (`None`) or it failed.
+    Watched(Option<String>),
+    /// It failed before it could watch.
+    Failed(String),
+    /// Watching this way is over (stopped, not possible, or handed over).
+    Done,
+}
+
+/// Calls `once` (one connection's life; told whether it is a reconnection, after which
+/// changes may have been missed) until it says `Done` or the daemon stops; after a
+/// failure waits an exponential backoff with jitter and reports `what` failed.
+fn reconnecting(ctx: &AccountCtx, folder: Option<&str>, what: &str, mut once: impl FnMut(bool) -> Life) {
     let mut attempt = 0u32;
-    let mut first = true;
+    let mut again = false;
     while !ctx.stopper.is_stopped() {
-        let failure = match Session::open(&account.imap) {
-            Err(e) => Some(e.to_string()),
-            Ok(s) if !s.has("IDLE") => {
-                ctx.note(
-                    Step::Connect,
-                    Some(folder),
-                    format!("the server offers no IDLE: {folder} syncs every {} s", account.interval.as_secs()),
-                );
-                s.logout();
-                return;
+        let why = match once(again) {
+            Life::Done => return,
+            Life::Watched(None) => {
+                attempt = 0;
+                again = true;
+                continue;
             }
-            Ok(mut s) => match s.examine(folder) {
-                Err(e @ (syncmail_imap::Error::No { .. } | syncmail_imap::Error::Bad { .. })) => {
-                    // No such folder, or not allowed: trying again will not help.
-                    ctx.progress.error(&SyncError {
-                        kind: ErrorKind::Server,
-                        account: account.name.clone(),
-                        folder: Some(folder.to_string()),
-                        message: format!("cannot watch {folder} with IDLE: {e}"),
-                        server_text: e.server_text().map(str::to_string),
-                        hint: "check the folder name in `idle = [...]`; the folder syncs with the others".into(),
-                        retryable: false,
-                    });
-                    s.logout();
-                    return;
-                }
-                Err(e) => Some(e.to_string()),
-                Ok(()) => {
-                    attempt = 0;
-                    ctx.note(Step::Connect, Some(folder), format!("watching {folder} with IDLE"));
-                    if !first {
-                        // Changes while the connection was down were not announced.
-                        ctx.queue(Some(folder));
-                    }
-                    first = false;
-                    let failure = watch_session(ctx, &mut s, folder);
-                    if failure.is_none() {
-                        s.logout();
-                    }
-                    failure
-                }
-            },
+            Life::Watched(Some(why)) => {
+                attempt = 0;
+                why
+            }
+            Life::Failed(why) => why,
         };
-        let Some(why) = failure else { continue };
         let wait = backoff(&ctx.opts, attempt, ctx.jitter.next());
         attempt = attempt.saturating_add(1);
         ctx.network_error(
             folder,
-            format!("watching {folder}: {why}"),
+            format!("{what}: {why}"),
             format!("connecting again in {:.1} s (attempt {attempt})", wait.as_secs_f64()),
         );
-        first = false;
+        again = true;
         if ctx.stopper.sleep(wait) {
             return;
         }
     }
 }
 
-/// IDLE after IDLE on an examined folder; returns why the connection failed, or `None`
-/// when the daemon stops or the machine slept (the caller then connects again).
-fn watch_session(ctx: &AccountCtx, s: &mut Session, folder: &str) -> Option<String> {
+/// The account's server watcher: NOTIFY where the server offers and accepts it, else
+/// one IDLE connection for each of `folders`.
+fn watch(ctx: &AccountCtx, folders: &[String]) {
+    let mut fall_back = false;
+    reconnecting(ctx, None, "watching with NOTIFY", |again| notify_once(ctx, again, &mut fall_back));
+    if !fall_back || ctx.stopper.is_stopped() {
+        return;
+    }
+    std::thread::scope(|scope| {
+        for folder in folders {
+            let t = std::thread::Builder::new()
+                .name(format!("idle-{}", ctx.store.account().name))
+                .spawn_scoped(scope, move || idle_watch(ctx, folder));
+            if let Err(e) = t {
+                ctx.progress.error(&SyncError {
+                    kind: ErrorKind::Local,
+                    account: ctx.store.account().name.clone(),
+                    folder: Some(folder.clone()),
+                    message: format!("cannot start the idle thread: {e}"),
+                    server_text: None,
+                    hint: "the system is out of threads or memory".into(),
+                    retryable: true,
+                });
+            }
+        }
+    });
+}
+
+/// One connection watched with NOTIFY; sets `fall_back` (and is `Done`) where the
+/// server does not offer NOTIFY or refuses the NOTIFY SET.
+fn notify_once(ctx: &AccountCtx, again: bool, fall_back: &mut bool) -> Life {
+    let mut s = match Session::open(&ctx.store.account().imap) {
+        Ok(s) => s,
+        Err(e) => return Life::Failed(e.to_string()),
+    };
+    if !s.has("NOTIFY") || !s.has("IDLE") {
+        s.logout();
+        *fall_back = true;
+        return Life::Done;
+    }
+    let _open = Open::new(&ctx.watching);
+    let mut on = |u: &Untagged<'_>| notice(u).is_some_and(|n| act(ctx, n));
+    let set = s.examine("INBOX").and_then(|()| {
+        s.notify_set(NOTIFY_EVENTS, &mut |u| {
+            on(u);
+        })
+    });
+    match set {
+        Err(e @ (syncmail_imap::Error::No { .. } | syncmail_imap::Error::Bad { .. })) => {
+            ctx.note(Step::Connect, None, format!("{e}: watching with IDLE instead, one connection a folder"));
+            s.logout();
+            *fall_back = true;
+            return Life::Done;
+        }
+        Err(e) => return Life::Failed(e.to_string()),
+        Ok(()) => {}
+    }
+    ctx.note(Step::Connect, None, "watching every folder with NOTIFY".into());
+    if again {
+        // Changes while the connection was down were not announced.
+        ctx.queue(None);
+    }
+    let failure = watch_session(ctx, &mut s, None, &mut on);
+    if failure.is_none() {
+        s.logout();
+    }
+    Life::Watched(failure)
+}
+
+/// Queues what a NOTIFY notice asks for; returns whether the IDLE is to end (overflow:
+/// the connection is opened again and NOTIFY set anew).
+fn act(ctx: &AccountCtx, n: Notice) -> bool {
+    match n {
+        Notice::Selected => ctx.queue(Some("INBOX")),
+        Notice::Folder(f) => ctx.queue(Some(&f)),
+        Notice::Hierarchy(name) => {
+            ctx.queue_hierarchy();
+            if let Some(f) = name {
+                ctx.queue(Some(&f));
+            }
+        }
+        Notice::Overflow => {
+            ctx.note(Step::Connect, None, "the server dropped notifications: connecting again".into());
+            return true;
+        }
+    }
+    false
+}
+
+/// Watches one folder with IDLE until the daemon stops, reconnecting as needed.
+fn idle_watch(ctx: &AccountCtx, folder: &str) {
+    let account = ctx.store.account();
+    reconnecting(ctx, Some(folder), &format!("watching {folder}"), |again| {
+        let mut s = match Session::open(&account.imap) {
+            Ok(s) => s,
+            Err(e) => return Life::Failed(e.to_string()),
+        };
+        if !s.has("IDLE") {
+            ctx.note(
+                Step::Connect,
+                Some(folder),
+                format!("the server offers no IDLE: {folder} syncs every {} s", account.interval.as_secs()),
+            );
+            s.logout();
+            return Life::Done;
+        }
+        let _open = Open::new(&ctx.watching);
+        match s.examine(folder) {
+            Err(e @ (syncmail_imap::Error::No { .. } | syncmail_imap::Error::Bad { .. })) => {
+                // No such folder, or not allowed: trying again will not help.
+                ctx.progress.error(&SyncError {
+                    kind: ErrorKind::Server,
+                    account: account.name.clone(),
+                    folder: Some(folder.to_string()),
+                    message: format!("cannot watch {folder} with IDLE: {e}"),
+                    server_text: e.server_text().map(str::to_string),
+                    hint: "check the folder name in `idle = [...]`; the folder syncs with the others".into(),
+                    retryable: false,
+                });
+                s.logout();
+                Life::Done
+            }
+            Err(e) => Life::Failed(e.to_string()),
+            Ok(()) => {
+                ctx.note(Step::Connect, Some(folder), format!("watching {folder} with IDLE"));
+                if again {
+                    // Changes while the connection was down were not announced.
+                    ctx.queue(Some(folder));
+                }
+                let failure = watch_session(ctx, &mut s, Some(folder), &mut is_mailbox_change);
+                if failure.is_none() {
+                    s.logout();
+                }
+                Life::Watched(failure)
+            }
+        }
+    });
+}
+
+/// IDLE after IDLE on an examined folder, `on` reading the untagged responses. With a
+/// `folder` (IDLE alone), `on` saying "change" queues a sync of it; without (NOTIFY,
+/// where `on` queues the syncs itself), an IDLE that `on` or the server ended makes the
+/// caller connect again. Returns why the connection failed, or `None` when the daemon
+/// stops, the machine slept, or a NOTIFY session is to start anew.
+fn watch_session(
+    ctx: &AccountCtx,
+    s: &mut Session,
+    folder: Option<&str>,
+    on: &mut dyn FnMut(&Untagged<'_>) -> bool,
+) -> Option<String> {
     // Suspend stops the monotonic clock, not the wall clock: a gap between the two says
     // the machine slept, and the connection is likely dead.
     let start = (Instant::now(), SystemTime::now());
@@ -360,12 +565,13 @@ fn watch_session(ctx: &AccountCtx, s: &mut Session, folder: &str) -> Option<Stri
     };
     loop {
         let stop = || ctx.stopper.is_stopped() || slept();
-        match s.idle(ctx.opts.idle_max, ctx.opts.poll, &stop) {
-            Ok(true) => ctx.queue(Some(folder)),
+        match s.idle_with(ctx.opts.idle_max, ctx.opts.poll, &stop, on) {
+            Ok(true) if folder.is_none() => return None,
+            Ok(true) => ctx.queue(folder),
             Ok(false) if ctx.stopper.is_stopped() => return None,
             Ok(false) if slept() => {
-                ctx.note(Step::Connect, Some(folder), "the machine slept: connecting again".into());
-                ctx.queue(Some(folder));
+                ctx.note(Step::Connect, folder, "the machine slept: connecting again".into());
+                ctx.queue(folder);
                 return None;
             }
             Ok(false) => {}
@@ -398,6 +604,32 @@ mod tests {
         // Jitter spreads clients: not every draw gives the same wait.
         let draws: std::collections::BTreeSet<_> = (0..20).map(|_| backoff(&o, 5, j.next())).collect();
         assert!(draws.len() > 1);
+    }
+
+    /// Responses in the forms of RFC 5465's examples, and what the daemon does about them.
+    #[test]
+    fn notify_responses_ask_for_the_right_sync() {
+        let n = |line: &[u8]| match syncmail_imap::parse::parse_response(line).unwrap() {
+            syncmail_imap::parse::Response::Untagged(u) => notice(&u),
+            r => panic!("{r:?}"),
+        };
+        assert_eq!(n(b"* STATUS misc (UIDVALIDITY 1 UIDNEXT 999)\r\n"), Some(Notice::Folder("misc".into())));
+        assert_eq!(
+            n(b"* STATUS \"Entw&APw-rfe\" (MESSAGES 3 UIDNEXT 4 UNSEEN 1)\r\n"),
+            Some(Notice::Folder("Entw&APw-rfe".into()))
+        );
+        assert_eq!(n(b"* 4 EXISTS\r\n"), Some(Notice::Selected));
+        assert_eq!(n(b"* 2 EXPUNGE\r\n"), Some(Notice::Selected));
+        assert_eq!(n(b"* 1 FETCH (FLAGS (\\Seen))\r\n"), Some(Notice::Selected));
+        assert_eq!(
+            n(b"* LIST () \"/\" \"NewMailbox\" (\"OLDNAME\" (\"OldMailbox\"))\r\n"),
+            Some(Notice::Hierarchy(Some("NewMailbox".into())))
+        );
+        assert_eq!(n(b"* LIST (\\NonExistent) \".\" \"Gone\"\r\n"), Some(Notice::Hierarchy(None)));
+        assert_eq!(n(b"* LIST (\\Subscribed) \".\" \"Lists\"\r\n"), Some(Notice::Hierarchy(Some("Lists".into()))));
+        assert_eq!(n(b"* OK [NOTIFICATIONOVERFLOW] ...A0\r\n"), Some(Notice::Overflow));
+        assert_eq!(n(b"* OK still here\r\n"), None);
+        assert_eq!(n(b"* FLAGS (\\Seen \\Draft)\r\n"), None);
     }
 
     #[test]

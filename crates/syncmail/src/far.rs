@@ -909,6 +909,28 @@ impl Session {
         self.client.idle(max, poll, stop)
     }
 
+    /// NOTIFY SET (RFC 5465) with `events` (the text after `SET`). Untagged responses
+    /// that come with its completion go to `on`. A refusal is `Error::No`/`Error::Bad`.
+    pub fn notify_set(&mut self, events: &str, on: &mut dyn FnMut(&Untagged<'_>)) -> Result<()> {
+        self.client.run(&format!("NOTIFY SET {events}"), |u| {
+            on(&u);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// IDLE that hands every untagged response to `on` (which says whether it ends the
+    /// IDLE); see [`syncmail_imap::Client::idle_with`].
+    pub fn idle_with(
+        &mut self,
+        max: std::time::Duration,
+        poll: std::time::Duration,
+        stop: &dyn Fn() -> bool,
+        on: &mut dyn FnMut(&Untagged<'_>) -> bool,
+    ) -> Result<bool> {
+        self.client.idle_with(max, poll, stop, on)
+    }
+
     pub fn logout(self) {
         self.client.logout();
     }

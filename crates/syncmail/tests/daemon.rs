@@ -33,12 +33,23 @@ fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Starts the daemon on a fresh store of `acc` and waits for its first sync.
+fn run(acc: syncmail::AccountConfig) -> (Daemon, Store, Arc<Recorder>) {
+    run_with(acc, fast())
+}
+
+/// [`run`] with these options.
+fn run_with(acc: syncmail::AccountConfig, opts: DaemonOptions) -> (Daemon, Store, Arc<Recorder>) {
+    let store = Store::open(acc).unwrap();
+    let rec = Arc::new(Recorder::default());
+    let daemon = Daemon::start(vec![store.clone()], rec.clone(), opts);
+    within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    (daemon, store, rec)
+}
+
 /// Starts the daemon on a fresh store and waits for its first sync and for IDLE.
 fn start(dv: &Dovecot, root: &Path) -> (Daemon, Store, Arc<Recorder>) {
-    let store = Store::open(account(dv, root, Conn::Plain, "")).unwrap();
-    let rec = Arc::new(Recorder::default());
-    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
-    within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    let (daemon, store, rec) = run(account(dv, root, Conn::Plain, ""));
     within(10, "IDLE on INBOX", || watching(&rec) >= 1);
     (daemon, store, rec)
 }
@@ -66,12 +77,8 @@ fn folders_of_the_idle_setting_are_watched_and_a_missing_one_is_reported_once() 
     dv.doveadm(&["mailbox", "create", "Lists"]);
     let tmp = tempfile::tempdir().unwrap();
     let acc = common::account_with(&dv, tmp.path(), Conn::Plain, "idle = [\"Lists\", \"Nowhere\"]", "");
-    let store = Store::open(acc).unwrap();
-    let rec = Arc::new(Recorder::default());
-    let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
-    let watching_lists = || rec.progress.lock().unwrap().iter().any(|p| p.text == "watching Lists with IDLE");
-    within(10, "IDLE on Lists", watching_lists);
-    within(10, "the first sync", || !rec.done.lock().unwrap().is_empty() && !store.is_busy());
+    let (daemon, store, rec) = run(acc);
+    within(10, "IDLE on Lists", || noted(&rec, "watching Lists with IDLE"));
     dv.save("Lists", &syncmail_testkit::message("list mail", "pushed too"));
     within(10, "the message in Lists", || near_find(tmp.path(), "Lists", "list mail").is_some());
     // The missing folder: one error that says so, no reconnect loop.
@@ -81,6 +88,11 @@ fn folders_of_the_idle_setting_are_watched_and_a_missing_one_is_reported_once() 
     assert_eq!(nowhere.len(), 1, "{errors:#?}");
     assert_eq!(nowhere[0].kind, ErrorKind::Server);
     assert!(!nowhere[0].retryable);
+    // Without NOTIFY: one connection for INBOX, one for Lists.
+    within(5, "the syncs done", || !store.is_busy());
+    assert_eq!(daemon.watch_connections(), 2);
+    within(5, "two connections on the server", || dv.imap_connections() == 2);
+    assert!(!rec.progress.lock().unwrap().iter().any(|p| p.text.contains("NOTIFY")));
     daemon.shutdown();
     assert_same(&dv, tmp.path());
 }
@@ -132,5 +144,108 @@ fn a_shutdown_mid_sync_leaves_a_store_the_next_sync_completes() {
     assert!(local < 1200, "stopped before the end ({local} messages)");
     // What the stopped sync did stays done; the next sync completes it, nothing twice.
     common::sync_ok(&store);
+    assert_same(&dv, tmp.path());
+}
+
+fn noted(rec: &Recorder, text: &str) -> bool {
+    rec.progress.lock().unwrap().iter().any(|p| p.text.contains(text))
+}
+
+#[test]
+fn with_notify_one_connection_brings_mail_of_any_folder_and_new_folders() {
+    let dv = Dovecot::start(Options { notify: true, ..Default::default() });
+    dv.doveadm(&["mailbox", "create", "Lists"]);
+    dv.doveadm(&["mailbox", "create", "Other"]);
+    let tmp = tempfile::tempdir().unwrap();
+    // Lists in `idle`: without NOTIFY it would take a second connection.
+    let acc = common::account_with(&dv, tmp.path(), Conn::Plain, "idle = [\"Lists\"]", "");
+    assert_eq!(acc.interval, Duration::from_secs(300));
+    let mut probe = syncmail::far::Session::open(&acc.imap).unwrap();
+    assert!(probe.has("NOTIFY"), "Dovecot offers NOTIFY after login with mailbox_list_index = yes");
+    probe.examine("INBOX").unwrap();
+    probe.logout();
+    let (daemon, store, rec) = run_with(acc, DaemonOptions { watch_local: false, ..fast() });
+    within(10, "NOTIFY set", || noted(&rec, "watching every folder with NOTIFY"));
+    assert_eq!(daemon.watch_connections(), 1);
+    assert!(!noted(&rec, "with IDLE"), "no per-folder IDLE beside NOTIFY");
+    // Not INBOX, not in `idle`, the Maildir watcher off (its syncs would look at every
+    // folder): only NOTIFY can bring it before the periodic sync.
+    let t = Instant::now();
+    dv.save("Other", &syncmail_testkit::message("notified", "in another folder"));
+    within(5, "the message of Other locally", || near_find(tmp.path(), "Other", "notified").is_some());
+    let other = t.elapsed();
+    dv.doveadm(&["mailbox", "create", "Fresh"]);
+    within(5, "the new folder locally", || tmp.path().join("mail/Fresh/cur").is_dir());
+    dv.save("Fresh", &syncmail_testkit::message("fresh mail", "in the new folder"));
+    within(5, "the message of Fresh locally", || near_find(tmp.path(), "Fresh", "fresh mail").is_some());
+    // Renamed on the server by another client (LIST with OLDNAME, a hierarchy sync).
+    // Dovecot 2.3 sends nothing for a `doveadm mailbox rename`; an IMAP RENAME it does.
+    let mut other_client = syncmail::far::Session::open(&store.account().imap).unwrap();
+    other_client.rename("Fresh", "Renamed").unwrap();
+    other_client.logout();
+    within(5, "the folder renamed locally", || {
+        !tmp.path().join("mail/Fresh").exists() && near_find(tmp.path(), "Renamed", "fresh mail").is_some()
+    });
+    // Deleted on the server (empty): LIST \NonExistent, a hierarchy sync.
+    dv.doveadm(&["mailbox", "create", "Brief"]);
+    within(5, "Brief locally", || tmp.path().join("mail/Brief/cur").is_dir());
+    dv.doveadm(&["mailbox", "delete", "Brief"]);
+    within(5, "Brief gone locally", || !tmp.path().join("mail/Brief").exists());
+    dv.save("INBOX", &syncmail_testkit::message("inbox mail", "selected"));
+    within(5, "the message of INBOX locally", || near_find(tmp.path(), "INBOX", "inbox mail").is_some());
+    within(5, "the syncs done", || !store.is_busy());
+    // The server's side of the count: the daemon's one watch connection, no other.
+    within(5, "one connection on the server", || dv.imap_connections() == 1);
+    eprintln!("Other's message arrived {} ms after delivery", other.as_millis());
+    daemon.shutdown();
+    assert!(rec.errors.lock().unwrap().is_empty(), "{:#?}", rec.errors.lock().unwrap());
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn a_refused_notify_set_falls_back_to_idle_and_says_so_once() {
+    // NOTIFY advertised on top of Dovecot's list, but no mailbox list index behind it.
+    let dv = Dovecot::start(Options { capability: Some("+NOTIFY".into()), ..Default::default() });
+    dv.doveadm(&["mailbox", "create", "Lists"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let acc = common::account_with(&dv, tmp.path(), Conn::Plain, "idle = [\"Lists\"]", "");
+    let (daemon, _store, rec) = run(acc);
+    within(10, "IDLE on INBOX", || watching(&rec) >= 1);
+    within(10, "IDLE on Lists", || noted(&rec, "watching Lists with IDLE"));
+    dv.save("Lists", &syncmail_testkit::message("list mail", "by IDLE"));
+    within(10, "the message in Lists", || near_find(tmp.path(), "Lists", "list mail").is_some());
+    let refused: Vec<_> = rec
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.text.contains("refused NOTIFY"))
+        .map(|p| p.text.clone())
+        .collect();
+    assert_eq!(refused.len(), 1, "said once: {refused:?}");
+    assert_eq!(daemon.watch_connections(), 2);
+    daemon.shutdown();
+    assert!(rec.errors.lock().unwrap().is_empty(), "{:#?}", rec.errors.lock().unwrap());
+    assert_same(&dv, tmp.path());
+}
+
+#[test]
+fn with_notify_a_server_restart_is_followed_by_a_reconnect() {
+    let mut dv = Dovecot::start(Options { notify: true, ..Default::default() });
+    dv.doveadm(&["mailbox", "create", "Other"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (daemon, _store, rec) =
+        run_with(account(&dv, tmp.path(), Conn::Plain, ""), DaemonOptions { watch_local: false, ..fast() });
+    let set = || rec.progress.lock().unwrap().iter().filter(|p| p.text == "watching every folder with NOTIFY").count();
+    within(10, "NOTIFY set", || set() == 1);
+    dv.stop();
+    within(10, "the lost connection reported", || {
+        rec.errors.lock().unwrap().iter().any(|e| e.kind == ErrorKind::Network && e.hint.contains("connecting again"))
+    });
+    dv.restart();
+    within(15, "NOTIFY again after the restart", || set() >= 2);
+    dv.save("Other", &syncmail_testkit::message("after restart", "notified on the new connection"));
+    within(10, "the message delivered after the restart", || near_find(tmp.path(), "Other", "after restart").is_some());
+    daemon.shutdown();
     assert_same(&dv, tmp.path());
 }

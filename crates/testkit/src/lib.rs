@@ -61,6 +61,8 @@ pub struct Options {
     /// HS256 and this key (base64), checked by Dovecot itself (`introspection_mode =
     /// local`), so no OAuth server is needed.
     pub oauth2_key: Option<String>,
+    /// `mailbox_list_index = yes`, with which Dovecot 2.3 offers NOTIFY (RFC 5465).
+    pub notify: bool,
 }
 
 pub struct Dovecot {
@@ -245,6 +247,7 @@ impl Dovecot {
             .replace("@SEPARATOR@", &opts.separator.unwrap_or('.').to_string())
             .replace("@AUTH_MECHANISMS@", &mechanisms)
             .replace("@OAUTH2_PASSDB@", &oauth2_passdb)
+            .replace("@MAILBOX_LIST_INDEX@", if opts.notify { "yes" } else { "no" })
             .replace("@PASSWORD@", opts.password.as_deref().unwrap_or(PASSWORD));
         // A free port can be taken by another test between being found and being bound:
         // a server that could not listen is started again on other ports.
@@ -316,6 +319,13 @@ impl Dovecot {
             args.split_at(if args.first() == Some(&"mailbox") || args.first() == Some(&"flags") { 2 } else { 1 });
         cmd.args(sub).arg("-u").arg(USER).args(rest);
         run(&mut cmd)
+    }
+
+    /// IMAP connections the server has open now, by `doveadm who -1` (one line each).
+    pub fn imap_connections(&self) -> usize {
+        let mut cmd = Command::new("/usr/bin/doveadm");
+        cmd.arg("-c").arg(self.conf()).args(["who", "-1"]);
+        run(&mut cmd).lines().filter(|l| l.split_whitespace().nth(1) == Some("imap")).count()
     }
 
     /// Delivers a message into a folder (UTF-8 name, `.` separator).
