@@ -742,6 +742,24 @@ impl Session {
         if self.client.utf8_names() { display_name.to_string() } else { syncmail_imap::utf7::encode(display_name) }
     }
 
+    /// Whether the server lists a folder of this exact name (`LIST "" name`).
+    pub fn exists(&mut self, far_name: &str) -> Result<bool> {
+        if !sendable(far_name) {
+            return Ok(false);
+        }
+        let mut found = false;
+        self.client.run(&format!("LIST \"\" {}", quote(far_name)), |u| {
+            if let Untagged::List(e) = u
+                && e.name == far_name.as_bytes()
+                && !e.attributes.iter().any(|a| a.eq_ignore_ascii_case("\\NonExistent"))
+            {
+                found = true;
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
     /// The names of the subscribed folders (LSUB).
     pub fn subscribed(&mut self) -> Result<BTreeSet<String>> {
         let mut out = BTreeSet::new();

@@ -277,7 +277,12 @@ impl Scheduler {
             let (report, remaining) = if job.cancel.is_cancelled() {
                 (SyncReport { account: self.name.clone(), cancelled: true, ..Default::default() }, None)
             } else {
-                engine::run_preemptible(&job.account, &req, &job.cancel, &preempt)
+                // A panic (a bug, here or in a caller's callback) must not take the worker,
+                // and with it every waiting caller, down: the run ends with an error.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    engine::run_preemptible(&job.account, &req, &job.cancel, &preempt)
+                }))
+                .unwrap_or_else(|panic| (panicked(&self.name, panic.as_ref()), None))
             };
             self.record(&fan, &report);
             let report = merge(job.partial.take(), report);
@@ -367,6 +372,31 @@ fn merge(partial: Option<SyncReport>, last: SyncReport) -> SyncReport {
     r.sent += last.sent;
     r.filed += last.filed;
     r
+}
+
+/// The report of a run that panicked: every step before it was journaled, so the store is
+/// as a cancel leaves it; the error says so and asks for a report.
+fn panicked(account: &str, panic: &(dyn std::any::Any + Send)) -> SyncReport {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    SyncReport {
+        account: account.to_string(),
+        errors: vec![crate::api::SyncError {
+            kind: crate::api::ErrorKind::Local,
+            account: account.to_string(),
+            folder: None,
+            message: format!("the sync stopped on an internal error: {what}"),
+            server_text: None,
+            hint: "what was done before is kept (every step is journaled) and the next sync goes on from there; \
+                   this is a bug: please report it with the message"
+                .into(),
+            retryable: true,
+        }],
+        ..Default::default()
+    }
 }
 
 fn finish_all(waiters: &Mutex<Vec<Waiter>>, report: &SyncReport) {

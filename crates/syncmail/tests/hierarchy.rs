@@ -534,3 +534,57 @@ fn most_folders_vanishing_from_the_server_at_once_are_kept_here_until_confirmed(
     }
     assert_same(&dv, root);
 }
+
+/// Deletes a server folder the moment the sync is about to look into it.
+struct DeleteWhenChecked {
+    dv_conf: std::path::PathBuf,
+    folder: &'static str,
+    inner: Recorder,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl syncmail::SyncProgress for DeleteWhenChecked {
+    fn progress(&self, p: &syncmail::Progress) {
+        if p.step == syncmail::Step::CheckFolder
+            && p.folder.as_deref() == Some(self.folder)
+            && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let out = std::process::Command::new("/usr/bin/doveadm")
+                .arg("-c")
+                .arg(&self.dv_conf)
+                .args(["mailbox", "delete", "-u", "test", self.folder])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.inner.progress(p);
+    }
+    fn error(&self, e: &syncmail::SyncError) {
+        self.inner.error(e);
+    }
+    fn done(&self, r: &SyncReport) {
+        self.inner.done(r);
+    }
+}
+
+#[test]
+fn a_folder_deleted_on_the_server_while_the_sync_runs_is_no_error_and_goes_next_time() {
+    let dv = Dovecot::start(Options::default());
+    dv.doveadm(&["mailbox", "create", "Brief"]);
+    dv.save("Brief", &message("short-lived", "x"));
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
+    let rec = std::sync::Arc::new(DeleteWhenChecked {
+        dv_conf: dv.conf(),
+        folder: "Brief",
+        inner: Recorder::default(),
+        done: Default::default(),
+    });
+    let r = store.synchronize(syncmail::SyncRequest::new(ALL).with_progress(rec));
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert!(!far_folders(&dv).contains(&"Brief".to_string()));
+    let r = sync_all(&store);
+    assert!(!dir_of(root, "Brief").exists(), "{:?}", r.hierarchy);
+    assert_same(&dv, root);
+}

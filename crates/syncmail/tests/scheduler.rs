@@ -226,3 +226,28 @@ fn equal_queued_requests_share_a_run_and_each_caller_keeps_its_handle() {
     assert!(status.folders.contains_key("INBOX") && status.folders.contains_key("Other"), "{status:#?}");
     assert_same(&dv, tmp.path());
 }
+
+/// A progress receiver that panics on its first download event.
+struct Panicky;
+
+impl SyncProgress for Panicky {
+    fn progress(&self, p: &Progress) {
+        if p.step == Step::Download {
+            panic!("a caller's callback broke");
+        }
+    }
+}
+
+#[test]
+fn a_panic_in_a_callback_ends_that_run_with_an_error_and_the_next_one_works() {
+    let dv = Dovecot::start(Options { messages: 30, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    // Not a hang: the worker survives and the caller gets a report.
+    let r = store.synchronize_in_background(SyncRequest::new(DOWNLOAD).with_progress(Arc::new(Panicky))).wait();
+    assert!(!r.is_success());
+    assert!(r.errors.iter().any(|e| e.message.contains("a caller's callback broke")), "{:#?}", r.errors);
+    let r = store.synchronize(SyncRequest::new(DOWNLOAD));
+    assert!(r.is_success(), "{:#?}", r.errors);
+    assert_same(&dv, tmp.path());
+}

@@ -272,9 +272,26 @@ fn sync_folder_once(
     };
 
     ctx.op = "selecting the folder (SELECT)";
-    let sel = session
-        .select(&mb.far_name, Some((row.uidvalidity, row.highestmodseq)))
-        .map_err(|e| imap_error(ctx, shown, &e))?;
+    let sel = match session.select(&mb.far_name, Some((row.uidvalidity, row.highestmodseq))) {
+        Ok(sel) => sel,
+        // Deleted on the server since the folder list was read (another client, while
+        // this run worked): nothing to do in it now; the next run's hierarchy step sees
+        // it gone and follows the deletion rules.
+        Err(e @ ImapError::No { .. }) => {
+            if session.exists(&mb.far_name).map_err(|e| imap_error(ctx, shown, &e))? {
+                return Err(imap_error(ctx, shown, &e));
+            }
+            ctx.progress(
+                Step::CheckFolder,
+                format!("{shown} was deleted on the server during this sync; the next sync follows"),
+                Some(shown),
+                (0, 0),
+                (0, 0),
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(imap_error(ctx, shown, &e)),
+    };
     if let Some(id) = sel.mailbox_id.as_deref()
         && id != row.mailbox_id
     {
