@@ -326,8 +326,15 @@ impl Connection {
     /// Appends one line, up to and including its LF, to `out`, under the line limit.
     fn append_line(&mut self, out: &mut Vec<u8>) -> Result<()> {
         let line_start = out.len();
+        let too_long = |len: usize, max: usize| Error::TooLarge { what: "line", size: len as u64, limit: max as u64 };
         loop {
             if let Some(i) = self.rbuf[self.rpos..].iter().position(|&b| b == b'\n') {
+                // The line ends in what was read already: its length counts as much as
+                // one that needed several reads (CRLF not counted).
+                let len = out.len() - line_start + i + 1;
+                if len > self.limits.max_line + 2 {
+                    return Err(too_long(len, self.limits.max_line));
+                }
                 out.extend_from_slice(&self.rbuf[self.rpos..self.rpos + i + 1]);
                 self.rpos += i + 1;
                 return Ok(());
@@ -335,11 +342,7 @@ impl Connection {
             out.extend_from_slice(&self.rbuf[self.rpos..]);
             self.rpos = self.rbuf.len();
             if out.len() - line_start > self.limits.max_line {
-                return Err(Error::TooLarge {
-                    what: "line",
-                    size: (out.len() - line_start) as u64,
-                    limit: self.limits.max_line as u64,
-                });
+                return Err(too_long(out.len() - line_start, self.limits.max_line));
             }
             self.fill()?;
         }

@@ -193,3 +193,18 @@ fn server_text_reaches_messages_without_control_characters() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Found by `the_framer_keeps_its_limits_on_any_stream` in CI: a line longer than
+/// `max_line` that arrived whole in one read was let through (the limit was checked only
+/// while a line was still incomplete).
+#[test]
+fn a_line_over_the_limit_is_refused_even_when_it_arrives_in_one_read() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions/line-longer-than-the-limit-in-one-read.imap");
+    let data = std::fs::read(path).unwrap();
+    assert!(data.len() > 202 && data.ends_with(b"\r\n") && data.iter().filter(|&&b| b == b'\n').count() == 1);
+    let limits = Limits { max_line: 200, max_literal: 20, max_response: 400 };
+    let (responses, err) = frame(data, limits);
+    assert!(responses.is_empty(), "{} responses", responses.len());
+    assert!(matches!(err, Some(Error::TooLarge { what: "line", .. })), "{err:?}");
+}
