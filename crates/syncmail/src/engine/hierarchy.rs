@@ -758,7 +758,12 @@ fn far_rename_candidate(
     for k in same {
         let mb = &mailboxes[new_far[k]];
         let imap = |e: syncmail_imap::Error| errors::from_imap(ctx.name(), Some(&mb.display_name), &e);
-        session.select(&mb.far_name, None).map_err(imap)?;
+        match session.select(&mb.far_name, None) {
+            Ok(_) => {}
+            // Gone again (deleted meanwhile) or unreadable: not the folder looked for.
+            Err(syncmail_imap::Error::No { .. }) => continue,
+            Err(e) => return Err(imap(e)),
+        }
         let there: HashMap<u32, u64> =
             session.identities().map_err(imap)?.into_iter().map(|(u, _, s, _)| (u, s)).collect();
         let matched = known.values().filter(|r| there.get(&r.uid) == Some(&r.size)).count();

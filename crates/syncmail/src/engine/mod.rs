@@ -367,6 +367,23 @@ fn sync_folders(
             None => match statuses.remove(&mb.far_name) {
                 Some(Ok(s)) => Some(s),
                 Some(Err(e)) => {
+                    // Deleted on the server since the list was read: no error; the next
+                    // run's hierarchy step follows the deletion.
+                    if matches!(e, syncmail_imap::Error::No { .. })
+                        && !session.exists(&mb.far_name).map_err(|e| imap_err(&e))?
+                    {
+                        ctx.progress(
+                            Step::CheckFolder,
+                            format!(
+                                "{} was deleted on the server during this sync; the next sync follows",
+                                mb.display_name
+                            ),
+                            Some(&mb.display_name),
+                            (i as u64, total),
+                            (0, 0),
+                        );
+                        continue;
+                    }
                     ctx.error(errors::from_imap(&name, Some(&mb.display_name), &e));
                     continue;
                 }
