@@ -181,36 +181,14 @@ impl Session {
     /// `STATUS name (MAILBOXID)` each, pipelined, the item alone (Cyrus 3.6.1 sends garbage
     /// for MAILBOXID asked for beside other items). Folders it refuses are left out.
     pub fn mailbox_ids(&mut self, names: &[String]) -> Result<HashMap<String, String>> {
-        let mut out = HashMap::new();
         if !self.client.has("OBJECTID") {
-            return Ok(out);
+            return Ok(HashMap::new());
         }
-        let mut got: HashMap<Vec<u8>, String> = HashMap::new();
-        let sendable_names: Vec<&String> = names.iter().filter(|n| sendable(n)).collect();
-        for window in sendable_names.chunks(64) {
-            let mut tags = Vec::new();
-            for n in window {
-                tags.push(((*n).clone(), self.client.send(&format!("STATUS {} (MAILBOXID)", quote(n)))?));
-            }
-            for (name, tag) in tags {
-                let r = self.client.complete(&tag, |u| {
-                    if let Untagged::MailboxStatus { name, mailbox_id: Some(id), .. } = u {
-                        got.insert(name, id);
-                    }
-                    Ok(())
-                });
-                match r {
-                    Ok(_) => {
-                        if let Some(id) = got.remove(name.as_bytes()).filter(|id| is_object_id(id)) {
-                            out.insert(name, id);
-                        }
-                    }
-                    Err(Error::No { .. } | Error::Bad { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(out)
+        Ok(self
+            .status_with(names, "MAILBOXID")?
+            .into_iter()
+            .filter_map(|(name, s)| Some((name, s.ok()?.mailbox_id.filter(|id| is_object_id(id))?)))
+            .collect())
     }
 
     /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
@@ -283,6 +261,17 @@ impl Session {
         &mut self,
         names: &[String],
     ) -> Result<HashMap<String, std::result::Result<MailboxStatus, Error>>> {
+        let items = self.status_items();
+        self.status_with(names, items)
+    }
+
+    /// `STATUS name (items)` for each of `names`, pipelined in windows; a NO or BAD for
+    /// one folder is its answer, not the end of the session.
+    fn status_with(
+        &mut self,
+        names: &[String],
+        items: &str,
+    ) -> Result<HashMap<String, std::result::Result<MailboxStatus, Error>>> {
         let mut got: HashMap<Vec<u8>, MailboxStatus> = HashMap::new();
         let mut out = HashMap::new();
         // In windows, so that thousands of folders cannot fill both socket buffers.
@@ -290,8 +279,7 @@ impl Session {
         for window in sendable_names.chunks(64) {
             let mut tags = Vec::new();
             for n in window {
-                let cmd = format!("STATUS {} ({})", quote(n), self.status_items());
-                tags.push(((*n).clone(), self.client.send(&cmd)?));
+                tags.push(((*n).clone(), self.client.send(&format!("STATUS {} ({items})", quote(n)))?));
             }
             for (name, tag) in tags {
                 let r = self.client.complete(&tag, |u| {
@@ -302,7 +290,7 @@ impl Session {
                 });
                 match r {
                     Ok(_) => {
-                        let s = got.get(name.as_bytes()).cloned().unwrap_or_default();
+                        let s = got.remove(name.as_bytes()).unwrap_or_default();
                         out.insert(name, Ok(s));
                     }
                     Err(e @ (Error::No { .. } | Error::Bad { .. })) => {

@@ -159,7 +159,7 @@ pub(crate) fn clashing_folder(state: &State, near_path: &str) -> rusqlite::Resul
 
 /// Whether the Maildir holds exactly what the state agreed on: every known message's file
 /// with its agreed flags, no other file, no upload or download under way.
-fn near_unchanged(
+pub(crate) fn near_unchanged(
     known: &std::collections::BTreeMap<u32, crate::state::MessageRow>,
     near: &HashMap<String, Entry>,
 ) -> bool {

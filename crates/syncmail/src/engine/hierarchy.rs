@@ -121,18 +121,6 @@ fn display_of(path: &str, delimiter: Option<char>, layout: Layout) -> Result<Str
     }
 }
 
-fn folder_err(ctx: &Ctx<'_>, kind: ErrorKind, folder: &str, message: String, hint: &str) -> SyncError {
-    SyncError {
-        kind,
-        account: ctx.name().to_string(),
-        folder: Some(folder.to_string()),
-        message,
-        server_text: None,
-        hint: hint.to_string(),
-        retryable: false,
-    }
-}
-
 /// Whether the server's folder holds exactly what it held when last in agreement.
 fn far_unchanged(row: &FolderRow, s: &MailboxStatus) -> bool {
     row.uidvalidity != 0
@@ -150,8 +138,7 @@ fn near_unchanged(state: &State, row: &FolderRow, root: &Path) -> Result<bool, S
         return Ok(false);
     }
     let scan = Folder::new(root.join(&row.near_path)).scan().map_err(|e| e.to_string())?;
-    Ok(scan.len() == known.len()
-        && known.values().all(|r| !r.pending && scan.get(&r.near_id).is_some_and(|e| e.flags == r.flags)))
+    Ok(super::folder::near_unchanged(&known, &scan))
 }
 
 /// Renames the folder at `from` to `to` (both relative to `root`), making `to`'s parents,
@@ -246,13 +233,12 @@ pub(crate) fn sync_hierarchy(
         match display_of(p, delim, layout) {
             Ok(d) if filter.matches(&d, delim) => new_near.push(p.clone()),
             Ok(_) => {}
-            Err(why) if up => ctx.error(folder_err(
-                ctx,
+            Err(why) if up => ctx.simple_error(
                 ErrorKind::FolderName,
-                p,
+                Some(p),
                 format!("the local folder {p} cannot be made on the server: {why}"),
                 "rename the local directory; the rest of the account syncs",
-            )),
+            ),
             Err(_) => {}
         }
     }
@@ -391,13 +377,12 @@ pub(crate) fn sync_hierarchy(
                 let target = match super::folder::near_path_of(ctx.account, &mb) {
                     Ok(p) => p.to_string_lossy().into_owned(),
                     Err(e) => {
-                        ctx.error(folder_err(
-                            ctx,
+                        ctx.simple_error(
                             ErrorKind::FolderName,
-                            &mb.display_name,
+                            Some(&mb.display_name),
                             e.to_string(),
                             "the folder was renamed on the server to a name that cannot be stored; rename it there",
-                        ));
+                        );
                         continue;
                     }
                 };
@@ -415,10 +400,9 @@ pub(crate) fn sync_hierarchy(
                     .map_err(|e| lerr(e.to_string()))?
                     .filter(|f| f.id != row.id);
                 if current != target && (root.join(&target).exists() || clash.is_some()) {
-                    ctx.error(folder_err(
-                        ctx,
+                    ctx.simple_error(
                         ErrorKind::FolderName,
-                        &mb.display_name,
+                        Some(&mb.display_name),
                         format!(
                             "the server renamed {shown} to {}, but {} is taken here (by a directory, or by a folder \
                                  whose name differs only in case or Unicode form); the folder was not renamed locally",
@@ -426,7 +410,7 @@ pub(crate) fn sync_hierarchy(
                             root.join(&target).display()
                         ),
                         "move the local directory out of the way, then sync again",
-                    ));
+                    );
                     continue;
                 }
                 ctx.progress(
@@ -463,29 +447,27 @@ pub(crate) fn sync_hierarchy(
                 let display = match display_of(&p, delim, layout) {
                     Ok(d) => d,
                     Err(why) => {
-                        ctx.error(folder_err(
-                            ctx,
+                        ctx.simple_error(
                             ErrorKind::FolderName,
-                            &shown,
+                            Some(&shown),
                             format!(
                                 "the folder was renamed locally to {p}, which cannot be a name on the server: {why}"
                             ),
                             "rename the local directory; the folder keeps its old name on the server meanwhile",
-                        ));
+                        );
                         continue;
                     }
                 };
                 let far_name = session.encode_name(&display);
                 if listed_at(mailboxes, &far_name).is_some() {
-                    ctx.error(folder_err(
-                        ctx,
+                    ctx.simple_error(
                         ErrorKind::FolderName,
-                        &shown,
+                        Some(&shown),
                         format!(
                             "the folder was renamed locally to {display}, but the server has a folder of that name"
                         ),
                         "rename the local directory to a name the server does not use",
-                    ));
+                    );
                     continue;
                 }
                 ctx.progress(
@@ -533,22 +515,19 @@ pub(crate) fn sync_hierarchy(
                 if !far_unchanged(&row, &status) {
                     // The server's copy changed since: it comes back here, whole.
                     state.rebuild_folder(row.id, 0, &[]).map_err(|e| lerr(e.to_string()))?;
-                    ctx.error(folder_err(
-                        ctx,
+                    ctx.simple_error(
                         ErrorKind::DeletionsHeld,
-                        &shown,
+                        Some(&shown),
                         format!(
                             "the local folder {shown} was deleted, but the server's copy changed since the last sync; \
                                  it was not deleted there and comes back here"
                         ),
                         "delete it again once it is back, if you still want it gone",
-                    ));
+                    );
                     continue;
                 }
                 if ctx.account.delete_policy == DeletePolicy::Flag {
-                    ctx.error(folder_err(ctx, ErrorKind::DeletionsHeld, &shown,
-                        format!("the local folder {shown} was deleted; with delete-policy = \"flag\" folders are not deleted on the server"),
-                        "delete the folder on the server yourself, or restore it here"));
+                    ctx.simple_error(ErrorKind::DeletionsHeld, Some(&shown), format!("the local folder {shown} was deleted; with delete-policy = \"flag\" folders are not deleted on the server"), "delete the folder on the server yourself, or restore it here");
                     continue;
                 }
                 ctx.progress(Step::Folders, format!("deleting {shown} on the server"), Some(&shown), (0, 0), (0, 0));
@@ -593,20 +572,17 @@ pub(crate) fn sync_hierarchy(
                         session.create(&row.far_name).map_err(|e| errors::from_imap(&name, Some(&shown), &e))?;
                         state.rebuild_folder(row.id, 0, &[]).map_err(|e| lerr(e.to_string()))?;
                         mailboxes.push(listed(&row.far_name, &row.display_name, row.delimiter.or(delim)));
-                        ctx.error(folder_err(
-                            ctx,
+                        ctx.simple_error(
                             ErrorKind::DeletionsHeld,
-                            &shown,
+                            Some(&shown),
                             format!(
                                 "the folder {shown} was deleted on the server, but the local copy changed since \
                                      the last sync; it was created again there and its messages are uploaded"
                             ),
                             "delete it here and on the server once it is back, if you still want it gone",
-                        ));
+                        );
                     } else {
-                        ctx.error(folder_err(ctx, ErrorKind::DeletionsHeld, &shown,
-                            format!("the folder {shown} was deleted on the server, but the local copy changed since the last sync; it was kept"),
-                            "sync with upload-hierarchy to bring it back to the server, or delete it here"));
+                        ctx.simple_error(ErrorKind::DeletionsHeld, Some(&shown), format!("the folder {shown} was deleted on the server, but the local copy changed since the last sync; it was kept"), "sync with upload-hierarchy to bring it back to the server, or delete it here");
                     }
                     continue;
                 }
