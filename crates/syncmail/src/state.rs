@@ -146,6 +146,12 @@ CREATE TABLE outbox (
 -- server, and never uploaded.
 ALTER TABLE messages ADD COLUMN placeholder INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Downloads journaled but not finished are few (none between runs, normally): a partial
+-- index finds them without reading every row of a folder, which a sync with nothing to do
+-- would otherwise pay for each folder.
+CREATE INDEX messages_pending ON messages(folder_id) WHERE pending = 1;
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -449,7 +449,12 @@ fn sync_folder_once(
     // listing. Before a missing file deletes a message on the server or is downloaded
     // again, a second listing must agree that it is gone.
     let mut near = near;
-    if actions.iter().any(|a| matches!(a, Action::DeleteFar { .. } | Action::Download { .. })) {
+    // New mail (a Download of a UID the state does not know) needs no second look.
+    if actions.iter().any(|a| match a {
+        Action::DeleteFar { .. } => true,
+        Action::Download { uid, .. } => known.contains_key(uid),
+        _ => false,
+    }) {
         let again = dir.scan().map_err(|e| lerr(ctx, &e))?;
         let mut changed = false;
         for (id, e) in again {
