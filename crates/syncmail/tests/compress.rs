@@ -2,7 +2,8 @@
 //! compressed download and two-way cycle that leaves both sides equal and moves fewer
 //! bytes than it delivers; IDLE (alone and in the daemon) on a compressed connection; the
 //! `compress` setting's "never" and "auto" (loopback: off), and a server without COMPRESS.
-//! And a compressed cycle against Cyrus, whose COMPRESS is its own.
+//! A compressed connection cut mid-FETCH, retried. And a compressed cycle against Cyrus,
+//! whose COMPRESS is its own.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -66,6 +67,9 @@ fn compressed_cycle(tls: Conn) {
     let dv = Dovecot::start(compressing(150));
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(account(&dv, tmp.path(), tls, "compress = \"always\"")).unwrap();
+    // A body large enough to be streamed to a file (1 MiB and more) rather than held.
+    let big: String = (0..60_000).map(|i| format!("line {i} of a big message\r\n")).collect();
+    dv.save("INBOX", &message("far big", &big));
 
     // The initial download, compressed: what came over the wire is much less than what
     // it inflated to, and less than the messages alone.
@@ -97,15 +101,20 @@ fn compressed_cycle(tls: Conn) {
     dv.expunge("INBOX", inbox[1]);
     near_add(tmp.path(), "INBOX", "near new", Flags::SEEN);
     near_add(tmp.path(), "Lists.rust", "near in a folder", Flags::empty());
+    // An upload of several compressor chunks.
+    let near_big = syncmail_maildir::crlf_to_lf(&message("near big", &big));
+    let inbox_dir = near_folder(tmp.path(), "INBOX");
+    inbox_dir.publish(inbox_dir.stage("local-near-big", &near_big).unwrap(), Flags::SEEN).unwrap();
     let f = near_folder(tmp.path(), "INBOX");
     let e = f.scan().unwrap().into_values().find(|e| !e.flags.contains(Flags::ANSWERED)).unwrap();
     f.set_flags(&e, e.flags.union(Flags::ANSWERED)).unwrap();
     let (r2, trace) = traced_sync(&store, TWO_WAY);
     assert!(compress_accepted(&trace), "{trace:#?}");
     assert!(r2.bytes_inflated > 0);
-    assert_eq!(r2.uploaded(), 2, "{:#?}", r2.folders);
+    assert_eq!(r2.uploaded(), 3, "{:#?}", r2.folders);
     assert_eq!(r2.downloaded(), 1, "{:#?}", r2.folders);
     far_uid(&dv, "INBOX", "near new");
+    far_uid(&dv, "INBOX", "near big");
     far_uid(&dv, "Lists.rust", "near in a folder");
     assert!(near_find(tmp.path(), "INBOX", "far new").is_some());
     for folder in ["INBOX", "Lists.rust"] {
@@ -265,4 +274,25 @@ fn a_compressed_cycle_against_cyrus() {
     assert_eq!(r.downloaded(), 1);
     assert!(r.bytes_inflated > 0);
     assert_eq!(syncmail_testkit::read_maildir(&root.join("mail/INBOX")).len(), 42);
+}
+
+/// A compressed connection cut in the middle of a DEFLATE stream (mid-FETCH) is a network
+/// error like any other: retried on a new connection, compressed afresh, nothing lost or
+/// twice.
+#[test]
+fn a_compressed_connection_cut_mid_fetch_is_retried_within_the_run() {
+    use syncmail_testkit::proxy::{Fault, FaultProxy};
+    let dv = Dovecot::start(Options { corpus_args: vec!["--folders".into(), "INBOX".into()], ..compressing(300) });
+    let proxy = FaultProxy::start(dv.port_plain, Fault::CutServerAfter(1 << 20), 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut acc = account(&dv, tmp.path(), Conn::Plain, "compress = \"always\"");
+    acc.imap.port = proxy.port;
+    let store = Store::open(acc).unwrap();
+    let (r, trace) = traced_sync(&store, TWO_WAY);
+    assert_eq!(r.retried.len(), 1, "{:#?}", r.retried);
+    assert!(r.retried[0].message.contains("downloading (UID FETCH)"), "{}", r.retried[0].message);
+    let compressions = trace.iter().filter(|l| l.ends_with(" COMPRESS DEFLATE")).count();
+    assert_eq!(compressions, 2, "one per connection");
+    assert!(r.bytes_inflated > r.bytes_received, "{} > {}", r.bytes_inflated, r.bytes_received);
+    assert_same(&dv, tmp.path());
 }
