@@ -122,7 +122,8 @@ class Server:
         text = DOVECOT_TEMPLATE.read_text()
         for k, v in {"@DIR@": str(self.dir), "@PORT_PLAIN@": str(self.port), "@PORT_TLS@": str(self.port_tls),
                      "@IMAP_CAPABILITY@": "", "@AUTH_MECHANISMS@": "plain login", "@SEPARATOR@": ".",
-                     "@PASSWORD@": "secret", "@OAUTH2_PASSDB@": "", "@MAILBOX_LIST_INDEX@": "no"}.items():
+                     "@PASSWORD@": "secret", "@OAUTH2_PASSDB@": "", "@MAILBOX_LIST_INDEX@": "no",
+                     "@IMAP_PLUGINS@": ""}.items():
             text = text.replace(k, v)
         self.conf.write_text(text)
 

@@ -84,6 +84,20 @@ impl AuthMech {
     }
 }
 
+/// When to compress the connection with COMPRESS=DEFLATE (RFC 4978), where the server
+/// offers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compress {
+    /// Unless the server is on this machine (loopback), where compressing costs CPU on
+    /// both ends and saves nothing.
+    #[default]
+    Auto,
+    /// Even on loopback.
+    Always,
+    /// Never.
+    Never,
+}
+
 /// A command's successful completion.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -210,9 +224,50 @@ impl Client {
         self.conn.is_tls()
     }
 
-    /// Bytes received so far on this connection.
+    /// Bytes received so far on this connection (compressed, where compression is on).
     pub fn bytes_read(&self) -> u64 {
         self.conn.bytes_read
+    }
+
+    /// Whether the server is on this machine (a loopback address).
+    pub fn peer_is_loopback(&self) -> bool {
+        self.conn.peer_is_loopback()
+    }
+
+    /// COMPRESS=DEFLATE (RFC 4978) where `mode` asks for it and the server offers it:
+    /// sends `COMPRESS DEFLATE` and, on OK, compresses the connection both ways from the
+    /// next byte on. Returns whether compression is on. A NO or BAD (`[COMPRESSIONACTIVE]`
+    /// where TLS compresses already, RFC 4978 §3) leaves the connection as it was: the
+    /// session goes on uncompressed. Call it after login (COMPRESS is a command of the
+    /// authenticated state, RFC 4978 §5) with no command in flight.
+    pub fn compress(&mut self, mode: Compress) -> Result<bool> {
+        if self.conn.compress_stats().is_some() {
+            return Ok(true);
+        }
+        let wanted = match mode {
+            Compress::Never => false,
+            Compress::Always => true,
+            Compress::Auto => !self.conn.peer_is_loopback(),
+        };
+        if !wanted || !self.has("COMPRESS=DEFLATE") {
+            return Ok(false);
+        }
+        if !self.pending.is_empty() {
+            return Err(Error::Protocol("COMPRESS needs every earlier command completed first".into()));
+        }
+        match self.run("COMPRESS DEFLATE", |_| Ok(())) {
+            Ok(_) => {
+                self.conn.start_compress()?;
+                Ok(true)
+            }
+            Err(Error::No { .. } | Error::Bad { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What compression carried so far, if it is on.
+    pub fn compress_stats(&self) -> Option<crate::CompressStats> {
+        self.conn.compress_stats()
     }
 
     /// Logs in: with [`AuthMech::Auto`], AUTHENTICATE PLAIN where offered, the LOGIN
@@ -892,6 +947,34 @@ mod fake_server_tests {
         let mut c = Client::connect(&opts(port, 5)).unwrap();
         let changed = c.idle(Duration::from_secs(5), Duration::from_millis(50), &|| false).unwrap();
         assert!(changed);
+    }
+
+    /// Scripted server (Dovecot accepts every first COMPRESS): `auto` on loopback sends
+    /// nothing, and a refusal (`[COMPRESSIONACTIVE]`, RFC 4978 §3) leaves the session
+    /// uncompressed and working.
+    #[test]
+    fn compress_refused_goes_on_uncompressed() {
+        let port = serve(|mut s| {
+            let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE] hi\r\n");
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).unwrap_or(0);
+            if &buf[..n] != b"S1 COMPRESS DEFLATE\r\n" {
+                return;
+            }
+            let _ = s.write_all(b"S1 NO [COMPRESSIONACTIVE] TLS compresses already\r\n");
+            let n = s.read(&mut buf).unwrap_or(0);
+            if &buf[..n] == b"S2 NOOP\r\n" {
+                let _ = s.write_all(b"S2 OK plain as before\r\n");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let mut c = Client::connect(&opts(port, 5)).unwrap();
+        assert!(!c.compress(Compress::Auto).unwrap(), "auto: not on loopback");
+        assert!(!c.compress(Compress::Never).unwrap());
+        assert!(!c.compress(Compress::Always).unwrap(), "refused");
+        assert_eq!(c.compress_stats(), None);
+        let done = c.run("NOOP", |_| Ok(())).unwrap();
+        assert_eq!(done.text, "plain as before");
     }
 
     /// Scripted server: IDLE refused, and IDLE that nothing interrupts but `stop`.

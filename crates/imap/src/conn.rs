@@ -1,6 +1,7 @@
 //! The byte stream under the client: TCP, optionally inside rustls, with a timeout on every
 //! read and write, and a reader that returns one whole response (line plus literals).
 
+use crate::deflate::{CompressStats, Deflate};
 use crate::error::{Error, Result};
 use rustls::pki_types::ServerName;
 use std::io::{self, Read, Write};
@@ -83,13 +84,16 @@ impl Write for Stream {
 
 pub struct Connection {
     stream: Stream,
+    /// COMPRESS=DEFLATE, once the server agreed: between `stream` and `rbuf`.
+    deflate: Option<Box<Deflate>>,
     host: String,
+    /// What was read and not yet used (`rbuf[rpos..]`), inflated where compression is on.
     rbuf: Vec<u8>,
     rpos: usize,
     timeout: Duration,
     limits: Limits,
-    /// Bytes read from the network so far (after TLS), for progress and for tests that
-    /// check what a sync transferred.
+    /// Bytes read from the network so far (after TLS, before inflating), for progress and
+    /// for tests that check what a sync transferred.
     pub bytes_read: u64,
 }
 
@@ -229,6 +233,7 @@ impl Connection {
                     set(&s).map_err(|e| Error::Connect { host: host.into(), port, source: e })?;
                     return Ok(Connection {
                         stream: Stream::Plain(s),
+                        deflate: None,
                         host: host.into(),
                         rbuf: Vec::with_capacity(64 << 10),
                         rpos: 0,
@@ -279,12 +284,36 @@ impl Connection {
         self.stream.tcp().and_then(|t| t.peer_addr().ok()).is_some_and(|a| a.ip().is_loopback())
     }
 
+    /// Turns COMPRESS=DEFLATE on (RFC 4978), right after the server's OK to `COMPRESS
+    /// DEFLATE` was read: from the next byte on, both directions are compressed. What was
+    /// read past the OK already is the start of the server's compressed stream.
+    pub fn start_compress(&mut self) -> Result<()> {
+        if self.deflate.is_some() {
+            return Err(Error::Protocol("compression is already active".into()));
+        }
+        self.deflate = Some(Box::new(Deflate::new(&self.rbuf[self.rpos..])));
+        self.rbuf.clear();
+        self.rpos = 0;
+        Ok(())
+    }
+
+    /// What compression carried, if it is on.
+    pub fn compress_stats(&self) -> Option<CompressStats> {
+        self.deflate.as_ref().map(|d| d.stats())
+    }
+
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
         let t = self.timeout;
-        self.stream.write_all(data).map_err(|e| io_err("sending a command", e, t))?;
+        let stream = &mut self.stream;
+        match &mut self.deflate {
+            None => stream.write_all(data),
+            Some(d) => d.compress(data, &mut |b| stream.write_all(b)),
+        }
+        .map_err(|e| io_err("sending a command", e, t))?;
         self.stream.flush().map_err(|e| io_err("sending a command", e, t))
     }
 
+    /// Reads at least one more byte into `rbuf` (inflated, where compression is on).
     fn fill(&mut self) -> Result<usize> {
         if self.rpos > 0 && self.rpos == self.rbuf.len() {
             self.rbuf.clear();
@@ -292,22 +321,57 @@ impl Connection {
         }
         let old = self.rbuf.len();
         self.rbuf.resize(old + (64 << 10), 0);
-        let r = self.stream.read(&mut self.rbuf[old..]);
+        let r = if self.deflate.is_some() { self.fill_inflated(old) } else { self.read_stream(Target::Rbuf(old)) };
         match r {
-            Ok(0) => {
-                self.rbuf.truncate(old);
-                Err(Error::Io {
-                    op: "reading a response".into(),
-                    source: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
-                })
-            }
             Ok(n) => {
                 self.rbuf.truncate(old + n);
-                self.bytes_read += n as u64;
                 Ok(n)
             }
             Err(e) => {
                 self.rbuf.truncate(old);
+                Err(e)
+            }
+        }
+    }
+
+    /// Inflates into `rbuf[old..]`, reading compressed bytes from the network only when
+    /// the inflater has nothing buffered to give.
+    fn fill_inflated(&mut self, old: usize) -> Result<usize> {
+        loop {
+            let inflated = match self.deflate.as_deref_mut() {
+                Some(d) => d.inflate(&mut self.rbuf[old..]),
+                None => return Err(Error::Protocol("compression is not active".into())),
+            };
+            let n = inflated.map_err(|e| io_err("reading a response", e, self.timeout))?;
+            if n > 0 {
+                return Ok(n);
+            }
+            self.read_stream(Target::Inflater)?;
+        }
+    }
+
+    /// One read from the network into `to`; end of stream and failures are errors.
+    fn read_stream(&mut self, to: Target) -> Result<usize> {
+        const ROOM: usize = 64 << 10;
+        let r = match (to, self.deflate.as_deref_mut()) {
+            (Target::Inflater, Some(d)) => {
+                let r = self.stream.read(d.spare(ROOM));
+                d.received(ROOM, *r.as_ref().unwrap_or(&0));
+                r
+            }
+            (Target::Rbuf(old), _) => self.stream.read(&mut self.rbuf[old..]),
+            (Target::Inflater, None) => return Err(Error::Protocol("compression is not active".into())),
+        };
+        match r {
+            Ok(0) => Err(Error::Io {
+                op: "reading a response".into(),
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
+            }),
+            Ok(n) => {
+                self.bytes_read += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
                 if e.kind() == io::ErrorKind::InvalidData && self.is_tls() {
                     return Err(explain_tls(&self.host, &e));
                 }
@@ -408,8 +472,10 @@ impl Connection {
     /// Waits at most `wait` for data from the server; returns whether some came (or was
     /// buffered already). Nothing read is lost: it stays buffered for the next response.
     /// For IDLE, where the server may say nothing for minutes.
+    /// With compression, what the inflater holds is inflated first, and only bytes that
+    /// inflate to something count: a flush marker alone is no data.
     pub fn wait_readable(&mut self, wait: Duration) -> Result<bool> {
-        if self.has_buffered() {
+        if self.rpos < self.rbuf.len() {
             return Ok(true);
         }
         let set =
@@ -424,9 +490,10 @@ impl Connection {
         }
     }
 
-    /// Whether a response is already buffered (used to refuse STARTTLS injection).
+    /// Whether data from the server is already buffered (used to refuse STARTTLS
+    /// injection): read and not yet used, or, with compression, held by the inflater.
     pub fn has_buffered(&self) -> bool {
-        self.rpos < self.rbuf.len()
+        self.rpos < self.rbuf.len() || self.deflate.as_ref().is_some_and(|d| d.has_pending())
     }
 
     pub fn shutdown(&mut self) {
@@ -434,6 +501,15 @@ impl Connection {
             let _ = t.shutdown(std::net::Shutdown::Both);
         }
     }
+}
+
+/// Where [`Connection::read_stream`] puts what it reads.
+#[derive(Clone, Copy)]
+enum Target {
+    /// `rbuf[from..]` (no compression).
+    Rbuf(usize),
+    /// The inflater's input.
+    Inflater,
 }
 
 /// `{n}\r\n` (or `{n+}` / `~{n}` forms) at the end of a line: the literal's length.
@@ -451,7 +527,97 @@ fn literal_len(line: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{day_of, literal_len};
+    use super::{Connection, Limits, day_of, literal_len};
+    use crate::deflate::Deflate;
+    use crate::error::Error;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A connection with compression on, and the other end of its socket (the peer
+    /// compresses with its own [`Deflate`]; no IMAP server is involved: this tests the
+    /// byte stream alone).
+    fn compressed_pair(limits: Limits) -> (Connection, TcpStream, Deflate) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut c = Connection::connect("127.0.0.1", port, Duration::from_secs(5), limits).unwrap();
+        let (peer, _) = l.accept().unwrap();
+        c.start_compress().unwrap();
+        (c, peer, Deflate::new(b""))
+    }
+
+    fn send(peer: &mut TcpStream, z: &mut Deflate, data: &[u8]) {
+        z.compress(data, &mut |b| peer.write_all(b)).unwrap();
+    }
+
+    #[test]
+    fn compressed_both_ways_and_waits_see_what_the_inflater_holds() {
+        let (mut c, mut peer, mut z) = compressed_pair(Limits::default());
+        c.write_all(b"S1 NOOP\r\n").unwrap();
+        let mut wire = vec![0u8; 256];
+        let n = peer.read(&mut wire).unwrap();
+        let mut unz = Deflate::new(&wire[..n]);
+        let mut plain = [0u8; 64];
+        let m = unz.inflate(&mut plain).unwrap();
+        assert_eq!(&plain[..m], b"S1 NOOP\r\n");
+
+        // Three lines of exactly one read buffer each, in one batch: after the first is
+        // read, the rest is in the inflater and nothing more comes from the socket.
+        let line = |c: u8| {
+            let mut l = vec![c; (64 << 10) - 2];
+            l[..2].copy_from_slice(b"* ");
+            l.extend_from_slice(b"\r\n");
+            l
+        };
+        let lines = [line(b'a'), line(b'b'), line(b'c')];
+        send(&mut peer, &mut z, &lines.concat());
+        let mut out = Vec::new();
+        for l in &lines {
+            c.read_response(&mut out).unwrap();
+            assert_eq!(&out, l);
+            if l[2] != b'c' {
+                assert!(c.wait_readable(Duration::from_millis(1)).unwrap(), "the inflater holds the next line");
+            }
+        }
+        assert!(c.bytes_read < 4096, "{} compressed bytes for 192 KiB", c.bytes_read);
+        // Nothing anywhere: the wait times out. A flush marker alone is no data either.
+        assert!(!c.wait_readable(Duration::from_millis(50)).unwrap());
+        send(&mut peer, &mut z, b"");
+        assert!(!c.wait_readable(Duration::from_millis(50)).unwrap());
+        send(&mut peer, &mut z, b"* 4 EXISTS\r\n");
+        assert!(c.wait_readable(Duration::from_secs(5)).unwrap());
+        c.read_response(&mut out).unwrap();
+        assert_eq!(out, b"* 4 EXISTS\r\n");
+        let stats = c.compress_stats().unwrap();
+        assert_eq!(stats.received, 3 * (64 << 10) + 12);
+        assert_eq!(stats.received_wire, c.bytes_read);
+        assert_eq!(stats.sent, 9);
+    }
+
+    #[test]
+    fn the_line_limit_holds_for_inflated_bytes() {
+        let (mut c, mut peer, mut z) = compressed_pair(Limits { max_line: 1000, ..Limits::default() });
+        // 64 MiB without a line end, a few KiB on the wire: refused after about a buffer.
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..64 {
+                if rx.try_recv().is_ok() {
+                    break;
+                }
+                z.compress(&chunk, &mut |b| peer.write_all(b)).ok();
+            }
+            peer
+        });
+        let mut out = Vec::new();
+        let e = c.read_response(&mut out).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { what: "line", .. }), "{e}");
+        assert!(out.capacity() < 1 << 20, "{} bytes held", out.capacity());
+        let _ = tx.send(());
+        drop(c);
+        drop(writer.join().unwrap());
+    }
 
     #[test]
     fn certificate_dates() {

@@ -316,8 +316,11 @@ pub struct SyncReport {
     /// Network errors that were reported, then recovered from by a retry within the run.
     pub retried: Vec<SyncError>,
     pub cancelled: bool,
-    /// Bytes received from the server (after TLS), protocol included.
+    /// Bytes received from the server (after TLS, before inflating), protocol included.
     pub bytes_received: u64,
+    /// What the part of `bytes_received` that came compressed (COMPRESS=DEFLATE, from
+    /// the sessions that used it) inflated to; 0 when no session was compressed.
+    pub bytes_inflated: u64,
     /// Outgoing messages the SMTP server accepted in this run.
     pub sent: u64,
     /// Sent messages filed in the Sent folder in this run.
@@ -325,6 +328,11 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
+    /// Adds what `session` received to the byte counts.
+    pub(crate) fn count_traffic(&mut self, session: &crate::far::Session) {
+        self.bytes_received += session.bytes_read();
+        self.bytes_inflated += session.compress_stats().map_or(0, |c| c.received);
+    }
     /// True when no error was reported and the sync was not cancelled.
     pub fn is_success(&self) -> bool {
         self.errors.is_empty() && !self.cancelled

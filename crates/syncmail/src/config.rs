@@ -33,6 +33,8 @@
 //!                                            # | "xoauth2" | "oauthbearer" (with oauth-token-command)
 //! allow-plaintext = false                    # with tls = "none": send the password to a server
 //!                                            # that is not on this machine (loopback always may)
+//! compress = "auto"                          # COMPRESS=DEFLATE where offered: "auto" (not on
+//!                                            # loopback) | "always" | "never"
 //! [accounts.work.smtp]                    # optional: outgoing mail (see the outbox)
 //! host = "smtp.example.org"
 //! port = 465                       # default follows tls: 465 implicit, 587 starttls, 25 none
@@ -54,7 +56,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use syncmail_imap::{AuthMech, Secret, TlsMode};
+use syncmail_imap::{AuthMech, Compress, Secret, TlsMode};
 pub use syncmail_maildir::Layout;
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +144,7 @@ struct RawImap {
     timeout: Option<u64>,
     auth_mech: Option<String>,
     allow_plaintext: Option<bool>,
+    compress: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +288,9 @@ pub struct ImapConfig {
     /// Send the password without TLS to a server that is not on this machine (`tls =
     /// "none"` alone allows it only for loopback).
     pub allow_plaintext: bool,
+    /// When to compress the connection (COMPRESS=DEFLATE, RFC 4978) where the server
+    /// offers it: by default not to a server on this machine.
+    pub compress: Compress,
 }
 
 /// The SMTP submission server of an account (`[accounts.NAME.smtp]`).
@@ -637,6 +643,14 @@ impl Config {
                     "auth-mech = \"xoauth2\" or \"oauthbearer\" needs oauth-token-command".into()
                 }));
             }
+            let compress = match a.imap.compress.as_deref() {
+                None | Some("auto") => Compress::Auto,
+                Some("always") => Compress::Always,
+                Some("never") => Compress::Never,
+                Some(other) => {
+                    return Err(invalid(format!("compress = {other:?} is not one of \"auto\", \"always\", \"never\"")));
+                }
+            };
             let state_dir = a.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(|| state_base.join(&name));
             let delete_policy = match a.delete_policy.as_deref() {
                 None | Some("expunge") => DeletePolicy::Expunge,
@@ -716,6 +730,7 @@ impl Config {
                         timeout,
                         auth_mech,
                         allow_plaintext: a.imap.allow_plaintext.unwrap_or(false),
+                        compress,
                     },
                     folders,
                     delete_policy,
@@ -846,6 +861,18 @@ mod tests {
         assert_eq!(a.interval, std::time::Duration::from_secs(60));
         assert_eq!(a.idle, ["Lists", "Work/Team"]);
         assert!(parse("interval = 5").unwrap_err().to_string().contains("at least 10 seconds"));
+    }
+
+    #[test]
+    fn compress_is_auto_unless_set() {
+        let base = "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n{}\n";
+        let parse = |keys: &str| Config::parse(&base.replace("{}", keys), Path::new("/c.toml"));
+        assert_eq!(parse("").unwrap().accounts["a"].imap.compress, Compress::Auto);
+        assert_eq!(parse("compress = 'auto'").unwrap().accounts["a"].imap.compress, Compress::Auto);
+        assert_eq!(parse("compress = 'always'").unwrap().accounts["a"].imap.compress, Compress::Always);
+        assert_eq!(parse("compress = 'never'").unwrap().accounts["a"].imap.compress, Compress::Never);
+        let e = parse("compress = 'yes'").unwrap_err().to_string();
+        assert!(e.contains("compress = \"yes\" is not one of"), "{e}");
     }
 
     #[test]

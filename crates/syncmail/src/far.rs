@@ -11,7 +11,9 @@
 use crate::config::{DeletePolicy, ImapConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use syncmail_imap::parse::{Code, Untagged};
-use syncmail_imap::{AuthMech, Client, ConnectOptions, Error, Flags, Limits, Result, parse_uid_set, quote, uid_set};
+use syncmail_imap::{
+    AuthMech, Client, CompressStats, ConnectOptions, Error, Flags, Limits, Result, parse_uid_set, quote, uid_set,
+};
 
 /// A folder as the server lists it.
 #[derive(Debug, Clone)]
@@ -150,6 +152,8 @@ impl Session {
             }
             r => r.map_err(SessionError::Imap)?,
         }
+        // Before ENABLE and everything after it, so that all of the session is compressed.
+        client.compress(cfg.compress).map_err(SessionError::Imap)?;
         let enabled = client.enable(&["QRESYNC", "UTF8=ACCEPT"]).map_err(SessionError::Imap)?;
         let qresync = enabled.iter().any(|e| e.eq_ignore_ascii_case("QRESYNC"));
         let condstore = qresync || client.has("CONDSTORE");
@@ -167,8 +171,15 @@ impl Session {
         self.client.has(cap)
     }
 
+    /// Bytes received from the server so far (as they came: compressed, where
+    /// compression is on).
     pub fn bytes_read(&self) -> u64 {
         self.client.bytes_read()
+    }
+
+    /// What COMPRESS=DEFLATE carried, where it is on.
+    pub fn compress_stats(&self) -> Option<CompressStats> {
+        self.client.compress_stats()
     }
 
     fn status_items(&self) -> &'static str {

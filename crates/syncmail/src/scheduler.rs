@@ -369,6 +369,7 @@ fn merge(partial: Option<SyncReport>, last: SyncReport) -> SyncReport {
     r.retried.extend(last.retried);
     r.cancelled |= last.cancelled;
     r.bytes_received += last.bytes_received;
+    r.bytes_inflated += last.bytes_inflated;
     r.sent += last.sent;
     r.filed += last.filed;
     r

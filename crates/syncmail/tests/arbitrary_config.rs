@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use std::path::Path;
 use syncmail::Config;
 
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 17] = [
     "maildir",
     "state-dir",
     "delete-policy",
@@ -25,6 +25,7 @@ const KEYS: [&str; 16] = [
     "timeout",
     "auth-mech",
     "allow-plaintext",
+    "compress",
 ];
 
 fn value() -> impl Strategy<Value = String> {
@@ -35,6 +36,7 @@ fn value() -> impl Strategy<Value = String> {
         Just("\"implicit\"".to_string()),
         Just("\"none\"".to_string()),
         Just("\"trash\"".to_string()),
+        Just("\"always\"".to_string()),
         Just("[\"*\", 1]".to_string()),
         Just("{ a = 1 }".to_string()),
         Just("\"".to_string()),

@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{Recorder, near_add};
+use common::{Recorder, cyrus_account, near_add};
 use std::path::Path;
 use std::sync::Arc;
-use syncmail::{Config, FolderChange, Side, Store, SyncFlags, SyncReport, SyncRequest};
+use syncmail::{FolderChange, Side, Store, SyncFlags, SyncReport, SyncRequest};
 use syncmail_imap::Flags;
 use syncmail_testkit::cyrus::Cyrus;
 use syncmail_testkit::message;
@@ -21,15 +21,7 @@ const ALL: SyncFlags = SyncFlags::UPLOAD_HIERARCHY
     .union(SyncFlags::UPLOAD_CONTENTS);
 
 fn store(cy: &Cyrus, root: &Path) -> Store {
-    let text = format!(
-        "[accounts.c]\nmaildir = \"{}\"\nstate-dir = \"{}\"\n[accounts.c.imap]\nhost = \"127.0.0.1\"\nport = {}\n\
-         tls = \"none\"\nuser = \"test\"\npassword = \"secret\"\ntimeout = 20\n",
-        root.join("mail").display(),
-        root.join("state").display(),
-        cy.port
-    );
-    let cfg = Config::parse(&text, &root.join("config.toml")).unwrap();
-    Store::open(cfg.accounts["c"].clone()).unwrap()
+    Store::open(cyrus_account(cy, root, "")).unwrap()
 }
 
 fn sync_ok(store: &Store) -> SyncReport {

@@ -63,6 +63,8 @@ pub struct Options {
     pub oauth2_key: Option<String>,
     /// `mailbox_list_index = yes`, with which Dovecot 2.3 offers NOTIFY (RFC 5465).
     pub notify: bool,
+    /// Load the `imap_zlib` plugin, with which Dovecot offers COMPRESS=DEFLATE (RFC 4978).
+    pub compress: bool,
 }
 
 pub struct Dovecot {
@@ -248,6 +250,7 @@ impl Dovecot {
             .replace("@AUTH_MECHANISMS@", &mechanisms)
             .replace("@OAUTH2_PASSDB@", &oauth2_passdb)
             .replace("@MAILBOX_LIST_INDEX@", if opts.notify { "yes" } else { "no" })
+            .replace("@IMAP_PLUGINS@", if opts.compress { "zlib imap_zlib" } else { "" })
             .replace("@PASSWORD@", opts.password.as_deref().unwrap_or(PASSWORD));
         // A free port can be taken by another test between being found and being bound:
         // a server that could not listen is started again on other ports.

@@ -80,7 +80,7 @@ fn fetch(ctx: &mut Ctx<'_>, which: &Bodies) -> Result<(), SyncError> {
         }
         Ok(())
     })();
-    ctx.report.bytes_received += session.bytes_read();
+    ctx.report.count_traffic(&session);
     if result.is_ok() {
         session.logout();
     }

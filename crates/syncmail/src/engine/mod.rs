@@ -251,7 +251,7 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), S
     }
     if flags.is_empty() || ctx.report.cancelled {
         if let Some(s) = filing_session {
-            ctx.report.bytes_received += s.bytes_read();
+            ctx.report.count_traffic(&s);
             s.logout();
         }
         return Ok(());
@@ -263,7 +263,7 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), S
 
     ctx.progress(Step::ListFolders, "reading the folder list".into(), None, (0, 0), (0, 0));
     let result = sync_folders(ctx, &mut session, &mut state, flags);
-    ctx.report.bytes_received += session.bytes_read();
+    ctx.report.count_traffic(&session);
     if result.is_ok() {
         session.logout();
     }
@@ -451,7 +451,8 @@ fn sync_folders(
                     ctx.progress(Step::Connect, "connecting again".into(), Some(&mb.display_name), (0, 0), (0, 0));
                     match Session::open_traced(&ctx.account.imap, ctx.trace()) {
                         Ok(s) => {
-                            ctx.report.bytes_received += std::mem::replace(session, s).bytes_read();
+                            let old = std::mem::replace(session, s);
+                            ctx.report.count_traffic(&old);
                         }
                         Err(e) => return Err(errors::from_session(&name, &e)),
                     }

@@ -51,6 +51,20 @@ timeout = 20
     cfg.accounts["test"].clone()
 }
 
+/// An account (`c`) on the test Cyrus, over plain TCP; `extra` goes at the end of its
+/// `[imap]` table.
+pub fn cyrus_account(cy: &syncmail_testkit::cyrus::Cyrus, root: &Path, extra: &str) -> syncmail::AccountConfig {
+    let text = format!(
+        "[accounts.c]\nmaildir = \"{}\"\nstate-dir = \"{}\"\n[accounts.c.imap]\nhost = \"127.0.0.1\"\nport = {}\n\
+         tls = \"none\"\nuser = \"test\"\npassword = \"secret\"\ntimeout = 20\n{extra}\n",
+        root.join("mail").display(),
+        root.join("state").display(),
+        cy.port
+    );
+    let cfg = Config::parse(&text, &root.join("config.toml")).unwrap();
+    cfg.accounts["c"].clone()
+}
+
 #[derive(Default)]
 pub struct Recorder {
     pub progress: Mutex<Vec<Progress>>,
