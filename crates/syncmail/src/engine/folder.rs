@@ -569,6 +569,30 @@ fn sync_folder_once(
         }
         ctx.step()?;
     }
+    // The folder's new mark. It moves past the server's changes only when this run
+    // carried them all out: an upload-only run, or expunges held by the guard, keep the
+    // old mark, so those changes are reported again next time. `max_uid`: the highest UID
+    // this run downloaded.
+    let new_mark = |max_uid: u32| {
+        if mode.download && !held_near {
+            FarMark {
+                uidvalidity: sel.uidvalidity,
+                uidnext: sel.uidnext.unwrap_or(0).max(max_uid.saturating_add(1)).max(row.uidnext),
+                highestmodseq: sel.highestmodseq.unwrap_or(0),
+                far_count: sel.exists,
+            }
+        } else {
+            FarMark {
+                uidvalidity: sel.uidvalidity,
+                uidnext: if mode.download { max_uid.saturating_add(1).max(row.uidnext) } else { row.uidnext.max(1) },
+                highestmodseq: if first_time { 0 } else { row.highestmodseq },
+                far_count: row.far_count,
+            }
+        }
+    };
+    // With nothing to upload or download after it, this step's commit carries the mark
+    // too: one commit (and one fsync) for the folder instead of two.
+    let mut marked = false;
     if !agreed.is_empty() || !forget.is_empty() || touched {
         ctx.progress(
             Step::ApplyChanges,
@@ -583,7 +607,9 @@ fn sync_folder_once(
         if touched {
             dir.sync().map_err(|e| lerr(ctx, &e))?;
         }
-        state.commit(row.id, &agreed, &forget, None).map_err(|e| lerr(ctx, &e))?;
+        marked = appends.is_empty() && downloads.is_empty();
+        let mark = if marked { Some(new_mark(0)) } else { None };
+        state.commit(row.id, &agreed, &forget, mark).map_err(|e| lerr(ctx, &e))?;
         ctx.step()?;
     }
 
@@ -717,26 +743,11 @@ fn sync_folder_once(
         return Ok(Some(report));
     }
 
-    // Step 5: the folder's new mark. It moves past the server's changes only when this run
-    // carried them all out: an upload-only run, or expunges held by the guard, keep the
-    // old mark, so those changes are reported again next time.
-    let mark = if mode.download && !held_near {
-        FarMark {
-            uidvalidity: sel.uidvalidity,
-            uidnext: sel.uidnext.unwrap_or(0).max(max_uid.saturating_add(1)).max(row.uidnext),
-            highestmodseq: sel.highestmodseq.unwrap_or(0),
-            far_count: sel.exists,
-        }
-    } else {
-        FarMark {
-            uidvalidity: sel.uidvalidity,
-            uidnext: if mode.download { max_uid.saturating_add(1).max(row.uidnext) } else { row.uidnext.max(1) },
-            highestmodseq: if first_time { 0 } else { row.highestmodseq },
-            far_count: row.far_count,
-        }
-    };
-    state.commit(row.id, &[], &[], Some(mark)).map_err(|e| lerr(ctx, &e))?;
-    ctx.step()?;
+    // Step 5: the folder's new mark (unless step 2's commit carried it already).
+    if !marked {
+        state.commit(row.id, &[], &[], Some(new_mark(max_uid))).map_err(|e| lerr(ctx, &e))?;
+        ctx.step()?;
+    }
     if ctx.account.fetch_flagged && mode.download {
         fetch_flagged(ctx, session, state, mb, &mut report)?;
     }
