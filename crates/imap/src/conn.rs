@@ -315,13 +315,31 @@ impl Connection {
 
     /// Reads at least one more byte into `rbuf` (inflated, where compression is on).
     fn fill(&mut self) -> Result<usize> {
+        /// What one read may bring: into `rbuf`, or compressed into the inflater.
+        const ROOM: usize = 64 << 10;
         if self.rpos > 0 && self.rpos == self.rbuf.len() {
             self.rbuf.clear();
             self.rpos = 0;
         }
         let old = self.rbuf.len();
-        self.rbuf.resize(old + (64 << 10), 0);
-        let r = if self.deflate.is_some() { self.fill_inflated(old) } else { self.read_stream(Target::Rbuf(old)) };
+        self.rbuf.resize(old + ROOM, 0);
+        let (stream, host, timeout) = (&mut self.stream, self.host.as_str(), self.timeout);
+        let bytes_read = &mut self.bytes_read;
+        let rbuf = &mut self.rbuf[old..];
+        let r = match self.deflate.as_deref_mut() {
+            None => read_stream(stream, host, timeout, rbuf).inspect(|&n| *bytes_read += n as u64),
+            // Inflated into `rbuf`; compressed bytes are read from the network only when the
+            // inflater has nothing buffered to give.
+            Some(d) => (|| loop {
+                let n = d.inflate(rbuf).map_err(|e| io_err("reading a response", e, timeout))?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                let got = read_stream(stream, host, timeout, d.spare(ROOM));
+                d.received(ROOM, *got.as_ref().unwrap_or(&0));
+                *bytes_read += got? as u64;
+            })(),
+        };
         match r {
             Ok(n) => {
                 self.rbuf.truncate(old + n);
@@ -330,52 +348,6 @@ impl Connection {
             Err(e) => {
                 self.rbuf.truncate(old);
                 Err(e)
-            }
-        }
-    }
-
-    /// Inflates into `rbuf[old..]`, reading compressed bytes from the network only when
-    /// the inflater has nothing buffered to give.
-    fn fill_inflated(&mut self, old: usize) -> Result<usize> {
-        loop {
-            let inflated = match self.deflate.as_deref_mut() {
-                Some(d) => d.inflate(&mut self.rbuf[old..]),
-                None => return Err(Error::Protocol("compression is not active".into())),
-            };
-            let n = inflated.map_err(|e| io_err("reading a response", e, self.timeout))?;
-            if n > 0 {
-                return Ok(n);
-            }
-            self.read_stream(Target::Inflater)?;
-        }
-    }
-
-    /// One read from the network into `to`; end of stream and failures are errors.
-    fn read_stream(&mut self, to: Target) -> Result<usize> {
-        const ROOM: usize = 64 << 10;
-        let r = match (to, self.deflate.as_deref_mut()) {
-            (Target::Inflater, Some(d)) => {
-                let r = self.stream.read(d.spare(ROOM));
-                d.received(ROOM, *r.as_ref().unwrap_or(&0));
-                r
-            }
-            (Target::Rbuf(old), _) => self.stream.read(&mut self.rbuf[old..]),
-            (Target::Inflater, None) => return Err(Error::Protocol("compression is not active".into())),
-        };
-        match r {
-            Ok(0) => Err(Error::Io {
-                op: "reading a response".into(),
-                source: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
-            }),
-            Ok(n) => {
-                self.bytes_read += n as u64;
-                Ok(n)
-            }
-            Err(e) => {
-                if e.kind() == io::ErrorKind::InvalidData && self.is_tls() {
-                    return Err(explain_tls(&self.host, &e));
-                }
-                Err(io_err("reading a response", e, self.timeout))
             }
         }
     }
@@ -503,13 +475,19 @@ impl Connection {
     }
 }
 
-/// Where [`Connection::read_stream`] puts what it reads.
-#[derive(Clone, Copy)]
-enum Target {
-    /// `rbuf[from..]` (no compression).
-    Rbuf(usize),
-    /// The inflater's input.
-    Inflater,
+/// One read from the network into `buf`; end of stream and failures are errors.
+fn read_stream(stream: &mut Stream, host: &str, timeout: Duration, buf: &mut [u8]) -> Result<usize> {
+    match stream.read(buf) {
+        Ok(0) => Err(Error::Io {
+            op: "reading a response".into(),
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
+        }),
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData && matches!(stream, Stream::Tls(_)) => {
+            Err(explain_tls(host, &e))
+        }
+        Err(e) => Err(io_err("reading a response", e, timeout)),
+    }
 }
 
 /// `{n}\r\n` (or `{n+}` / `~{n}` forms) at the end of a line: the literal's length.
