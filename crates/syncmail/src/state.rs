@@ -293,9 +293,6 @@ impl State {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // The WAL file is reused after each checkpoint; a large first sync must not leave
-        // it large for good.
-        conn.pragma_update(None, "journal_size_limit", 16 << 20)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut s = State { conn };
         s.migrate()?;
