@@ -427,6 +427,23 @@ impl Folder {
         Ok(current.clone())
     }
 
+    /// The entry of message `unique` if its file is where syncmail would have put it with
+    /// `flags`, by name: `new/UNIQUE` or `cur/UNIQUE:2,` without flags (a reader moves
+    /// unread mail from `new/` to `cur/`), `cur/UNIQUE:2,LETTERS` with them. One `stat`
+    /// per name tried, no listing. `None` when no such file is there (renamed, deleted,
+    /// or carrying letters syncmail does not manage): then only a listing can tell.
+    pub fn find_as_named(&self, unique: &str, flags: Flags) -> Option<Entry> {
+        let candidates = if flags.is_empty() {
+            vec![(Sub::New, unique.to_string()), (Sub::Cur, format!("{unique}:2,"))]
+        } else {
+            vec![(Sub::Cur, format!("{unique}:2,{}", flags.to_maildir()))]
+        };
+        candidates.into_iter().find_map(|(sub, file_name)| {
+            let e = Entry { sub, file_name, flags };
+            fs::symlink_metadata(self.entry_path(&e)).is_ok_and(|m| m.is_file()).then_some(e)
+        })
+    }
+
     /// Every file of the messages `uniques`, in `new/` and `cur/`: more than one for a
     /// message means a rename crossed another (see [`Folder::replace`]).
     pub fn entries_of(&self, uniques: &std::collections::BTreeSet<String>) -> Result<HashMap<String, Vec<Entry>>> {
@@ -538,6 +555,32 @@ mod tests {
         for s in staged.into_iter().take(3) {
             assert!(f.publish(s, Flags::empty()).is_ok());
         }
+    }
+
+    #[test]
+    fn a_file_is_found_by_name_only_where_syncmail_would_have_put_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Folder::new(dir.path().join("F"));
+        f.create().unwrap();
+        let seen = f.publish(f.stage("a", b"x\n").unwrap(), Flags::SEEN).unwrap();
+        let unread = f.publish(f.stage("b", b"x\n").unwrap(), Flags::empty()).unwrap();
+        assert_eq!(f.find_as_named("a", Flags::SEEN), Some(seen.clone()));
+        assert_eq!(f.find_as_named("b", Flags::empty()), Some(unread.clone()));
+        // Other flags than the file's, or a message that is not there: not found.
+        assert_eq!(f.find_as_named("a", Flags::SEEN.union(Flags::FLAGGED)), None);
+        assert_eq!(f.find_as_named("a", Flags::empty()), None);
+        assert_eq!(f.find_as_named("c", Flags::empty()), None);
+        // A reader moved the unread one to cur/ without flags: found there.
+        let moved = f.set_flags(&unread, Flags::empty()).unwrap();
+        assert_eq!(moved.sub, Sub::Cur);
+        assert_eq!(f.find_as_named("b", Flags::empty()), Some(moved));
+        // A keyword letter syncmail does not manage: only a listing finds that name.
+        fs::rename(f.entry_path(&seen), f.path().join("cur/a:2,Sa")).unwrap();
+        assert_eq!(f.find_as_named("a", Flags::SEEN), None);
+        // A directory of the name is not a message.
+        fs::create_dir(f.path().join("new/d")).unwrap();
+        assert_eq!(f.find_as_named("d", Flags::empty()), None);
+        assert_eq!(f.scan().unwrap()["a"].file_name, "a:2,Sa");
     }
 
     #[test]

@@ -338,13 +338,10 @@ impl State {
     }
 
     pub fn folder(&self, far_name: &str) -> Result<Option<FolderRow>> {
-        self.conn
-            .query_row(
-                &format!("SELECT {} FROM folders WHERE far_name = ?1", Self::FOLDER_COLS),
-                [far_name],
-                Self::folder_from_row,
-            )
-            .optional()
+        // Cached: asked several times per folder and sync.
+        let mut st =
+            self.conn.prepare_cached(&format!("SELECT {} FROM folders WHERE far_name = ?1", Self::FOLDER_COLS))?;
+        st.query_row([far_name], Self::folder_from_row).optional()
     }
 
     /// Records a folder that exists on both sides now.
@@ -370,33 +367,44 @@ impl State {
     /// The folder whose directory is `near_path`, if any (to refuse two server folders
     /// that would share one directory).
     pub fn folder_by_path(&self, near_path: &str) -> Result<Option<FolderRow>> {
-        self.conn
-            .query_row(
-                &format!("SELECT {} FROM folders WHERE near_path = ?1", Self::FOLDER_COLS),
-                [near_path],
-                Self::folder_from_row,
-            )
-            .optional()
+        let mut st =
+            self.conn.prepare_cached(&format!("SELECT {} FROM folders WHERE near_path = ?1", Self::FOLDER_COLS))?;
+        st.query_row([near_path], Self::folder_from_row).optional()
     }
 
     pub fn messages(&self, folder_id: i64) -> Result<BTreeMap<u32, MessageRow>> {
-        let mut st =
-            self.conn.prepare_cached("SELECT uid, near_id, flags, size, pending FROM messages WHERE folder_id = ?1")?;
-        let rows = st.query_map([folder_id], |r| {
-            Ok(MessageRow {
-                uid: r.get::<_, i64>(0)? as u32,
-                near_id: r.get(1)?,
-                flags: Flags::from_bits(r.get::<_, i64>(2)? as u8),
-                size: r.get::<_, i64>(3)? as u64,
-                pending: r.get::<_, i64>(4)? != 0,
-            })
-        })?;
+        self.messages_between(folder_id, &[(0, u32::MAX)])
+    }
+
+    /// The folder's messages whose UIDs fall in the ranges (inclusive): what a sync reads
+    /// when the server named the few messages that changed.
+    pub fn messages_between(&self, folder_id: i64, ranges: &[(u32, u32)]) -> Result<BTreeMap<u32, MessageRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT uid, near_id, flags, size, pending FROM messages WHERE folder_id = ?1 AND uid BETWEEN ?2 AND ?3",
+        )?;
         let mut out = BTreeMap::new();
-        for r in rows {
-            let r = r?;
-            out.insert(r.uid, r);
+        for (lo, hi) in ranges {
+            let rows = st.query_map(params![folder_id, lo, hi], |r| {
+                Ok(MessageRow {
+                    uid: r.get::<_, i64>(0)? as u32,
+                    near_id: r.get(1)?,
+                    flags: Flags::from_bits(r.get::<_, i64>(2)? as u8),
+                    size: r.get::<_, i64>(3)? as u64,
+                    pending: r.get::<_, i64>(4)? != 0,
+                })
+            })?;
+            for r in rows {
+                let r = r?;
+                out.insert(r.uid, r);
+            }
         }
         Ok(out)
+    }
+
+    /// How many messages of the folder the state knows.
+    pub fn message_count(&self, folder_id: i64) -> Result<usize> {
+        let mut st = self.conn.prepare_cached("SELECT count(*) FROM messages WHERE folder_id = ?1")?;
+        st.query_row([folder_id], |r| r.get::<_, i64>(0).map(|n| n as usize))
     }
 
     /// Whether the account knows any message at all.
@@ -406,11 +414,9 @@ impl State {
 
     /// Whether a download of this folder was interrupted (rows still pending).
     pub fn has_pending(&self, folder_id: i64) -> Result<bool> {
-        self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE folder_id = ?1 AND pending = 1)",
-            [folder_id],
-            |r| r.get::<_, i64>(0).map(|v| v != 0),
-        )
+        let mut st =
+            self.conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE folder_id = ?1 AND pending = 1)")?;
+        st.query_row([folder_id], |r| r.get::<_, i64>(0).map(|v| v != 0))
     }
 
     /// Journals downloads about to start: each UID with the unique name its file will get.

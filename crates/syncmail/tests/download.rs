@@ -313,3 +313,52 @@ fn cancel_stops_between_steps_and_a_resume_completes() {
     assert_eq!((r.downloaded() + r2.downloaded()) as usize, server_total);
     assert_same(&dv, tmp.path());
 }
+
+#[test]
+fn server_changes_reach_files_a_reader_renamed_or_deleted_since_the_last_sync() {
+    // Download-only runs read just the rows and files of the messages the server names,
+    // looking for each file where syncmail left it. Files a mail reader renamed or
+    // deleted meanwhile must still be found (by a listing): never a second copy, never a
+    // lost flag, never a lost letter of the reader's.
+    let dv = Dovecot::start(Options::default());
+    for i in 0..40 {
+        dv.save("INBOX", &message(&format!("m{i:02}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync_ok(&store);
+    let f = near_folder(tmp.path(), "INBOX");
+    let uid = |s: &str| far_uid(&dv, "INBOX", s);
+
+    // Nothing local changed: server flags, an expunge and new mail, by name alone.
+    dv.flags_add("INBOX", uid("m00"), "\\Seen");
+    dv.expunge("INBOX", uid("m05"));
+    dv.save("INBOX", &message("new one", "y"));
+    let r = sync_ok(&store);
+    assert_eq!((r.downloaded(), r.folders.iter().map(|f| f.deleted).sum::<u64>()), (1, 1), "{:#?}", r.folders);
+    assert_same(&dv, tmp.path());
+
+    // The reader flags m1, deletes m2 and gives m3 a keyword letter; the server changes
+    // those three and m4.
+    near_set_flags(tmp.path(), "INBOX", "m01", Flags::FLAGGED);
+    near_delete(tmp.path(), "INBOX", "m02");
+    let m3 = near_find(tmp.path(), "INBOX", "m03").unwrap();
+    std::fs::rename(f.entry_path(&m3), f.path().join("cur").join(format!("{}:2,a", m3.unique()))).unwrap();
+    dv.flags_add("INBOX", uid("m01"), "\\Seen");
+    dv.flags_add("INBOX", uid("m02"), "\\Answered");
+    dv.flags_add("INBOX", uid("m03"), "\\Flagged");
+    dv.flags_add("INBOX", uid("m04"), "\\Seen");
+    let r = sync_ok(&store);
+    // m2 changed on the server after its local deletion: it comes down again, once.
+    assert_eq!(r.downloaded(), 1, "{:#?}", r.folders);
+    let near = by_subject(&syncmail_testkit::read_maildir(f.path())); // panics on a duplicate
+    assert_eq!(near.len(), 40);
+    assert_eq!(near["m01"], Flags::FLAGGED.union(Flags::SEEN), "the reader's flag and the server's, merged");
+    assert_eq!(near["m02"], Flags::ANSWERED);
+    assert_eq!(near["m03"], Flags::FLAGGED);
+    assert_eq!(near["m04"], Flags::SEEN);
+    let m3 = near_find(tmp.path(), "INBOX", "m03").unwrap();
+    assert!(m3.file_name.ends_with(":2,Fa"), "the reader's keyword letter is kept: {}", m3.file_name);
+    // Download-only: the reader's own flag stays here until an upload.
+    assert_eq!(dv.server_messages()["INBOX"].len(), 40);
+}

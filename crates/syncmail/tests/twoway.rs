@@ -429,7 +429,7 @@ fn a_local_change_after_a_quiet_run_is_still_seen() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
     sync2(&store);
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    age_folder(tmp.path(), "INBOX");
     sync2(&store); // quiet: records the mtimes
     sync2(&store); // quiet: skips the listing
     near_set_flags(tmp.path(), "INBOX", "q1", F);
@@ -532,4 +532,41 @@ fn an_upload_only_run_does_not_swallow_server_changes() {
     assert_eq!(far, near);
     assert!(near.contains_key("arrived meanwhile"), "the server's new message was skipped for good");
     assert_eq!(near["first"], F);
+}
+
+#[test]
+fn server_changes_after_a_quiet_run_are_applied_and_a_later_local_change_still_goes_up() {
+    // After a quiet run recorded the Maildir's mtimes, a two-way run whose Maildir is
+    // unchanged reads only what the server names (by file name, no listing); that must
+    // carry out every server change, and leave local changes made later to be found.
+    let dv = Dovecot::start(Options::default());
+    for i in 0..40 {
+        dv.save("INBOX", &message(&format!("q{i:02}"), "x"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync2(&store);
+    age_folder(tmp.path(), "INBOX");
+    sync2(&store); // quiet: records the mtimes
+    dv.flags_add("INBOX", far_uid(&dv, "INBOX", "q01"), "\\Flagged");
+    dv.flags_add("INBOX", far_uid(&dv, "INBOX", "q02"), "\\Seen");
+    dv.expunge("INBOX", far_uid(&dv, "INBOX", "q03"));
+    dv.save("INBOX", &message("q-far", "y"));
+    let r = sync2(&store);
+    assert_eq!((r.downloaded(), r.uploaded()), (1, 0), "{:#?}", r.folders);
+    let (far, near) = both_sides(&dv, tmp.path(), "INBOX");
+    assert_eq!(far, near);
+    assert_eq!(near.len(), 40);
+    assert_eq!((near["q01"], near["q02"]), (F, S));
+    assert!(!near.contains_key("q03"));
+
+    near_set_flags(tmp.path(), "INBOX", "q04", F);
+    near_add(tmp.path(), "INBOX", "q-near", NONE);
+    dv.flags_add("INBOX", far_uid(&dv, "INBOX", "q05"), "\\Seen");
+    let r = sync2(&store);
+    assert_eq!(r.uploaded(), 1);
+    let (far, near) = both_sides(&dv, tmp.path(), "INBOX");
+    assert_eq!(far, near);
+    assert_eq!((far["q04"], far["q05"]), (F, S));
+    assert_eq!(far.len(), 41);
 }

@@ -22,7 +22,7 @@ use super::{Ctx, errors};
 use crate::api::{ErrorKind, FolderReport, Step, SyncError};
 use crate::far::{Body, FlagQuery, Mailbox, MailboxStatus, Session};
 use crate::state::{AppendRow, FarMark, FolderRow, State};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use syncmail_imap::Error as ImapError;
 use syncmail_maildir::{self as maildir, Entry, Folder};
 
@@ -266,8 +266,15 @@ fn sync_folder_once(
         }
         return Ok(Some(report));
     }
+    // Narrow: when the Maildir cannot have changed in a way this run acts on (a
+    // download-only run leaves local changes for a later upload; unchanged mtimes say
+    // there are none) and nothing is under way, only the messages the server names are
+    // read from the state and looked for by file name, instead of every row and a listing.
+    // Decided for good after SELECT, when it is known that the server names them all.
+    let may_narrow = (!mode.upload || mtimes_same) && journal.is_empty() && !busy && row.uidvalidity != 0;
     let mut known = match known {
         Some(k) => k,
+        None if may_narrow => BTreeMap::new(),
         None => state.messages(row.id).map_err(|e| lerr(ctx, &e))?,
     };
 
@@ -359,10 +366,13 @@ fn sync_folder_once(
         state.commit(row.id, &[], &[], Some(mark)).map_err(|e| lerr(ctx, &e))?;
     }
     // A UID floor for this session's uploads: they all get UIDs at or above it.
-    let floor = sel.uidnext.unwrap_or_else(|| known.keys().next_back().map_or(1, |u| u.saturating_add(1)));
+    // (Narrow, `known` is empty here; the recorded UIDNEXT is a floor as good.)
+    let floor =
+        sel.uidnext.unwrap_or_else(|| known.keys().next_back().map_or(1, |u| u.saturating_add(1)).max(row.uidnext));
 
-    let near = match near {
+    let mut near = match near {
         Some(n) => n,
+        None if may_narrow => HashMap::new(),
         None => dir.scan().map_err(|e| lerr(ctx, &e))?,
     };
 
@@ -410,13 +420,39 @@ fn sync_folder_once(
         && modseq_known
         && (sel.highestmodseq != Some(row.highestmodseq) || sel.exists != row.far_count);
     let list_new = sel.exists > 0 && sel.uidnext.is_none_or(|n| n > row.uidnext);
+    // Narrow only where the server names every change: QRESYNC's changed and vanished
+    // messages, or nothing changed but new mail. Otherwise every row and a listing.
+    let mut narrow = may_narrow && query != FlagQuery::All && !need_uids;
+    let known_count = if may_narrow { state.message_count(row.id).map_err(|e| lerr(ctx, &e))? } else { known.len() };
     ctx.op = "reading what changed (UID FETCH FLAGS)";
-    let changes = if known.is_empty() && !list_new {
+    let changes = if known_count == 0 && !list_new {
         Default::default()
     } else {
         session.changes(row.uidnext, query, need_uids, list_new).map_err(|e| imap_error(ctx, shown, &e))?
     };
     let email_ids = changes.email_ids;
+    // Many changes: one read of every row is cheaper than a lookup each.
+    narrow = narrow && sel.changed.len() + changes.flags.len() <= known_count / 8;
+    if narrow {
+        // The rows of the messages named (changed, vanished, at or above the recorded
+        // UIDNEXT), and their files where syncmail left them. A file not there (a reader
+        // renamed or deleted it) means the Maildir differs from the state after all: then
+        // every row and a listing, as in a wide run.
+        let mut ranges: Vec<(u32, u32)> = sel.changed.keys().chain(changes.flags.keys()).map(|u| (*u, *u)).collect();
+        ranges.extend(sel.vanished.iter().copied());
+        ranges.push((row.uidnext, u32::MAX));
+        known = state.messages_between(row.id, &ranges).map_err(|e| lerr(ctx, &e))?;
+        let found: Option<HashMap<String, Entry>> =
+            known.values().map(|r| dir.find_as_named(&r.near_id, r.flags).map(|e| (r.near_id.clone(), e))).collect();
+        match found {
+            Some(n) => near = n,
+            None => narrow = false,
+        }
+    }
+    if may_narrow && !narrow {
+        known = state.messages(row.id).map_err(|e| lerr(ctx, &e))?;
+        near = dir.scan().map_err(|e| lerr(ctx, &e))?;
+    }
     let mut far = FarView { new: changes.new, ..Default::default() };
     let listed_flags: HashMap<u32, syncmail_imap::Flags> = far.new.iter().map(|(u, (_, f))| (*u, *f)).collect();
     if sel.qresync_used {
@@ -448,7 +484,6 @@ fn sync_folder_once(
     // A file a mail reader renamed while the directory was read may be missing from that
     // listing. Before a missing file deletes a message on the server or is downloaded
     // again, a second listing must agree that it is gone.
-    let mut near = near;
     // New mail (a Download of a UID the state does not know) needs no second look.
     if actions.iter().any(|a| match a {
         Action::DeleteFar { .. } => true,
@@ -480,7 +515,8 @@ fn sync_folder_once(
         let moving: BTreeSet<u32> = local_moves.iter().map(|m| m.uid).collect();
         actions.retain(|a| !matches!(a, Action::DeleteFar { uid } if moving.contains(uid)));
     }
-    let held_near = hold_mass_deletions(ctx, &mut actions, &mut report, known.len(), dir_existed, shown);
+    let total = if narrow { known_count } else { known.len() };
+    let held_near = hold_mass_deletions(ctx, &mut actions, &mut report, total, dir_existed, shown);
 
     // Step 2: flags and deletions on both sides, then one commit.
     let mut agreed = Vec::new();

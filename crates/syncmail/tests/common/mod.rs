@@ -228,3 +228,14 @@ pub fn interrupted_at_every_step(
         k += 1;
     }
 }
+
+/// Sets the mtimes of a local folder's `cur/` and `new/` a minute back, as if its last
+/// change were long past: a quiet run then records them (it ignores mtimes under 2 s old,
+/// which a change in the same clock tick could hide behind).
+pub fn age_folder(root: &Path, folder: &str) {
+    let f = near_folder(root, folder);
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for sub in ["cur", "new"] {
+        std::fs::File::open(f.path().join(sub)).unwrap().set_modified(then).unwrap();
+    }
+}
