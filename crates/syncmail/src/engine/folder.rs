@@ -211,7 +211,7 @@ fn sync_folder_once(
         // A folder that vanished with messages the state knows (an unmounted disk, a
         // slip of `rm`) is left alone, run after run, until the person confirms: recreating
         // it empty would turn every message into a deletion once the guard looks away.
-        let known_count = state.messages(row.id).map_err(|e| lerr(ctx, &e))?.len();
+        let known_count = state.message_count(row.id).map_err(|e| lerr(ctx, &e))?;
         if known_count > 0 && !ctx.req.confirm_deletions && mode.upload {
             return Err(FolderError::Folder(SyncError {
                 kind: ErrorKind::DeletionsHeld,
@@ -515,8 +515,7 @@ fn sync_folder_once(
         let moving: BTreeSet<u32> = local_moves.iter().map(|m| m.uid).collect();
         actions.retain(|a| !matches!(a, Action::DeleteFar { uid } if moving.contains(uid)));
     }
-    let total = if narrow { known_count } else { known.len() };
-    let held_near = hold_mass_deletions(ctx, &mut actions, &mut report, total, dir_existed, shown);
+    let held_near = hold_mass_deletions(ctx, &mut actions, &mut report, known_count, dir_existed, shown);
 
     // Step 2: flags and deletions on both sides, then one commit.
     let mut agreed = Vec::new();
