@@ -138,8 +138,9 @@ class Server:
 
     STATE = ["mail", "index", "control", "home"]
 
-    def __init__(self, dir, snapdir):
+    def __init__(self, dir, snapdir, list_index="yes"):
         self.dir = dir
+        self.list_index = list_index
         self.snapdir = snapdir
         self.proc = None
         self.port = free_port()
@@ -158,7 +159,7 @@ class Server:
         text = DOVECOT_TEMPLATE.read_text()
         for k, v in {"@DIR@": str(self.dir), "@PORT_PLAIN@": str(self.port), "@PORT_TLS@": str(self.port_tls),
                      "@IMAP_CAPABILITY@": "", "@AUTH_MECHANISMS@": "plain login", "@SEPARATOR@": ".",
-                     "@PASSWORD@": "secret", "@OAUTH2_PASSDB@": "", "@MAILBOX_LIST_INDEX@": "no",
+                     "@PASSWORD@": "secret", "@OAUTH2_PASSDB@": "", "@MAILBOX_LIST_INDEX@": self.list_index,
                      "@IMAP_PLUGINS@": ""}.items():
             text = text.replace(k, v)
         self.conf.write_text(text)
@@ -537,7 +538,7 @@ class Bench:
         self.corpora.append((key, label))
         cdir = self.work / key
         rmtree(cdir)
-        server = Server(cdir / "server", cdir / "snapshots")
+        server = Server(cdir / "server", cdir / "snapshots", a.list_index)
         self.server = server
         log(f"{title}: writing the corpus")
         server.create(corpus_args)
@@ -570,6 +571,18 @@ class Bench:
             r = self.one_run(t, key, "warmup", 0, server.counts())
             if r is None or not r.ok:
                 self.warn(f"{title}: warm-up of {t.name} failed; its figures below are suspect")
+        # Settle: Dovecot's indexes brought up to date, as on a server that has run a while.
+        # The warm-ups leave each folder's cached STATUS figures in the list index outdated
+        # (their SELECTs and FETCHes wrote to the folders' own indexes) and the directories'
+        # mtimes within Dovecot's "changed too recently to trust" window, so the first look at
+        # a folder after them opens it and reads its whole uidlist, or even lists cur/ again.
+        # A background engine's resync is a poll of a server it polled before, which finds
+        # the folders settled; one `doveadm mailbox status` on every folder, 2 s after the last
+        # write, gives every tool that server. A tool that SELECTs every folder (mbsync,
+        # offlineimap) pays the same either way; one that asks STATUS (syncmail) would
+        # otherwise pay for the warm-ups' writes.
+        time.sleep(2)
+        server.doveadm("mailbox", "status", "-u", "test", "messages uidnext uidvalidity highestmodseq", "*")
         server.snapshot("pristine")
         expected = server.counts()
 
@@ -935,6 +948,10 @@ def parse_args():
     p.add_argument("--rm-between-runs", action="store_true",
                    help="delete each finished run's directories at once, as before 2026-11-25, instead of "
                         "setting them aside until the corpus is done (see `discard`)")
+    p.add_argument("--list-index", choices=["yes", "no"], default="yes",
+                   help="Dovecot's mailbox_list_index (default yes, Dovecot's own default: the folder list and "
+                   "each folder's STATUS figures are kept in one index, so STATUS need not open the folder; "
+                   "no: every STATUS opens the folder, as the benchmark's server did before 2026-11-25)")
     p.add_argument("--timeout", type=int, default=3600, help="seconds before one run is killed (default 3600)")
     a = p.parse_args()
     global GRAVE
@@ -997,6 +1014,8 @@ def main():
     how = [
         "How: every tool downloads from the same private Dovecot over **plain IMAP (no TLS) on 127.0.0.1**, "
         "so that the comparison is about sync, not crypto, each into its own local directory. "
+        f"Dovecot runs with `mailbox_list_index = {a.list_index}`"
+        + (" (its default)" if a.list_index == "yes" else " (not its default; `--list-index no`)") + ". "
         f"Tools: {', '.join(tools)}. "
         + ("**Two-way** (`--two-way`): syncmail `--flags download-hierarchy,download-contents,upload-contents`, "
            "mbsync `Sync All` with `Expunge Both`, offlineimap without `readonly`; "
@@ -1008,7 +1027,10 @@ def main():
         "warm); then every timed run starts from a fresh copy of the same server directory and, for resync "
         "and change, of the tool's own synced store; `sync` before each run; Dovecot is restarted for "
         "each run and gets two logins (no mailbox selected) before it, so that its auth and login "
-        "processes are up as on a server that runs all the time. "
+        "processes are up as on a server that runs all the time. After the warm-ups, 2 s later, "
+        "`doveadm mailbox status` on every folder settles Dovecot's indexes (the resync is a poll of a "
+        "server polled before, not the first look after a bulk download; see `corpus` in bench.py); the "
+        "change is made after that and is not settled. "
         + ("Finished runs' directories were deleted before the next run (`--rm-between-runs`): on ext4 "
            "without a journal that slows the next run's file creation." if a.rm_between_runs else
            "Finished runs' directories are set aside (renamed), not deleted, until the corpus is done: on "

@@ -362,3 +362,56 @@ fn server_changes_reach_files_a_reader_renamed_or_deleted_since_the_last_sync() 
     // Download-only: the reader's own flag stays here until an upload.
     assert_eq!(dv.server_messages()["INBOX"].len(), 40);
 }
+
+/// The files are written by a thread of their own while the next messages come from the
+/// server. When writing fails mid-download (here `tmp/` stops being a directory), the run
+/// ends for that folder with a local error, promptly, and commits nothing it did not
+/// write; once `tmp/` is back, the next run brings every message exactly once.
+#[test]
+fn a_failed_write_mid_download_is_an_error_and_the_next_run_gets_every_message_once() {
+    let dv = Dovecot::start(Options { messages: 5000, corpus_args: vec!["--tiny".into()], ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    let inbox = common::near_folder(tmp.path(), "INBOX").path().to_path_buf();
+    let inbox_total = dv.server_messages()["INBOX"].len() as u64;
+    assert!(inbox_total > 2100, "the test needs more than one batch in INBOX: {inbox_total}");
+    struct BreakTmp {
+        dir: std::path::PathBuf,
+        at: u64,
+        broken: std::sync::atomic::AtomicBool,
+    }
+    impl syncmail::SyncProgress for BreakTmp {
+        fn progress(&self, p: &syncmail::Progress) {
+            if p.step == syncmail::Step::Download
+                && p.folder.as_deref() == Some("INBOX")
+                && p.index >= self.at
+                && !self.broken.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                std::fs::rename(self.dir.join("tmp"), self.dir.join("tmp.away")).unwrap();
+                std::fs::write(self.dir.join("tmp"), b"not a directory").unwrap();
+            }
+        }
+    }
+    // Broken in the second batch: the first is committed, the second is not.
+    let breaker = std::sync::Arc::new(BreakTmp { dir: inbox.clone(), at: 2050, broken: Default::default() });
+    let t0 = std::time::Instant::now();
+    let req = syncmail::SyncRequest::new(common::DOWNLOAD).with_progress(breaker.clone());
+    let r = store.synchronize_in_background(req).wait();
+    assert!(breaker.broken.load(std::sync::atomic::Ordering::SeqCst), "the download never reached the break");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60), "the failed run took {:?}", t0.elapsed());
+    let inbox_errors: Vec<_> = r.errors.iter().filter(|e| e.folder.as_deref() == Some("INBOX")).collect();
+    assert_eq!(inbox_errors.len(), 1, "one error for INBOX (not also 'the server did not send'): {inbox_errors:#?}");
+    let e = inbox_errors[0];
+    assert_eq!(e.kind, ErrorKind::Local, "{e:#?}");
+    assert!(e.message.contains("tmp"), "the error should name the path: {}", e.message);
+    let inbox_row = r.folders.iter().find(|f| f.folder == "INBOX").map_or(0, |f| f.downloaded);
+    assert!(inbox_row < inbox_total, "INBOX reported whole ({inbox_row}) though its writes failed");
+    // tmp/ back (with what the failed run staged there); the next run completes.
+    std::fs::remove_file(inbox.join("tmp")).unwrap();
+    std::fs::rename(inbox.join("tmp.away"), inbox.join("tmp")).unwrap();
+    sync_ok(&store);
+    assert_same(&dv, tmp.path());
+    // And nothing is left to do.
+    let again = sync_ok(&store);
+    assert_eq!(again.downloaded(), 0);
+}

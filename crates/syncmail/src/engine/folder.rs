@@ -18,7 +18,7 @@
 use super::message::{header, lf_to_crlf};
 use super::moves::{self, NearIndex};
 use super::plan::{Action, FarView, Mode, plan};
-use super::{Ctx, errors};
+use super::{Ctx, errors, writer};
 use crate::api::{ErrorKind, FolderReport, Step, SyncError};
 use crate::far::{Body, FlagQuery, Mailbox, MailboxStatus, Session};
 use crate::state::{AppendRow, FarMark, FolderRow, State};
@@ -31,8 +31,6 @@ use syncmail_maildir::{self as maildir, Entry, Folder};
 /// flushing under the writes (file creation stalls on blocks under writeback).
 const BATCH: usize = 2000;
 const BATCH_BYTES: u64 = 128 << 20;
-/// Up to this many new files, each is fsynced; above, the file system is flushed once.
-const FSYNC_EACH_UP_TO: usize = 128;
 /// UIDs per UID FETCH command, and how many such commands are in flight at once.
 const FETCH_CHUNK: usize = 50;
 const FETCH_WINDOW: usize = 4;
@@ -762,18 +760,16 @@ fn sync_folder_once(
     } else {
         moves::local_copies(ctx, session, state, index, &row, &downloads, &email_ids).map_err(|e| lerr(ctx, &e))?
     };
-    let max_uid = download(
-        ctx,
-        session,
-        state,
-        &row,
-        &dir,
-        &downloads,
-        (&copies, &email_ids),
-        &flags_now,
-        &mut report,
-        (sel.uidvalidity, first_time),
-    )?;
+    let plan = DownloadPlan {
+        row: &row,
+        dir: &dir,
+        downloads: &downloads,
+        copies: &copies,
+        email_ids: &email_ids,
+        flags_now: &flags_now,
+        far: (sel.uidvalidity, first_time),
+    };
+    let max_uid = download(ctx, session, state, &plan, &mut report)?;
     if ctx.report.cancelled || ctx.preempted {
         return Ok(Some(report));
     }
@@ -940,26 +936,149 @@ fn batches(downloads: &[(u32, u64)]) -> Vec<&[(u32, u64)]> {
     out
 }
 
-/// Downloads new messages in journaled batches; returns the highest UID asked for.
-#[allow(clippy::too_many_arguments)]
+/// A batch whose files are with the writer, to be committed once it reports them durable
+/// and in place.
+struct InFlight {
+    /// (UID, flags, copied from another folder) of every message sent to the writer.
+    entries: Vec<(u32, syncmail_imap::Flags, bool)>,
+    ids: Vec<(u32, String, String)>,
+    /// Asked for, not sent, and confirmed gone by the server: forgotten in the commit.
+    missing: Vec<u32>,
+    max_uid: u32,
+    done_bytes: u64,
+}
+
+/// Downloads new messages in journaled batches; returns the highest UID committed.
+///
+/// The files are written by a thread of their own (`writer`) while this one reads the
+/// server's answers: batch n+1 is fetched while batch n is made durable and published, and
+/// batch n is committed once the writer reports it done. At most one batch is between its
+/// fetch and its commit; on an error nothing more is committed (the pending rows are the
+/// journal the next run recovers from), on cancel or preemption the batch in flight is
+/// landed first.
 fn download(
     ctx: &mut Ctx<'_>,
     session: &mut Session,
     state: &mut State,
-    row: &FolderRow,
-    dir: &Folder,
-    downloads: &[(u32, u64)],
-    (copies, email_ids): (&moves::LocalCopies, &HashMap<u32, String>),
-    flags_now: &HashMap<u32, syncmail_imap::Flags>,
+    plan: &DownloadPlan<'_>,
     report: &mut FolderReport,
-    (uidvalidity, first_time): (u32, bool),
 ) -> Result<u32, FolderError> {
+    let (row, dir) = (plan.row, plan.dir);
+    if plan.downloads.is_empty() {
+        return Ok(row.uidnext.saturating_sub(1));
+    }
+    // What an interrupted run left in tmp/ (Maildir: older than 36 hours is garbage).
+    dir.clean_tmp(std::time::Duration::from_secs(36 * 3600)).map_err(|e| local_error(ctx, &row.display_name, e))?;
+    let (failed, budget) = (std::sync::atomic::AtomicBool::new(false), writer::Budget::default());
+    let (failed, budget) = (&failed, &budget);
+    std::thread::scope(|scope| {
+        let (jobs, job_rx) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        scope.spawn(move || writer::run(dir, job_rx, done_tx, failed, budget));
+        let mut pipe = Pipe { jobs, done, failed, budget, in_flight: None };
+        download_batches(ctx, session, state, plan, report, &mut pipe)
+        // `pipe` is dropped here: the writer ends after the jobs already sent.
+    })
+}
+
+/// The channels to the writer and the batch it holds.
+struct Pipe<'a> {
+    jobs: std::sync::mpsc::Sender<writer::Job>,
+    done: std::sync::mpsc::Receiver<maildir::Result<usize>>,
+    /// Set by the writer when a file could not be written or published.
+    failed: &'a std::sync::atomic::AtomicBool,
+    budget: &'a writer::Budget,
+    in_flight: Option<InFlight>,
+}
+
+impl Pipe<'_> {
+    fn failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn send(&self, ctx: &Ctx<'_>, shown: &str, job: writer::Job) -> Result<(), FolderError> {
+        self.queue(job).map_err(|_| local_error(ctx, shown, "the file writer stopped"))
+    }
+
+    /// Sends a job, first waiting for room in the queue's byte budget.
+    fn queue(&self, job: writer::Job) -> Result<(), std::sync::mpsc::SendError<writer::Job>> {
+        if let writer::Job::Bytes { data, .. } = &job {
+            self.budget.take(data.len() as u64);
+        }
+        self.jobs.send(job)
+    }
+
+    /// Waits for the batch in flight to be durable and in place, then commits it.
+    #[allow(clippy::too_many_arguments)]
+    fn land(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        state: &mut State,
+        row: &FolderRow,
+        report: &mut FolderReport,
+        (uidvalidity, first_time): (u32, bool),
+        max_uid: &mut u32,
+    ) -> Result<(), FolderError> {
+        let Some(b) = self.in_flight.take() else { return Ok(()) };
+        let shown = row.display_name.as_str();
+        let written = self
+            .done
+            .recv()
+            .map_err(|_| local_error(ctx, shown, "the file writer stopped"))?
+            .map_err(|e| local_error(ctx, shown, e))?;
+        debug_assert_eq!(written, b.entries.len());
+        let mut agreed = Vec::with_capacity(b.entries.len());
+        for (uid, flags, copied) in b.entries {
+            agreed.push((uid, flags));
+            if copied {
+                report.moved_in += 1;
+            } else {
+                report.downloaded += 1;
+            }
+        }
+        report.bytes_downloaded = b.done_bytes;
+        ctx.step()?;
+        let top = (*max_uid).max(b.max_uid);
+        let mark = FarMark {
+            uidvalidity,
+            uidnext: top.saturating_add(1).max(row.uidnext),
+            highestmodseq: if first_time { 0 } else { row.highestmodseq },
+            far_count: row.far_count,
+        };
+        state
+            .commit_with_ids(row.id, &agreed, &b.ids, &b.missing, Some(mark))
+            .map_err(|e| local_error(ctx, shown, e))?;
+        *max_uid = top;
+        ctx.step()?;
+        Ok(())
+    }
+}
+
+/// What a folder's download works from.
+struct DownloadPlan<'a> {
+    row: &'a FolderRow,
+    dir: &'a Folder,
+    /// (UID, size) of the messages to bring, in UID order.
+    downloads: &'a [(u32, u64)],
+    /// Messages found in another local folder: copied from there.
+    copies: &'a moves::LocalCopies,
+    email_ids: &'a HashMap<u32, String>,
+    flags_now: &'a HashMap<u32, syncmail_imap::Flags>,
+    /// (UIDVALIDITY, first sync of the folder)
+    far: (u32, bool),
+}
+
+fn download_batches(
+    ctx: &mut Ctx<'_>,
+    session: &mut Session,
+    state: &mut State,
+    plan: &DownloadPlan<'_>,
+    report: &mut FolderReport,
+    pipe: &mut Pipe<'_>,
+) -> Result<u32, FolderError> {
+    let DownloadPlan { row, dir, downloads, copies, email_ids, flags_now, far } = *plan;
     let shown = row.display_name.as_str();
     let total = downloads.len() as u64;
-    if total > 0 {
-        // What an interrupted run left in tmp/ (Maildir: older than 36 hours is garbage).
-        dir.clean_tmp(std::time::Duration::from_secs(36 * 3600)).map_err(|e| local_error(ctx, shown, e))?;
-    }
     let headers_only = ctx.req.flags.contains(crate::api::SyncFlags::HEADERS_ONLY);
     let max_size = ctx.account.max_size;
     let total_bytes: u64 = downloads.iter().map(|(_, s)| *s).sum();
@@ -967,13 +1086,18 @@ fn download(
     let mut done = 0u64;
     let mut max_uid = row.uidnext.saturating_sub(1);
     for (n, batch) in batches(downloads).into_iter().enumerate() {
+        if pipe.failed() {
+            pipe.land(ctx, state, row, report, far, &mut max_uid)?; // returns the writer's error
+        }
         if ctx.cancel.is_cancelled() {
+            pipe.land(ctx, state, row, report, far, &mut max_uid)?;
             ctx.report.cancelled = true;
             return Ok(max_uid);
         }
         // More urgent work waits (ON_DEMAND): give way between two journaled batches; the
         // resumed run downloads the rest, since the mark moved past what is here.
         if n > 0 && (ctx.preempt)() {
+            pipe.land(ctx, state, row, report, far, &mut max_uid)?;
             ctx.preempted = true;
             return Ok(max_uid);
         }
@@ -990,7 +1114,7 @@ fn download(
         ctx.step()?;
         let names: HashMap<u32, &str> = journal.iter().map(|(u, n, _)| (*u, n.as_str())).collect();
         let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
-        let mut staged = Vec::with_capacity(batch.len());
+        let mut entries = Vec::with_capacity(batch.len());
         let mut seen = BTreeSet::new();
         let mut ids: Vec<(u32, String, String)> = Vec::new();
         let email_id = |uid: u32| email_ids.get(&uid).cloned().unwrap_or_default();
@@ -1000,46 +1124,52 @@ fn download(
             let data =
                 std::fs::read(path).map_err(|e| local_error(ctx, shown, format!("reading {}: {e}", path.display())))?;
             let flags = flags_now.get(uid).copied().unwrap_or_default();
-            let s = dir.stage_unsynced(names[uid], &data).map_err(|e| local_error(ctx, shown, e))?;
-            staged.push((*uid, flags, s, true));
-            seen.insert(*uid);
             let mid = if mid.is_empty() { header(&data, "Message-ID").unwrap_or_default() } else { mid.clone() };
+            pipe.send(ctx, shown, writer::Job::Bytes { uid: *uid, name: names[uid].to_string(), data })?;
+            entries.push((*uid, flags, true));
+            seen.insert(*uid);
             ids.push((*uid, mid, email_id(*uid)));
             done += 1;
         }
         let to_fetch: Vec<u32> =
             uids.iter().copied().filter(|u| !copies.contains_key(u) && !heads.contains(u)).collect();
-        let mut failure: Option<FolderError> = None;
-        let mut data = Vec::new();
+        let mut stopped = false; // the writer is gone: its error comes with `land`
         let spill = crate::far::Spill { dir: dir.path().join("tmp"), threshold: STREAM_FROM };
         let fetched = session.fetch_bodies_to(&to_fetch, FETCH_CHUNK, FETCH_WINDOW, &spill, |uid, flags, body| {
-            let unique = names.get(&uid).filter(|_| failure.is_none() && seen.insert(uid));
+            // Sent is seen, written or not: a message not written after the writer failed
+            // is not one the server withheld.
+            stopped |= pipe.failed();
+            let first = seen.insert(uid);
+            let unique = names.get(&uid).filter(|_| first && !stopped);
             // A server may send FLAGS in a FETCH of its own; the listing's are then current.
             let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
-            let (result, len, mid) = match (body, unique) {
+            let (job, len, mid) = match (body, unique) {
                 (Body::File { path, .. }, None) => {
                     let _ = std::fs::remove_file(path);
                     return Ok(());
                 }
                 (_, None) => return Ok(()),
                 (Body::Bytes(b), Some(unique)) => {
+                    let mut data = Vec::with_capacity(b.len());
                     maildir::crlf_to_lf_into(b, &mut data);
-                    (dir.stage_unsynced(unique, &data), b.len() as u64, header(b, "Message-ID"))
+                    let job = writer::Job::Bytes { uid, name: unique.to_string(), data };
+                    (job, b.len() as u64, header(b, "Message-ID"))
                 }
                 // Streamed to tmp/ already (a large message): only renamed.
                 (Body::File { path, len }, Some(unique)) => {
                     let mid = message_id_of_file(&path);
-                    (dir.stage_written(unique, &path), len, mid)
+                    (writer::Job::File { uid, name: unique.to_string(), path }, len, mid)
                 }
             };
+            if pipe.queue(job).is_err() {
+                stopped = true;
+                return Ok(());
+            }
             let mid = mid.unwrap_or_default();
             if !mid.is_empty() || email_ids.contains_key(&uid) {
                 ids.push((uid, mid, email_id(uid)));
             }
-            match result {
-                Ok(s) => staged.push((uid, flags, s, false)),
-                Err(e) => failure = Some(local_error(ctx, shown, e)),
-            }
+            entries.push((uid, flags, false));
             done += 1;
             done_bytes += len;
             ctx.progress(
@@ -1052,28 +1182,28 @@ fn download(
             Ok(())
         });
         let mut refused = fetched.map_err(|e| imap_error(ctx, shown, &e))?;
-        if let Some(f) = failure {
-            return Err(f);
-        }
         if !heads.is_empty() {
             let heads: Vec<u32> = heads.iter().copied().collect();
             let sizes: HashMap<u32, u64> = batch.iter().copied().collect();
             let fetched = session.fetch_headers(&heads, FETCH_CHUNK, |uid, flags, head| {
-                let Some(unique) = names.get(&uid).filter(|_| failure.is_none() && seen.insert(uid)) else {
+                stopped |= pipe.failed();
+                let first = seen.insert(uid);
+                let Some(unique) = names.get(&uid).filter(|_| first && !stopped) else {
                     return Ok(());
                 };
                 let flags = flags.or_else(|| flags_now.get(&uid).copied()).unwrap_or_default();
                 let size = sizes.get(&uid).copied().unwrap_or(0);
                 let hint = super::placeholder::fetch_command(ctx.name(), shown, uid);
                 let data = super::placeholder::build(head, size, unique, &hint);
+                if pipe.queue(writer::Job::Bytes { uid, name: unique.to_string(), data }).is_err() {
+                    stopped = true;
+                    return Ok(());
+                }
                 let mid = header(head, "Message-ID").unwrap_or_default();
                 if !mid.is_empty() || email_ids.contains_key(&uid) {
                     ids.push((uid, mid, email_id(uid)));
                 }
-                match dir.stage_unsynced(unique, &data) {
-                    Ok(s) => staged.push((uid, flags, s, false)),
-                    Err(e) => failure = Some(local_error(ctx, shown, e)),
-                }
+                entries.push((uid, flags, false));
                 done += 1;
                 done_bytes += head.len() as u64;
                 report.placeholders += 1;
@@ -1087,9 +1217,6 @@ fn download(
                 Ok(())
             });
             refused.extend(fetched.map_err(|e| imap_error(ctx, shown, &e))?);
-            if let Some(f) = failure {
-                return Err(f);
-            }
         }
         let unasked = std::mem::take(&mut session.unasked);
         if !unasked.is_empty() {
@@ -1109,28 +1236,6 @@ fn download(
                 retryable: false,
             });
         }
-        // Every file of the batch durable before any becomes visible: one flush of the file
-        // system for a large batch, an fsync each for a few (a file system flush also waits
-        // for everything else written there, which costs more than a few fsyncs).
-        if staged.len() > FSYNC_EACH_UP_TO {
-            dir.sync_filesystem().map_err(|e| local_error(ctx, shown, e))?;
-        } else if !staged.is_empty() {
-            let files: Vec<&maildir::Staged> = staged.iter().map(|(_, _, s, _)| s).collect();
-            dir.sync_staged(&files).map_err(|e| local_error(ctx, shown, e))?;
-        }
-        let mut agreed = Vec::with_capacity(staged.len());
-        for (uid, flags, s, copied) in staged {
-            dir.publish(s, flags).map_err(|e| local_error(ctx, shown, e))?;
-            agreed.push((uid, flags));
-            if copied {
-                report.moved_in += 1;
-            } else {
-                report.downloaded += 1;
-            }
-        }
-        report.bytes_downloaded = done_bytes;
-        dir.sync().map_err(|e| local_error(ctx, shown, e))?;
-        ctx.step()?;
         // Asked for but not sent: expunged since the listing, or refused. Only what the
         // server confirms is gone is forgotten; the rest stays pending, to be fetched again
         // next time, and is reported.
@@ -1153,16 +1258,15 @@ fn download(
                 retryable: true,
             });
         }
-        max_uid = max_uid.max(uids.iter().copied().max().unwrap_or(0));
-        let mark = FarMark {
-            uidvalidity,
-            uidnext: max_uid.saturating_add(1).max(row.uidnext),
-            highestmodseq: if first_time { 0 } else { row.highestmodseq },
-            far_count: row.far_count,
-        };
-        state.commit_with_ids(row.id, &agreed, &ids, &missing, Some(mark)).map_err(|e| local_error(ctx, shown, e))?;
-        ctx.step()?;
+        // The batch before this one, written meanwhile, is committed; this one goes to be
+        // made durable and published while the next is fetched.
+        pipe.land(ctx, state, row, report, far, &mut max_uid)?;
+        let flags: HashMap<u32, syncmail_imap::Flags> = entries.iter().map(|(u, f, _)| (*u, *f)).collect();
+        pipe.send(ctx, shown, writer::Job::Publish { flags })?;
+        pipe.in_flight =
+            Some(InFlight { entries, ids, missing, max_uid: uids.iter().copied().max().unwrap_or(0), done_bytes });
     }
+    pipe.land(ctx, state, row, report, far, &mut max_uid)?;
     Ok(max_uid)
 }
 

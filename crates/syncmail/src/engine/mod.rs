@@ -18,6 +18,7 @@ mod outgoing;
 mod placeholder;
 pub mod plan;
 mod rematch;
+mod writer;
 
 pub(crate) use fetch::run as fetch_bodies;
 pub(crate) use message::header as message_header;

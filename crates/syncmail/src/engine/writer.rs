@@ -1,0 +1,157 @@
+//! The file writer of a folder's download: a thread of its own that creates the new
+//! messages' files in `tmp/`, makes a batch durable and moves it into `new/`/`cur/`,
+//! while the sync thread goes on reading the next messages from the server and keeping
+//! the state.
+//!
+//! Creating, writing and renaming files is most of what a download costs on this side
+//! (the kernel's work: inode allocation, directory entries, page cache); reading and
+//! parsing the server's answers and the state's journal are the rest. On one thread the
+//! two take turns; here they overlap, each on its own core.
+//!
+//! The journal rules do not change (see `folder`): a batch's rows are recorded as pending
+//! before any of its files is written, and committed only after the writer reports the
+//! whole batch durable and in place. Jobs are done in the order they are sent, so a
+//! batch's `Publish` covers exactly the files sent before it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Condvar, Mutex};
+use syncmail_imap::Flags;
+use syncmail_maildir::{self as maildir, Folder, Staged};
+
+/// Up to this many new files, each is fsynced; above, the file system is flushed once.
+const FSYNC_EACH_UP_TO: usize = 128;
+
+/// Bytes of messages sent to the writer and not yet written: the sender waits while more
+/// are queued. Large enough that the sync thread goes on reading the next batch from the
+/// server while the writer flushes and publishes the last one (2,000 small messages), small
+/// enough to bound the memory (messages of 1 MiB or more are streamed to files, not queued).
+pub(crate) const QUEUE_BYTES: u64 = 8 << 20;
+
+/// The queue's byte count, shared by the sync thread (`take`) and the writer (`give`).
+/// Once the writer has ended (`close`, also on a panic) nobody waits any more.
+#[derive(Default)]
+pub(crate) struct Budget {
+    /// (bytes queued, writer ended)
+    queued: Mutex<(u64, bool)>,
+    freed: Condvar,
+}
+
+impl Budget {
+    /// Counts `n` bytes in, first waiting until they fit (a single larger message is let
+    /// through alone).
+    pub(crate) fn take(&self, n: u64) {
+        let mut q = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        while !q.1 && q.0 > 0 && q.0 + n > QUEUE_BYTES {
+            q = self.freed.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.0 += n;
+    }
+
+    /// Counts `n` bytes out (written, or dropped).
+    fn give(&self, n: u64) {
+        let mut q = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        q.0 = q.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.freed.notify_all();
+    }
+}
+
+/// Closes the budget when the writer's loop ends, however it ends.
+struct Closer<'a>(&'a Budget);
+
+impl Drop for Closer<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Work for the writer, done in the order sent.
+pub(crate) enum Job {
+    /// A message's bytes (line ends already as stored) for `tmp/<name>`.
+    Bytes { uid: u32, name: String, data: Vec<u8> },
+    /// A message streamed to a file in this folder's `tmp/` already: renamed to `tmp/<name>`.
+    File { uid: u32, name: String, path: PathBuf },
+    /// Every file sent since the last `Publish`: made durable, then moved into `new/` or
+    /// `cur/` with its flags, then `new/` and `cur/` fsynced. Answered on the done channel
+    /// with the number of files published, or the first error of the batch.
+    Publish { flags: HashMap<u32, Flags> },
+}
+
+/// The writer's loop; ends when the job channel closes. After an error, `failed` is set
+/// (so that the sync stops sending files and gives up at the next batch), the batch's
+/// remaining files are not written (a streamed one is removed) and its `Publish` answers
+/// with the error.
+pub(crate) fn run(
+    dir: &Folder,
+    jobs: Receiver<Job>,
+    done: Sender<maildir::Result<usize>>,
+    failed_flag: &AtomicBool,
+    budget: &Budget,
+) {
+    let _closer = Closer(budget);
+    let mut staged: Vec<(u32, Staged)> = Vec::new();
+    let mut failed: Option<maildir::Error> = None;
+    for job in jobs {
+        match job {
+            Job::Bytes { uid, name, data } => {
+                if failed.is_none() {
+                    match dir.stage_unsynced(&name, &data) {
+                        Ok(s) => staged.push((uid, s)),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                budget.give(data.len() as u64);
+                failed_flag.store(failed.is_some(), Ordering::Relaxed);
+            }
+            Job::File { uid, name, path } => {
+                if failed.is_some() {
+                    let _ = std::fs::remove_file(&path);
+                } else {
+                    match dir.stage_written(&name, &path) {
+                        Ok(s) => staged.push((uid, s)),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                failed_flag.store(failed.is_some(), Ordering::Relaxed);
+            }
+            Job::Publish { flags } => {
+                let files = std::mem::take(&mut staged);
+                let result = match failed.take() {
+                    Some(e) => Err(e),
+                    None => publish(dir, files, &flags),
+                };
+                if result.is_err() {
+                    failed_flag.store(true, Ordering::Relaxed);
+                }
+                if done.send(result).is_err() {
+                    return; // the sync gave up on this folder
+                }
+            }
+        }
+    }
+}
+
+/// Every file of the batch durable before any becomes visible: one flush of the file
+/// system for a large batch, an fsync each for a few (a file system flush also waits for
+/// everything else written there, which costs more than a few fsyncs).
+fn publish(dir: &Folder, files: Vec<(u32, Staged)>, flags: &HashMap<u32, Flags>) -> maildir::Result<usize> {
+    if files.len() > FSYNC_EACH_UP_TO {
+        dir.sync_filesystem()?;
+    } else if !files.is_empty() {
+        let staged: Vec<&Staged> = files.iter().map(|(_, s)| s).collect();
+        dir.sync_staged(&staged)?;
+    }
+    let n = files.len();
+    for (uid, s) in files {
+        dir.publish(s, flags.get(&uid).copied().unwrap_or_default())?;
+    }
+    dir.sync()?;
+    Ok(n)
+}
