@@ -108,7 +108,9 @@ pub(crate) fn run(
                     }
                 }
                 budget.give(data.len() as u64);
-                failed_flag.store(failed.is_some(), Ordering::Relaxed);
+                if failed.is_some() {
+                    failed_flag.store(true, Ordering::Relaxed); // never cleared: a failed publish set it too
+                }
             }
             Job::File { uid, name, path } => {
                 if failed.is_some() {
@@ -119,7 +121,9 @@ pub(crate) fn run(
                         Err(e) => failed = Some(e),
                     }
                 }
-                failed_flag.store(failed.is_some(), Ordering::Relaxed);
+                if failed.is_some() {
+                    failed_flag.store(true, Ordering::Relaxed); // never cleared: a failed publish set it too
+                }
             }
             Job::Publish { flags } => {
                 let files = std::mem::take(&mut staged);
