@@ -953,9 +953,9 @@ struct InFlight {
 /// The files are written by a thread of their own (`writer`) while this one reads the
 /// server's answers: batch n+1 is fetched while batch n is made durable and published, and
 /// batch n is committed once the writer reports it done. At most one batch is between its
-/// fetch and its commit; on an error nothing more is committed (the pending rows are the
-/// journal the next run recovers from), on cancel or preemption the batch in flight is
-/// landed first.
+/// fetch and its commit; on an error nothing more is committed and the writer drops what
+/// it has not done yet (the pending rows are the journal the next run recovers from, as
+/// after a crash), on cancel or preemption the batch in flight is landed first.
 fn download(
     ctx: &mut Ctx<'_>,
     session: &mut Session,
@@ -969,15 +969,21 @@ fn download(
     }
     // What an interrupted run left in tmp/ (Maildir: older than 36 hours is garbage).
     dir.clean_tmp(std::time::Duration::from_secs(36 * 3600)).map_err(|e| local_error(ctx, &row.display_name, e))?;
-    let (failed, budget) = (std::sync::atomic::AtomicBool::new(false), writer::Budget::default());
-    let (failed, budget) = (&failed, &budget);
+    let (failed, abandon) = (std::sync::atomic::AtomicBool::new(false), std::sync::atomic::AtomicBool::new(false));
+    let budget = writer::Budget::default();
+    let (failed, abandon, budget) = (&failed, &abandon, &budget);
     std::thread::scope(|scope| {
         let (jobs, job_rx) = std::sync::mpsc::channel();
         let (done_tx, done) = std::sync::mpsc::channel();
-        scope.spawn(move || writer::run(dir, job_rx, done_tx, failed, budget));
+        scope.spawn(move || writer::run(dir, job_rx, done_tx, failed, abandon, budget));
         let mut pipe = Pipe { jobs, done, failed, budget, in_flight: None };
-        download_batches(ctx, session, state, plan, report, &mut pipe)
-        // `pipe` is dropped here: the writer ends after the jobs already sent.
+        let result = download_batches(ctx, session, state, plan, report, &mut pipe);
+        // On an error the writer drops what it has not done, as a crash would (the crash
+        // tests cut the run with such an error); otherwise it has nothing left.
+        if result.is_err() {
+            abandon.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
     })
 }
 

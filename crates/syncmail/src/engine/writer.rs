@@ -84,7 +84,10 @@ pub(crate) enum Job {
     Publish { flags: HashMap<u32, Flags> },
 }
 
-/// The writer's loop; ends when the job channel closes. After an error, `failed` is set
+/// The writer's loop; ends when the job channel closes, or at once when `abandon` is set
+/// (the sync thread failed: what was not published yet stays in `tmp/` under its pending
+/// rows, exactly as after a crash, and the next run downloads it again). After an error,
+/// `failed` is set
 /// (so that the sync stops sending files and gives up at the next batch), the batch's
 /// remaining files are not written (a streamed one is removed) and its `Publish` answers
 /// with the error.
@@ -93,12 +96,16 @@ pub(crate) fn run(
     jobs: Receiver<Job>,
     done: Sender<maildir::Result<usize>>,
     failed_flag: &AtomicBool,
+    abandon: &AtomicBool,
     budget: &Budget,
 ) {
     let _closer = Closer(budget);
     let mut staged: Vec<(u32, Staged)> = Vec::new();
     let mut failed: Option<maildir::Error> = None;
     for job in jobs {
+        if abandon.load(Ordering::Relaxed) {
+            return; // the sync failed: the jobs not done yet are left, as a crash would
+        }
         match job {
             Job::Bytes { uid, name, data } => {
                 if failed.is_none() {
