@@ -1131,7 +1131,7 @@ fn download_batches(
                 std::fs::read(path).map_err(|e| local_error(ctx, shown, format!("reading {}: {e}", path.display())))?;
             let flags = flags_now.get(uid).copied().unwrap_or_default();
             let mid = if mid.is_empty() { header(&data, "Message-ID").unwrap_or_default() } else { mid.clone() };
-            pipe.send(ctx, shown, writer::Job::Bytes { uid: *uid, name: names[uid].to_string(), data })?;
+            pipe.send(ctx, shown, writer::Job::Bytes { name: names[uid].to_string(), data, flags })?;
             entries.push((*uid, flags, true));
             seen.insert(*uid);
             ids.push((*uid, mid, email_id(*uid)));
@@ -1158,13 +1158,13 @@ fn download_batches(
                 (Body::Bytes(b), Some(unique)) => {
                     let mut data = Vec::with_capacity(b.len());
                     maildir::crlf_to_lf_into(b, &mut data);
-                    let job = writer::Job::Bytes { uid, name: unique.to_string(), data };
+                    let job = writer::Job::Bytes { name: unique.to_string(), data, flags };
                     (job, b.len() as u64, header(b, "Message-ID"))
                 }
                 // Streamed to tmp/ already (a large message): only renamed.
                 (Body::File { path, len }, Some(unique)) => {
                     let mid = message_id_of_file(&path);
-                    (writer::Job::File { uid, name: unique.to_string(), path }, len, mid)
+                    (writer::Job::File { name: unique.to_string(), path, flags }, len, mid)
                 }
             };
             if pipe.queue(job).is_err() {
@@ -1201,7 +1201,7 @@ fn download_batches(
                 let size = sizes.get(&uid).copied().unwrap_or(0);
                 let hint = super::placeholder::fetch_command(ctx.name(), shown, uid);
                 let data = super::placeholder::build(head, size, unique, &hint);
-                if pipe.queue(writer::Job::Bytes { uid, name: unique.to_string(), data }).is_err() {
+                if pipe.queue(writer::Job::Bytes { name: unique.to_string(), data, flags }).is_err() {
                     stopped = true;
                     return Ok(());
                 }
@@ -1267,8 +1267,7 @@ fn download_batches(
         // The batch before this one, written meanwhile, is committed; this one goes to be
         // made durable and published while the next is fetched.
         pipe.land(ctx, state, row, report, far, &mut max_uid)?;
-        let flags: HashMap<u32, syncmail_imap::Flags> = entries.iter().map(|(u, f, _)| (*u, *f)).collect();
-        pipe.send(ctx, shown, writer::Job::Publish { flags })?;
+        pipe.send(ctx, shown, writer::Job::Publish)?;
         pipe.in_flight =
             Some(InFlight { entries, ids, missing, max_uid: uids.iter().copied().max().unwrap_or(0), done_bytes });
     }

@@ -13,7 +13,6 @@
 //! whole batch durable and in place. Jobs are done in the order they are sent, so a
 //! batch's `Publish` covers exactly the files sent before it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -28,7 +27,7 @@ const FSYNC_EACH_UP_TO: usize = 128;
 /// are queued. Large enough that the sync thread goes on reading the next batch from the
 /// server while the writer flushes and publishes the last one (2,000 small messages), small
 /// enough to bound the memory (messages of 1 MiB or more are streamed to files, not queued).
-pub(crate) const QUEUE_BYTES: u64 = 8 << 20;
+const QUEUE_BYTES: u64 = 8 << 20;
 
 /// The queue's byte count, shared by the sync thread (`take`) and the writer (`give`).
 /// Once the writer has ended (`close`, also on a panic) nobody waits any more.
@@ -74,23 +73,23 @@ impl Drop for Closer<'_> {
 
 /// Work for the writer, done in the order sent.
 pub(crate) enum Job {
-    /// A message's bytes (line ends already as stored) for `tmp/<name>`.
-    Bytes { uid: u32, name: String, data: Vec<u8> },
+    /// A message's bytes (line ends already as stored) for `tmp/<name>`, to be published
+    /// with `flags`.
+    Bytes { name: String, data: Vec<u8>, flags: Flags },
     /// A message streamed to a file in this folder's `tmp/` already: renamed to `tmp/<name>`.
-    File { uid: u32, name: String, path: PathBuf },
+    File { name: String, path: PathBuf, flags: Flags },
     /// Every file sent since the last `Publish`: made durable, then moved into `new/` or
     /// `cur/` with its flags, then `new/` and `cur/` fsynced. Answered on the done channel
     /// with the number of files published, or the first error of the batch.
-    Publish { flags: HashMap<u32, Flags> },
+    Publish,
 }
 
 /// The writer's loop; ends when the job channel closes, or at once when `abandon` is set
 /// (the sync thread failed: what was not published yet stays in `tmp/` under its pending
 /// rows, exactly as after a crash, and the next run downloads it again). After an error,
-/// `failed` is set
-/// (so that the sync stops sending files and gives up at the next batch), the batch's
-/// remaining files are not written (a streamed one is removed) and its `Publish` answers
-/// with the error.
+/// `failed_flag` is set, never cleared (so that the sync stops sending files and gives up
+/// at the next batch), the batch's remaining files are not written (a streamed one is
+/// removed) and its `Publish` answers with the error.
 pub(crate) fn run(
     dir: &Folder,
     jobs: Receiver<Job>,
@@ -100,43 +99,37 @@ pub(crate) fn run(
     budget: &Budget,
 ) {
     let _closer = Closer(budget);
-    let mut staged: Vec<(u32, Staged)> = Vec::new();
+    let mut staged: Vec<(Flags, Staged)> = Vec::new();
     let mut failed: Option<maildir::Error> = None;
     for job in jobs {
         if abandon.load(Ordering::Relaxed) {
             return; // the sync failed: the jobs not done yet are left, as a crash would
         }
         match job {
-            Job::Bytes { uid, name, data } => {
+            Job::Bytes { name, data, flags } => {
                 if failed.is_none() {
                     match dir.stage_unsynced(&name, &data) {
-                        Ok(s) => staged.push((uid, s)),
+                        Ok(s) => staged.push((flags, s)),
                         Err(e) => failed = Some(e),
                     }
                 }
                 budget.give(data.len() as u64);
-                if failed.is_some() {
-                    failed_flag.store(true, Ordering::Relaxed); // never cleared: a failed publish set it too
-                }
             }
-            Job::File { uid, name, path } => {
+            Job::File { name, path, flags } => {
                 if failed.is_some() {
                     let _ = std::fs::remove_file(&path);
                 } else {
                     match dir.stage_written(&name, &path) {
-                        Ok(s) => staged.push((uid, s)),
+                        Ok(s) => staged.push((flags, s)),
                         Err(e) => failed = Some(e),
                     }
                 }
-                if failed.is_some() {
-                    failed_flag.store(true, Ordering::Relaxed); // never cleared: a failed publish set it too
-                }
             }
-            Job::Publish { flags } => {
+            Job::Publish => {
                 let files = std::mem::take(&mut staged);
                 let result = match failed.take() {
                     Some(e) => Err(e),
-                    None => publish(dir, files, &flags),
+                    None => publish(dir, files),
                 };
                 if result.is_err() {
                     failed_flag.store(true, Ordering::Relaxed);
@@ -146,13 +139,16 @@ pub(crate) fn run(
                 }
             }
         }
+        if failed.is_some() {
+            failed_flag.store(true, Ordering::Relaxed);
+        }
     }
 }
 
 /// Every file of the batch durable before any becomes visible: one flush of the file
 /// system for a large batch, an fsync each for a few (a file system flush also waits for
 /// everything else written there, which costs more than a few fsyncs).
-fn publish(dir: &Folder, files: Vec<(u32, Staged)>, flags: &HashMap<u32, Flags>) -> maildir::Result<usize> {
+fn publish(dir: &Folder, files: Vec<(Flags, Staged)>) -> maildir::Result<usize> {
     if files.len() > FSYNC_EACH_UP_TO {
         dir.sync_filesystem()?;
     } else if !files.is_empty() {
@@ -160,8 +156,8 @@ fn publish(dir: &Folder, files: Vec<(u32, Staged)>, flags: &HashMap<u32, Flags>)
         dir.sync_staged(&staged)?;
     }
     let n = files.len();
-    for (uid, s) in files {
-        dir.publish(s, flags.get(&uid).copied().unwrap_or_default())?;
+    for (flags, s) in files {
+        dir.publish(s, flags)?;
     }
     dir.sync()?;
     Ok(n)
