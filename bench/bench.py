@@ -160,7 +160,7 @@ class Server:
         for k, v in {"@DIR@": str(self.dir), "@PORT_PLAIN@": str(self.port), "@PORT_TLS@": str(self.port_tls),
                      "@IMAP_CAPABILITY@": "", "@AUTH_MECHANISMS@": "plain login", "@SEPARATOR@": ".",
                      "@PASSWORD@": "secret", "@OAUTH2_PASSDB@": "", "@MAILBOX_LIST_INDEX@": self.list_index,
-                     "@IMAP_PLUGINS@": ""}.items():
+                     "@IMAP_PLUGINS@": "", "@MAX_CONNECTIONS@": "100"}.items():
             text = text.replace(k, v)
         self.conf.write_text(text)
 

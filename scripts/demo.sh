@@ -34,7 +34,7 @@ bash scripts/dovecot/make-certs.sh "$dir/server/certs"
 echo "writing $messages sample messages..."
 python3 "$corpus" "$dir/server/mail" --messages "$messages" >/dev/null
 chown -R 65534:65534 "$dir/server/mail" "$dir/server/index" "$dir/server/control" "$dir/server/home"
-sed -e "s|@DIR@|$dir/server|g; s|@PORT_PLAIN@|$port_plain|g; s|@PORT_TLS@|$port_tls|g; s|@IMAP_CAPABILITY@||g; s|@AUTH_MECHANISMS@|plain login|g; s|@SEPARATOR@|.|g; s|@PASSWORD@|secret|g; s|@OAUTH2_PASSDB@||g; s|@MAILBOX_LIST_INDEX@|no|g; s|@IMAP_PLUGINS@||g" \
+sed -e "s|@DIR@|$dir/server|g; s|@PORT_PLAIN@|$port_plain|g; s|@PORT_TLS@|$port_tls|g; s|@IMAP_CAPABILITY@||g; s|@AUTH_MECHANISMS@|plain login|g; s|@SEPARATOR@|.|g; s|@PASSWORD@|secret|g; s|@OAUTH2_PASSDB@||g; s|@MAILBOX_LIST_INDEX@|no|g; s|@IMAP_PLUGINS@||g; s|@MAX_CONNECTIONS@|100|g" \
   scripts/dovecot/dovecot.conf.in > "$dir/server/dovecot.conf"
 setsid /usr/sbin/dovecot -F -c "$dir/server/dovecot.conf" </dev/null >/dev/null 2>&1 &
 dovecot_pid=$!

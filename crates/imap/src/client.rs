@@ -365,6 +365,7 @@ impl Client {
                             }
                             Ok(())
                         }
+                        _ if is_limit(&code) => Err(Error::No { command: "AUTHENTICATE".into(), code, text }),
                         _ => Err(Error::Auth { user: user.to_string(), text }),
                     };
                 }
@@ -447,6 +448,7 @@ impl Client {
                 }
                 Ok(())
             }
+            Err(e) if e.is_limit() => Err(e),
             Err(Error::No { text, .. }) | Err(Error::Bad { text, .. }) => {
                 Err(Error::Auth { user: user.to_string(), text })
             }
@@ -760,6 +762,12 @@ pub fn is_mailbox_change(u: &Untagged<'_>) -> bool {
 }
 
 /// The XOAUTH2 initial response (before base64), as Google and Microsoft document it.
+/// RFC 5530 `[LIMIT]`: a login refused for a limit the server keeps (Dovecot: connections
+/// per user and address), not for the credentials; it stays a NO ([`Error::is_limit`]).
+fn is_limit(code: &Option<Code>) -> bool {
+    matches!(code, Some(Code::Other(name, _)) if name.eq_ignore_ascii_case("LIMIT"))
+}
+
 fn xoauth2_message(user: &str, token: &str) -> String {
     format!("user={user}\x01auth=Bearer {token}\x01\x01")
 }

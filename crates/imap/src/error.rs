@@ -51,6 +51,13 @@ impl Error {
     /// Whether the same operation may succeed on a new connection.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Connect { .. } | Error::Io { .. } | Error::Timeout { .. } | Error::Bye { .. })
+            || self.is_limit()
+    }
+
+    /// A refusal for a limit the server keeps (`[LIMIT]`, RFC 5530), such as connections per
+    /// user: not the request's fault, and it may pass.
+    pub fn is_limit(&self) -> bool {
+        matches!(self, Error::No { code: Some(Code::Other(name, _)), .. } if name.eq_ignore_ascii_case("LIMIT"))
     }
     /// The server's own words, where there are some.
     pub fn server_text(&self) -> Option<&str> {

@@ -35,6 +35,8 @@
 //!                                            # that is not on this machine (loopback always may)
 //! compress = "auto"                          # COMPRESS=DEFLATE where offered: "auto" (not on
 //!                                            # loopback) | "always" | "never"
+//! connections = 2                            # 1 | 2: with 2, a second connection asks each
+//!                                            # folder's STATUS ahead of the folder's sync
 //! [accounts.work.smtp]                    # optional: outgoing mail (see the outbox)
 //! host = "smtp.example.org"
 //! port = 465                       # default follows tls: 465 implicit, 587 starttls, 25 none
@@ -145,6 +147,7 @@ struct RawImap {
     auth_mech: Option<String>,
     allow_plaintext: Option<bool>,
     compress: Option<String>,
+    connections: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,6 +294,12 @@ pub struct ImapConfig {
     /// When to compress the connection (COMPRESS=DEFLATE, RFC 4978) where the server
     /// offers it: by default not to a server on this machine.
     pub compress: Compress,
+    /// Connections a sync may open (1 or 2). With 2, a second one asks the server for each
+    /// folder's STATUS, one folder at a time, ahead of the folder being synced on the
+    /// first: the server's work of finding what changed in the next folder (it may read
+    /// the folder's whole directory) overlaps this folder's work. 1 for servers that
+    /// allow a single connection per user.
+    pub connections: u8,
 }
 
 /// The SMTP submission server of an account (`[accounts.NAME.smtp]`).
@@ -651,6 +660,11 @@ impl Config {
                     return Err(invalid(format!("compress = {other:?} is not one of \"auto\", \"always\", \"never\"")));
                 }
             };
+            let connections = match a.imap.connections {
+                None => 2,
+                Some(n @ (1 | 2)) => n,
+                Some(n) => return Err(invalid(format!("connections = {n}: it is 1 or 2"))),
+            };
             let state_dir = a.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(|| state_base.join(&name));
             let delete_policy = match a.delete_policy.as_deref() {
                 None | Some("expunge") => DeletePolicy::Expunge,
@@ -731,6 +745,7 @@ impl Config {
                         auth_mech,
                         allow_plaintext: a.imap.allow_plaintext.unwrap_or(false),
                         compress,
+                        connections,
                     },
                     folders,
                     delete_policy,
@@ -873,6 +888,18 @@ mod tests {
         assert_eq!(parse("compress = 'never'").unwrap().accounts["a"].imap.compress, Compress::Never);
         let e = parse("compress = 'yes'").unwrap_err().to_string();
         assert!(e.contains("compress = \"yes\" is not one of"), "{e}");
+    }
+
+    #[test]
+    fn connections_are_two_unless_set() {
+        let base = "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n{}\n";
+        let parse = |keys: &str| Config::parse(&base.replace("{}", keys), Path::new("/c.toml"));
+        assert_eq!(parse("").unwrap().accounts["a"].imap.connections, 2);
+        assert_eq!(parse("connections = 1").unwrap().accounts["a"].imap.connections, 1);
+        for bad in ["connections = 0", "connections = 3"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("it is 1 or 2"), "{bad}: {e}");
+        }
     }
 
     #[test]

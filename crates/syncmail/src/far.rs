@@ -73,6 +73,11 @@ pub struct Session {
     pub unasked: BTreeSet<u32>,
 }
 
+/// The account's secret; `refresh`: after the server refused a token.
+pub(crate) fn secret_of(cfg: &ImapConfig, refresh: bool) -> std::result::Result<syncmail_imap::Secret, String> {
+    if refresh { cfg.password.refresh().unwrap_or_else(|| cfg.password.fetch()) } else { cfg.password.fetch() }
+}
+
 fn flags_of(list: &[String]) -> Flags {
     let mut f = Flags::empty();
     for s in list {
@@ -117,6 +122,19 @@ impl Session {
         cfg: &ImapConfig,
         trace: Option<syncmail_imap::Trace>,
     ) -> std::result::Result<Session, SessionError> {
+        Session::open_with(cfg, trace, &mut |refresh| secret_of(cfg, refresh), &|_| {})
+    }
+
+    /// [`Session::open_traced`], the secret from `fetch` (asked after the server is known
+    /// to accept it; `true`: asked again because the server refused an OAuth token, which
+    /// may have expired), and `logged_in` told which secret the server took: a second
+    /// connection gets it from there, so that a password command or keyring runs once.
+    pub fn open_with(
+        cfg: &ImapConfig,
+        trace: Option<syncmail_imap::Trace>,
+        fetch: &mut dyn FnMut(bool) -> std::result::Result<syncmail_imap::Secret, String>,
+        logged_in: &dyn Fn(&syncmail_imap::Secret),
+    ) -> std::result::Result<Session, SessionError> {
         let opts = ConnectOptions {
             host: cfg.host.clone(),
             port: cfg.port,
@@ -130,7 +148,7 @@ impl Session {
         let mut client = Client::connect(&opts).map_err(SessionError::Imap)?;
         // Refused before the secret is even fetched (no keyring prompt, no token refresh).
         client.check_may_send_password().map_err(SessionError::Imap)?;
-        let secret = cfg.password.fetch().map_err(SessionError::Password)?;
+        let secret = fetch(false).map_err(SessionError::Password)?;
         let mech = match cfg.auth_mech {
             // A token goes by the mechanism the server offers; RFC 7628's first.
             AuthMech::Auto if cfg.password.is_oauth() => {
@@ -146,11 +164,14 @@ impl Session {
             // A refused token may have expired: the token command runs once more (told to
             // refresh), and the login is tried once more on the same connection.
             Err(Error::Auth { .. }) if cfg.password.is_oauth() => {
-                let fresh =
-                    cfg.password.refresh().unwrap_or_else(|| cfg.password.fetch()).map_err(SessionError::Password)?;
+                let fresh = fetch(true).map_err(SessionError::Password)?;
                 client.login(&cfg.user, &fresh, mech).map_err(SessionError::Imap)?;
+                logged_in(&fresh);
             }
-            r => r.map_err(SessionError::Imap)?,
+            r => {
+                r.map_err(SessionError::Imap)?;
+                logged_in(&secret);
+            }
         }
         // Before ENABLE and everything after it, so that all of the session is compressed.
         client.compress(cfg.compress).map_err(SessionError::Imap)?;
@@ -204,13 +225,19 @@ impl Session {
 
     /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
     pub fn list(&mut self) -> Result<Vec<Mailbox>> {
+        self.list_with(true)
+    }
+
+    /// [`Session::list`]; `status`: ask LIST-STATUS for each folder's status too (the
+    /// server then looks into every folder before it answers).
+    pub fn list_with(&mut self, status: bool) -> Result<Vec<Mailbox>> {
         // RFC 6154 §2: a server need not send special-use attributes (\\Sent, \\Trash)
         // unless asked with RETURN (SPECIAL-USE); Dovecot does not.
         let mut returns = Vec::new();
         if self.client.has("SPECIAL-USE") {
             returns.push("SPECIAL-USE".to_string());
         }
-        if self.client.has("LIST-STATUS") {
+        if status && self.client.has("LIST-STATUS") {
             returns.push(format!("STATUS ({})", self.status_items()));
         }
         let cmd = if returns.is_empty() {

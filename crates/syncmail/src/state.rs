@@ -152,6 +152,12 @@ ALTER TABLE messages ADD COLUMN placeholder INTEGER NOT NULL DEFAULT 0;
 -- would otherwise pay for each folder.
 CREATE INDEX messages_pending ON messages(folder_id) WHERE pending = 1;
 "#,
+    r#"
+-- Placeholders are few too (headers-only folders aside): the folder's placeholders are
+-- looked up whenever the server expunges one of its messages, which read every row of the
+-- folder without this index.
+CREATE INDEX messages_placeholder ON messages(folder_id) WHERE placeholder = 1;
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,49 +9,15 @@
 mod common;
 
 use common::*;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use syncmail::Store;
 use syncmail::far::Session;
-use syncmail::{Progress, Store, SyncError, SyncFlags, SyncProgress, SyncReport, SyncRequest};
 use syncmail_imap::Flags;
 use syncmail_testkit::{Dovecot, Options, message};
 
 fn compressing(messages: u32) -> Options {
     Options { messages, compress: true, ..Default::default() }
-}
-
-/// Records the `-v` protocol trace besides what [`Recorder`] records.
-#[derive(Default)]
-struct Traced {
-    rec: Recorder,
-    lines: Mutex<Vec<String>>,
-}
-
-impl SyncProgress for Traced {
-    fn progress(&self, p: &Progress) {
-        self.rec.progress(p);
-    }
-    fn error(&self, e: &SyncError) {
-        self.rec.error(e);
-    }
-    fn done(&self, r: &SyncReport) {
-        self.rec.done(r);
-    }
-    fn wants_trace(&self) -> bool {
-        true
-    }
-    fn trace(&self, _account: &str, line: &str) {
-        self.lines.lock().unwrap().push(line.to_string());
-    }
-}
-
-/// One traced sync that must succeed; returns the report and the trace.
-fn traced_sync(store: &Store, flags: SyncFlags) -> (SyncReport, Vec<String>) {
-    let t = Arc::new(Traced::default());
-    let r = store.synchronize_in_background(SyncRequest::new(flags).with_progress(t.clone())).wait();
-    assert!(r.is_success(), "sync failed: {:#?}", r.errors);
-    let lines = t.lines.lock().unwrap().clone();
-    (r, lines)
 }
 
 /// Whether the trace shows COMPRESS DEFLATE sent and accepted.
@@ -285,7 +251,8 @@ fn a_compressed_connection_cut_mid_fetch_is_retried_within_the_run() {
     let dv = Dovecot::start(Options { corpus_args: vec!["--folders".into(), "INBOX".into()], ..compressing(300) });
     let proxy = FaultProxy::start(dv.port_plain, Fault::CutServerAfter(1 << 20), 1);
     let tmp = tempfile::tempdir().unwrap();
-    let mut acc = account(&dv, tmp.path(), Conn::Plain, "compress = \"always\"");
+    // One connection: the proxy cuts the first it accepts, which must be the sync's.
+    let mut acc = account(&dv, tmp.path(), Conn::Plain, "compress = \"always\"\nconnections = 1");
     acc.imap.port = proxy.port;
     let store = Store::open(acc).unwrap();
     let (r, trace) = traced_sync(&store, TWO_WAY);

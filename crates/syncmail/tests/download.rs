@@ -436,3 +436,42 @@ fn a_download_of_several_batches_interrupted_at_every_step_then_resumed() {
         9,
     );
 }
+
+/// With the default two connections and folders known from an earlier sync, the folders'
+/// STATUS is asked on the second one (the status prober, lines marked `[status]` in the
+/// trace), one folder at a time, and the first lists the folders without LIST-STATUS; in a
+/// first sync, or with `connections = 1`, there is no second connection and LIST-STATUS
+/// answers on the first. The store ends the same either way.
+#[test]
+fn the_folders_status_comes_from_a_second_connection_unless_one_is_asked_for() {
+    let dv = Dovecot::start(Options {
+        messages: 60,
+        corpus_args: vec!["--folders".into(), "INBOX,Archive,Lists.rust".into()],
+        ..Default::default()
+    });
+    for (connections, prober) in [("", true), ("connections = 1", false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(account(&dv, tmp.path(), Conn::Plain, connections)).unwrap();
+        for round in 0..2 {
+            if round == 1 {
+                dv.save("Archive", &message(&format!("new for {connections:?}"), "body"));
+            }
+            let on_server: usize = dv.server_messages().values().map(Vec::len).sum();
+            let (r, trace) = traced_sync(&store, DOWNLOAD);
+            assert_same(&dv, tmp.path());
+            assert_eq!(r.downloaded() as usize, if round == 0 { on_server } else { 1 }, "{:#?}", r.folders);
+            let probed: Vec<&String> =
+                trace.iter().filter(|l| l.starts_with("[status] C: ") && l.contains(" STATUS ")).collect();
+            let list = trace.iter().find(|l| l.starts_with("C: ") && l.contains(" LIST ")).unwrap();
+            if prober && round > 0 {
+                assert_eq!(probed.len(), 3, "one STATUS per folder: {trace:#?}");
+                assert!(!list.contains("STATUS"), "{list}");
+                assert!(trace.iter().any(|l| l.starts_with("[status] C: ") && l.contains("LOGOUT")), "{trace:#?}");
+            } else {
+                assert!(probed.is_empty(), "{trace:#?}");
+                assert!(!trace.iter().any(|l| l.starts_with("[status] ")), "{trace:#?}");
+                assert!(list.contains("STATUS ("), "{list}");
+            }
+        }
+    }
+}

@@ -10,8 +10,10 @@ use syncmail::{ErrorKind, Store};
 use syncmail_testkit::proxy::{Fault, FaultProxy};
 use syncmail_testkit::{Dovecot, Options};
 
+/// An account whose connection goes through `proxy`. One connection (no status prober): the
+/// proxy gives its fault to the first connections it accepts, which must be the sync's.
 fn through(dv: &Dovecot, root: &std::path::Path, proxy: &FaultProxy) -> Store {
-    let mut acc = account(dv, root, Conn::Plain, "");
+    let mut acc = account(dv, root, Conn::Plain, "connections = 1");
     acc.imap.port = proxy.port;
     acc.imap.timeout = std::time::Duration::from_secs(2);
     Store::open(acc).unwrap()
@@ -94,4 +96,88 @@ fn a_connection_that_keeps_failing_ends_the_run_and_the_next_run_completes() {
     let direct = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
     sync2(&direct);
     assert_same(&dv, tmp.path());
+}
+
+/// Several folders on a server that lets each user log in once at a time (Dovecot's
+/// `mail_max_userip_connections = 1`, which refuses with `NO [LIMIT]`): the status
+/// prober, which logs in after the sync's connection, is refused, and the sync asks the
+/// folders' STATUS itself and goes through in full, without an error.
+#[test]
+fn a_server_that_allows_one_connection_per_user_is_synced_in_full() {
+    let dv = Dovecot::start(Options {
+        messages: 120,
+        corpus_args: vec!["--folders".into(), "INBOX,Archive,Lists.rust,Lists.debian".into()],
+        max_connections: Some(1),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    assert_eq!(store.account().imap.connections, 2);
+    for round in 0..4 {
+        if round > 0 {
+            // Something to do in two folders each time.
+            dv.save("Archive", &syncmail_testkit::message(&format!("new {round}"), "body"));
+            let uids = dv.uids("Lists.rust");
+            dv.flags_add("Lists.rust", uids[round], "\\Flagged");
+        }
+        let t = std::sync::Arc::new(Traced::default());
+        let r = store.synchronize_in_background(syncmail::SyncRequest::new(TWO_WAY).with_progress(t.clone())).wait();
+        let rec = &t.rec;
+        assert!(r.is_success(), "round {round}: {:#?}", r.errors);
+        if round > 0 {
+            // The prober (folders known from round 0 on) tried, was refused, and the
+            // sync's connection asked STATUS itself.
+            let lines = t.lines.lock().unwrap().clone();
+            assert!(lines.iter().any(|l| l.starts_with("[status] S: ") && l.contains("[LIMIT]")), "{lines:#?}");
+            assert!(lines.iter().any(|l| l.starts_with("C: ") && l.contains(" STATUS ")), "{lines:#?}");
+        }
+        assert!(r.retried.is_empty(), "round {round}: {:#?}", r.retried);
+        assert!(rec.errors.lock().unwrap().is_empty(), "round {round}: an error event was sent");
+        assert_same(&dv, tmp.path());
+    }
+}
+
+/// A server at its connection limit (another program holds the one connection allowed):
+/// the error says so, with the server's words and what to do, not "login failed" (it is
+/// not the password), and it is worth trying again later. The status prober never logs
+/// in: it waits for the sync's connection to be in.
+#[test]
+fn a_server_at_its_connection_limit_gives_an_error_that_names_the_limit() {
+    use std::io::{BufRead, BufReader, Write};
+    let dv = Dovecot::start(Options { messages: 10, max_connections: Some(1), ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    // A first sync first, so that the folders are known and the prober starts next time.
+    sync_ok(&store);
+
+    // Another program takes the one connection allowed.
+    let other = std::net::TcpStream::connect(("127.0.0.1", dv.port_plain)).unwrap();
+    let mut lines = BufReader::new(other.try_clone().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap(); // greeting
+    (&other).write_all(b"a LOGIN test secret\r\n").unwrap();
+    loop {
+        line.clear();
+        lines.read_line(&mut line).unwrap();
+        if line.starts_with("a ") {
+            break;
+        }
+    }
+    assert!(line.starts_with("a OK"), "{line}");
+
+    let t = std::sync::Arc::new(Traced::default());
+    let r = store.synchronize_in_background(syncmail::SyncRequest::new(TWO_WAY).with_progress(t.clone())).wait();
+    assert!(!r.is_success());
+    // One login, refused; the prober never tried (it may have had the greeting).
+    let lines = t.lines.lock().unwrap().clone();
+    let logins = lines.iter().filter(|l| l.starts_with("C: ") && l.contains(" AUTHENTICATE ")).count();
+    assert_eq!(logins, 1, "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.starts_with("[status] C: ")), "{lines:#?}");
+    let e = r.errors.last().unwrap();
+    assert_eq!(e.kind, ErrorKind::Server, "{e:#?}");
+    assert!(e.message.contains("refused"), "{e:#?}");
+    assert!(e.server_text.as_deref().unwrap_or("").contains("Maximum number of connections"), "{e:#?}");
+    assert!(e.hint.contains("connections = 1"), "{e:#?}");
+    assert!(e.retryable, "{e:#?}");
+    drop(other);
 }

@@ -65,6 +65,9 @@ pub struct Options {
     pub notify: bool,
     /// Load the `imap_zlib` plugin, with which Dovecot offers COMPRESS=DEFLATE (RFC 4978).
     pub compress: bool,
+    /// Logged-in connections allowed per user and address (default 100); more are refused
+    /// with `NO [LIMIT]`.
+    pub max_connections: Option<u32>,
 }
 
 pub struct Dovecot {
@@ -251,6 +254,7 @@ impl Dovecot {
             .replace("@OAUTH2_PASSDB@", &oauth2_passdb)
             .replace("@MAILBOX_LIST_INDEX@", if opts.notify { "yes" } else { "no" })
             .replace("@IMAP_PLUGINS@", if opts.compress { "zlib imap_zlib" } else { "" })
+            .replace("@MAX_CONNECTIONS@", &opts.max_connections.unwrap_or(100).to_string())
             .replace("@PASSWORD@", opts.password.as_deref().unwrap_or(PASSWORD));
         // A free port can be taken by another test between being found and being bound:
         // a server that could not listen is started again on other ports.

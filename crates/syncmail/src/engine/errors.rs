@@ -35,6 +35,12 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
              why, and its log may say more; the other folders are synced"
                 .to_string(),
         ),
+        ImapError::No { .. } if e.is_limit() => (
+            ErrorKind::Server,
+            "the server keeps a limit, most often on connections per user: close other mail programs \
+             connected as this user, or set connections = 1 in the [imap] section (a sync uses two by default)"
+                .to_string(),
+        ),
         ImapError::No { .. } => (ErrorKind::Server, "the server's own words say why it refused".to_string()),
         ImapError::Sink(_) => {
             (ErrorKind::Local, "check that the Maildir is writable and the disk is not full".to_string())

@@ -768,14 +768,16 @@ fn sync_folder_once(
         email_ids: &email_ids,
         flags_now: &flags_now,
         far: (sel.uidvalidity, first_time),
+        new_mark: &new_mark,
     };
-    let max_uid = download(ctx, session, state, &plan, &mut report)?;
+    let (max_uid, landed_mark) = download(ctx, session, state, &plan, &mut report)?;
     if ctx.report.cancelled || ctx.preempted {
         return Ok(Some(report));
     }
 
-    // Step 5: the folder's new mark (unless step 2's commit carried it already).
-    if !marked {
+    // Step 5: the folder's new mark (unless step 2's or the last download's commit
+    // carried it already).
+    if !marked && !landed_mark {
         state.commit(row.id, &[], &[], Some(new_mark(max_uid))).map_err(|e| lerr(ctx, &e))?;
         ctx.step()?;
     }
@@ -948,7 +950,9 @@ struct InFlight {
     done_bytes: u64,
 }
 
-/// Downloads new messages in journaled batches; returns the highest UID committed.
+/// Downloads new messages in journaled batches; returns the highest UID committed, and
+/// whether the last batch's commit carried the folder's new mark (`plan.new_mark`: every
+/// download done).
 ///
 /// The files are written by a thread of their own (`writer`) while this one reads the
 /// server's answers: batch n+1 is fetched while batch n is made durable and published, and
@@ -962,10 +966,10 @@ fn download(
     state: &mut State,
     plan: &DownloadPlan<'_>,
     report: &mut FolderReport,
-) -> Result<u32, FolderError> {
+) -> Result<(u32, bool), FolderError> {
     let (row, dir) = (plan.row, plan.dir);
     if plan.downloads.is_empty() {
-        return Ok(row.uidnext.saturating_sub(1));
+        return Ok((row.uidnext.saturating_sub(1), false));
     }
     // What an interrupted run left in tmp/ (Maildir: older than 36 hours is garbage).
     dir.clean_tmp(std::time::Duration::from_secs(36 * 3600)).map_err(|e| local_error(ctx, &row.display_name, e))?;
@@ -1024,8 +1028,9 @@ impl Pipe<'_> {
         report: &mut FolderReport,
         (uidvalidity, first_time): (u32, bool),
         max_uid: &mut u32,
-    ) -> Result<(), FolderError> {
-        let Some(b) = self.in_flight.take() else { return Ok(()) };
+        last: Option<&dyn Fn(u32) -> FarMark>,
+    ) -> Result<bool, FolderError> {
+        let Some(b) = self.in_flight.take() else { return Ok(false) };
         let shown = row.display_name.as_str();
         let written = self
             .done
@@ -1045,18 +1050,23 @@ impl Pipe<'_> {
         report.bytes_downloaded = b.done_bytes;
         ctx.step()?;
         let top = (*max_uid).max(b.max_uid);
-        let mark = FarMark {
-            uidvalidity,
-            uidnext: top.saturating_add(1).max(row.uidnext),
-            highestmodseq: if first_time { 0 } else { row.highestmodseq },
-            far_count: row.far_count,
+        // The last batch of a download that went through carries the folder's new mark;
+        // before that, the mark moves past the batch only.
+        let mark = match last {
+            Some(new_mark) => new_mark(top),
+            None => FarMark {
+                uidvalidity,
+                uidnext: top.saturating_add(1).max(row.uidnext),
+                highestmodseq: if first_time { 0 } else { row.highestmodseq },
+                far_count: row.far_count,
+            },
         };
         state
             .commit_with_ids(row.id, &agreed, &b.ids, &b.missing, Some(mark))
             .map_err(|e| local_error(ctx, shown, e))?;
         *max_uid = top;
         ctx.step()?;
-        Ok(())
+        Ok(last.is_some())
     }
 }
 
@@ -1072,6 +1082,9 @@ struct DownloadPlan<'a> {
     flags_now: &'a HashMap<u32, syncmail_imap::Flags>,
     /// (UIDVALIDITY, first sync of the folder)
     far: (u32, bool),
+    /// The folder's mark once every download is done, from the highest UID downloaded:
+    /// committed with the last batch.
+    new_mark: &'a dyn Fn(u32) -> FarMark,
 }
 
 fn download_batches(
@@ -1081,8 +1094,8 @@ fn download_batches(
     plan: &DownloadPlan<'_>,
     report: &mut FolderReport,
     pipe: &mut Pipe<'_>,
-) -> Result<u32, FolderError> {
-    let DownloadPlan { row, dir, downloads, copies, email_ids, flags_now, far } = *plan;
+) -> Result<(u32, bool), FolderError> {
+    let DownloadPlan { row, dir, downloads, copies, email_ids, flags_now, far, .. } = *plan;
     let shown = row.display_name.as_str();
     let total = downloads.len() as u64;
     let headers_only = ctx.req.flags.contains(crate::api::SyncFlags::HEADERS_ONLY);
@@ -1093,19 +1106,19 @@ fn download_batches(
     let mut max_uid = row.uidnext.saturating_sub(1);
     for (n, batch) in batches(downloads).into_iter().enumerate() {
         if pipe.failed() {
-            pipe.land(ctx, state, row, report, far, &mut max_uid)?; // returns the writer's error
+            pipe.land(ctx, state, row, report, far, &mut max_uid, None)?; // returns the writer's error
         }
         if ctx.cancel.is_cancelled() {
-            pipe.land(ctx, state, row, report, far, &mut max_uid)?;
+            pipe.land(ctx, state, row, report, far, &mut max_uid, None)?;
             ctx.report.cancelled = true;
-            return Ok(max_uid);
+            return Ok((max_uid, false));
         }
         // More urgent work waits (ON_DEMAND): give way between two journaled batches; the
         // resumed run downloads the rest, since the mark moved past what is here.
         if n > 0 && (ctx.preempt)() {
-            pipe.land(ctx, state, row, report, far, &mut max_uid)?;
+            pipe.land(ctx, state, row, report, far, &mut max_uid, None)?;
             ctx.preempted = true;
-            return Ok(max_uid);
+            return Ok((max_uid, false));
         }
         let journal: Vec<(u32, String, u64)> =
             batch.iter().map(|(uid, size)| (*uid, maildir::new_unique(), *size)).collect();
@@ -1266,13 +1279,13 @@ fn download_batches(
         }
         // The batch before this one, written meanwhile, is committed; this one goes to be
         // made durable and published while the next is fetched.
-        pipe.land(ctx, state, row, report, far, &mut max_uid)?;
+        pipe.land(ctx, state, row, report, far, &mut max_uid, None)?;
         pipe.send(ctx, shown, writer::Job::Publish)?;
         pipe.in_flight =
             Some(InFlight { entries, ids, missing, max_uid: uids.iter().copied().max().unwrap_or(0), done_bytes });
     }
-    pipe.land(ctx, state, row, report, far, &mut max_uid)?;
-    Ok(max_uid)
+    let marked = pipe.land(ctx, state, row, report, far, &mut max_uid, Some(plan.new_mark))?;
+    Ok((max_uid, marked))
 }
 
 #[cfg(test)]

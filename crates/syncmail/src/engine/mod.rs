@@ -17,6 +17,7 @@ mod moves;
 mod outgoing;
 mod placeholder;
 pub mod plan;
+mod prober;
 mod rematch;
 mod writer;
 
@@ -92,9 +93,15 @@ impl Ctx<'_> {
 
     /// Opens a session to the account's server, saying so.
     fn connect(&self) -> Result<Session, SyncError> {
+        self.connect_with(&|_| {})
+    }
+
+    /// [`Ctx::connect`], `logged_in` told the secret the server took.
+    fn connect_with(&self, logged_in: &dyn Fn(&syncmail_imap::Secret)) -> Result<Session, SyncError> {
         let imap = &self.account.imap;
         self.progress(Step::Connect, format!("connecting to {}:{}", imap.host, imap.port), None, (0, 0), (0, 0));
-        Session::open_traced(imap, self.trace()).map_err(|e| errors::from_session(self.name(), &e))
+        Session::open_with(imap, self.trace(), &mut |refresh| crate::far::secret_of(imap, refresh), logged_in)
+            .map_err(|e| errors::from_session(self.name(), &e))
     }
 
     pub fn progress(&self, step: Step, text: String, folder: Option<&str>, counts: (u64, u64), bytes: (u64, u64)) {
@@ -257,16 +264,37 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), S
         }
         return Ok(());
     }
+    // A second connection for the folders' STATUS (see `prober`), where there are
+    // contents to sync in more than one folder: as far as can be told before the folder
+    // list, two known (a first sync has no marks to compare; the whole account comes
+    // down) and not fewer asked for. It connects while this one does and logs in once this
+    // one is in, with the secret this one used.
+    let several =
+        ctx.req.folders.as_ref().is_none_or(|f| f.len() >= 2) && state.folders().is_ok_and(|known| known.len() >= 2);
+    let mut prober = (account.imap.connections >= 2
+        && filing_session.is_none()
+        && flags.intersects(SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS)
+        && several)
+        .then(|| prober::Prober::start(&account.imap, ctx.trace()));
     let mut session = match filing_session {
         Some(s) => s,
-        None => ctx.connect()?,
+        None => ctx.connect_with(&|secret| {
+            if let Some(p) = &prober {
+                p.go(secret);
+            }
+        })?,
     };
 
     ctx.progress(Step::ListFolders, "reading the folder list".into(), None, (0, 0), (0, 0));
-    let result = sync_folders(ctx, &mut session, &mut state, flags);
+    let result = sync_folders(ctx, &mut session, &mut state, flags, &mut prober);
     ctx.report.count_traffic(&session);
     if result.is_ok() {
         session.logout();
+    }
+    // Its last STATUS answered, the prober logged out meanwhile: no connection of this
+    // sync outlives it.
+    if let Some(p) = prober {
+        p.stop();
     }
     result
 }
@@ -276,14 +304,16 @@ fn sync_folders(
     session: &mut Session,
     state: &mut State,
     flags: SyncFlags,
+    prober: &mut Option<prober::Prober>,
 ) -> Result<(), SyncError> {
     let name = ctx.name().to_string();
     let imap_err = |e: &syncmail_imap::Error| errors::from_imap(&name, None, e);
     let local_err = |e: rusqlite::Error| errors::local(&name, None, format!("sync state: {e}"));
 
     // The folders to sync: from the server's list (hierarchy) or the ones known already.
+    // With a prober, the folders' status comes from it: no LIST-STATUS here.
     let mut mailboxes: Vec<Mailbox> = if flags.intersects(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::UPLOAD_HIERARCHY) {
-        session.list().map_err(|e| imap_err(&e))?
+        session.list_with(prober.is_none()).map_err(|e| imap_err(&e))?
     } else {
         state
             .folders()
@@ -345,11 +375,21 @@ fn sync_folders(
 
     let need_status: Vec<String> =
         mailboxes.iter().filter(|m| m.status.is_none()).map(|m| m.far_name.clone()).collect();
-    let mut statuses = if need_status.is_empty() {
+    // The prober pays off from two folders on; with fewer, this connection asks.
+    if need_status.len() < 2
+        && let Some(p) = prober.as_mut()
+    {
+        p.dismiss();
+    }
+    let probing = prober.as_ref().is_some_and(|p| !p.dismissed());
+    let mut statuses = if need_status.is_empty() || probing {
         Default::default()
     } else {
         session.status_many(&need_status).map_err(|e| imap_err(&e))?
     };
+    if let Some(p) = prober.as_mut().filter(|_| probing) {
+        p.ask(need_status);
+    }
 
     let total = mailboxes.len() as u64;
     for (i, mb) in mailboxes.iter().enumerate() {
@@ -362,6 +402,23 @@ fn sync_folders(
         if (ctx.preempt)() {
             ctx.remaining = Some(mailboxes[i..].iter().map(|m| m.far_name.clone()).collect());
             return Ok(());
+        }
+        if mb.status.is_none()
+            && let Some(p) = prober.as_mut().filter(|p| !p.dismissed())
+        {
+            match p.status(&mb.far_name) {
+                Some(Some(r)) => {
+                    statuses.insert(mb.far_name.clone(), r);
+                }
+                Some(None) => {}
+                None => {
+                    // The prober stopped: this connection asks for the rest.
+                    p.dismiss();
+                    let rest: Vec<String> =
+                        mailboxes[i..].iter().filter(|m| m.status.is_none()).map(|m| m.far_name.clone()).collect();
+                    statuses = session.status_many(&rest).map_err(|e| imap_err(&e))?;
+                }
+            }
         }
         let status: Option<MailboxStatus> = match mb.status.clone() {
             Some(s) => Some(s),

@@ -239,3 +239,37 @@ pub fn age_folder(root: &Path, folder: &str) {
         std::fs::File::open(f.path().join(sub)).unwrap().set_modified(then).unwrap();
     }
 }
+
+/// Records the `-v` protocol trace besides what [`Recorder`] records.
+#[derive(Default)]
+pub struct Traced {
+    pub rec: Recorder,
+    pub lines: Mutex<Vec<String>>,
+}
+
+impl SyncProgress for Traced {
+    fn progress(&self, p: &Progress) {
+        self.rec.progress(p);
+    }
+    fn error(&self, e: &SyncError) {
+        self.rec.error(e);
+    }
+    fn done(&self, r: &SyncReport) {
+        self.rec.done(r);
+    }
+    fn wants_trace(&self) -> bool {
+        true
+    }
+    fn trace(&self, _account: &str, line: &str) {
+        self.lines.lock().unwrap().push(line.to_string());
+    }
+}
+
+/// One traced sync that must succeed; returns the report and the trace.
+pub fn traced_sync(store: &Store, flags: SyncFlags) -> (SyncReport, Vec<String>) {
+    let t = Arc::new(Traced::default());
+    let r = store.synchronize_in_background(SyncRequest::new(flags).with_progress(t.clone())).wait();
+    assert!(r.is_success(), "sync failed: {:#?}", r.errors);
+    let lines = t.lines.lock().unwrap().clone();
+    (r, lines)
+}
