@@ -35,7 +35,7 @@
 //!                                            # that is not on this machine (loopback always may)
 //! compress = "auto"                          # COMPRESS=DEFLATE where offered: "auto" (not on
 //!                                            # loopback) | "always" | "never"
-//! connections = 2                            # 1 | 2: with 2, a second connection asks each
+//! connections = 1                            # 1 | 2: with 2, a second connection asks each
 //!                                            # folder's STATUS ahead of the folder's sync
 //! [accounts.work.smtp]                    # optional: outgoing mail (see the outbox)
 //! host = "smtp.example.org"
@@ -294,11 +294,13 @@ pub struct ImapConfig {
     /// When to compress the connection (COMPRESS=DEFLATE, RFC 4978) where the server
     /// offers it: by default not to a server on this machine.
     pub compress: Compress,
-    /// Connections a sync may open (1 or 2). With 2, a second one asks the server for each
-    /// folder's STATUS, one folder at a time, ahead of the folder being synced on the
-    /// first: the server's work of finding what changed in the next folder (it may read
-    /// the folder's whole directory) overlaps this folder's work. 1 for servers that
-    /// allow a single connection per user.
+    /// Connections a sync may open (1, the default, or 2). With 2, a second one asks the
+    /// server for each folder's STATUS, one folder at a time, ahead of the folder being
+    /// synced on the first: the server's work of finding what changed in the next folder
+    /// (it may read the folder's whole directory) overlaps this folder's work. It pays
+    /// where many folders change at once on a server close by; it costs a second login,
+    /// and a round trip per folder where one LIST-STATUS would do (see the engine's
+    /// `prober`).
     pub connections: u8,
 }
 
@@ -661,7 +663,7 @@ impl Config {
                 }
             };
             let connections = match a.imap.connections {
-                None => 2,
+                None => 1,
                 Some(n @ (1 | 2)) => n,
                 Some(n) => return Err(invalid(format!("connections = {n}: it is 1 or 2"))),
             };
@@ -891,11 +893,11 @@ mod tests {
     }
 
     #[test]
-    fn connections_are_two_unless_set() {
+    fn connections_are_one_unless_set() {
         let base = "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n{}\n";
         let parse = |keys: &str| Config::parse(&base.replace("{}", keys), Path::new("/c.toml"));
-        assert_eq!(parse("").unwrap().accounts["a"].imap.connections, 2);
-        assert_eq!(parse("connections = 1").unwrap().accounts["a"].imap.connections, 1);
+        assert_eq!(parse("").unwrap().accounts["a"].imap.connections, 1);
+        assert_eq!(parse("connections = 2").unwrap().accounts["a"].imap.connections, 2);
         for bad in ["connections = 0", "connections = 3"] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains("it is 1 or 2"), "{bad}: {e}");

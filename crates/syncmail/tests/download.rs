@@ -437,11 +437,11 @@ fn a_download_of_several_batches_interrupted_at_every_step_then_resumed() {
     );
 }
 
-/// With the default two connections and folders known from an earlier sync, the folders'
-/// STATUS is asked on the second one (the status prober, lines marked `[status]` in the
+/// With `connections = 2` and folders known from an earlier sync, the folders' STATUS is
+/// asked on the second connection (the status prober, lines marked `[status]` in the
 /// trace), one folder at a time, and the first lists the folders without LIST-STATUS; in a
-/// first sync, or with `connections = 1`, there is no second connection and LIST-STATUS
-/// answers on the first. The store ends the same either way.
+/// first sync, or with one connection (the default), there is no second connection and
+/// LIST-STATUS answers on the first. The store ends the same either way.
 #[test]
 fn the_folders_status_comes_from_a_second_connection_unless_one_is_asked_for() {
     let dv = Dovecot::start(Options {
@@ -449,7 +449,7 @@ fn the_folders_status_comes_from_a_second_connection_unless_one_is_asked_for() {
         corpus_args: vec!["--folders".into(), "INBOX,Archive,Lists.rust".into()],
         ..Default::default()
     });
-    for (connections, prober) in [("", true), ("connections = 1", false)] {
+    for (connections, prober) in [("connections = 2", true), ("", false)] {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(account(&dv, tmp.path(), Conn::Plain, connections)).unwrap();
         for round in 0..2 {

@@ -10,8 +10,9 @@ use syncmail::{ErrorKind, Store};
 use syncmail_testkit::proxy::{Fault, FaultProxy};
 use syncmail_testkit::{Dovecot, Options};
 
-/// An account whose connection goes through `proxy`. One connection (no status prober): the
-/// proxy gives its fault to the first connections it accepts, which must be the sync's.
+/// An account whose connection goes through `proxy`. One connection (no status prober, the
+/// default, written out): the proxy gives its fault to the first connections it accepts,
+/// which must be the sync's.
 fn through(dv: &Dovecot, root: &std::path::Path, proxy: &FaultProxy) -> Store {
     let mut acc = account(dv, root, Conn::Plain, "connections = 1");
     acc.imap.port = proxy.port;
@@ -111,8 +112,7 @@ fn a_server_that_allows_one_connection_per_user_is_synced_in_full() {
         ..Default::default()
     });
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
-    assert_eq!(store.account().imap.connections, 2);
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "connections = 2")).unwrap();
     for round in 0..4 {
         if round > 0 {
             // Something to do in two folders each time.
@@ -146,7 +146,7 @@ fn a_server_at_its_connection_limit_gives_an_error_that_names_the_limit() {
     use std::io::{BufRead, BufReader, Write};
     let dv = Dovecot::start(Options { messages: 10, max_connections: Some(1), ..Default::default() });
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "connections = 2")).unwrap();
     // A first sync first, so that the folders are known and the prober starts next time.
     sync_ok(&store);
 
