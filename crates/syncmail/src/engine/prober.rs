@@ -51,7 +51,8 @@ impl Prober {
         let (answers_tx, answers) = channel();
         let cfg = cfg.clone();
         let trace = trace.map(|t| -> Trace { std::sync::Arc::new(move |line: &str| t(&format!("[status] {line}"))) });
-        // No thread: every answer is missing, every folder is selected.
+        // No thread: the answers' channel is closed at once, and the first connection asks
+        // for every folder's status itself.
         let thread = std::thread::Builder::new()
             .name("syncmail-status".into())
             .spawn(move || run(&cfg, trace, secret_rx, names_rx, answers_tx))
@@ -63,6 +64,7 @@ impl Prober {
     /// [`Prober::stop`].
     pub fn dismiss(&mut self) {
         self.dismissed = true;
+        self.secret = None;
         self.names = None;
     }
 
