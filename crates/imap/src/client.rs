@@ -365,8 +365,7 @@ impl Client {
                             }
                             Ok(())
                         }
-                        _ if is_limit(&code) => Err(Error::No { command: "AUTHENTICATE".into(), code, text }),
-                        _ => Err(Error::Auth { user: user.to_string(), text }),
+                        _ => Err(login_refused(user, Error::No { command: "AUTHENTICATE".into(), code, text })),
                     };
                 }
                 Response::Tagged { tag: t, .. } => {
@@ -448,11 +447,7 @@ impl Client {
                 }
                 Ok(())
             }
-            Err(e) if e.is_limit() => Err(e),
-            Err(Error::No { text, .. }) | Err(Error::Bad { text, .. }) => {
-                Err(Error::Auth { user: user.to_string(), text })
-            }
-            Err(e) => Err(e),
+            Err(e) => Err(login_refused(user, e)),
         }
     }
 
@@ -761,13 +756,18 @@ pub fn is_mailbox_change(u: &Untagged<'_>) -> bool {
     matches!(u, Untagged::Exists(_) | Untagged::Expunge(_) | Untagged::Recent(_) | Untagged::Fetch { .. })
 }
 
-/// The XOAUTH2 initial response (before base64), as Google and Microsoft document it.
-/// RFC 5530 `[LIMIT]`: a login refused for a limit the server keeps (Dovecot: connections
-/// per user and address), not for the credentials; it stays a NO ([`Error::is_limit`]).
-fn is_limit(code: &Option<Code>) -> bool {
-    matches!(code, Some(Code::Other(name, _)) if name.eq_ignore_ascii_case("LIMIT"))
+/// What a refused login is: a NO or BAD is a failed authentication, except a NO for a limit
+/// the server keeps (`[LIMIT]`, RFC 5530: Dovecot's connections per user and address),
+/// which is not the credentials' fault and stays a NO ([`Error::is_limit`]).
+fn login_refused(user: &str, e: Error) -> Error {
+    match e {
+        e if e.is_limit() => e,
+        Error::No { text, .. } | Error::Bad { text, .. } => Error::Auth { user: user.to_string(), text },
+        e => e,
+    }
 }
 
+/// The XOAUTH2 initial response (before base64), as Google and Microsoft document it.
 fn xoauth2_message(user: &str, token: &str) -> String {
     format!("user={user}\x01auth=Bearer {token}\x01\x01")
 }
