@@ -140,8 +140,12 @@ fn descriptors_and_connections_stay_few_and_stale_tmp_files_go() {
         u.peak_fds,
         fake.connections.load(std::sync::atomic::Ordering::SeqCst)
     );
-    assert!(u.peak_fds < 16, "{} file descriptors open at once", u.peak_fds);
-    assert_eq!(fake.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one connection for the account");
+    // Two connections at most (three folders of a first sync: the second is opened), and
+    // per connection a bounded set of descriptors (its socket, the state's database, WAL
+    // and shared memory, the file being written): under 16 with one, under 24 with two,
+    // however many messages and folders.
+    assert!(u.peak_fds < 24, "{} file descriptors open at once", u.peak_fds);
+    assert_eq!(fake.connections.load(std::sync::atomic::Ordering::SeqCst), 2, "two connections for the account");
     for (dir, n) in [("INBOX", 403), ("Archive", 403), ("Lists/rust", 403)] {
         let got = syncmail_testkit::read_maildir(&tmp.path().join("mail").join(dir));
         assert_eq!(got.len(), n, "{dir}");

@@ -345,8 +345,10 @@ impl SyncReport {
     }
 }
 
-/// Receives what a sync is doing. Calls come from the sync's own thread, in order; keep
-/// them short (hand work to another thread if it is slow). After `IMAPISyncProgressCallback`.
+/// Receives what a sync is doing. Calls come one at a time, in order, from the sync's own
+/// thread or, where it syncs folders on two connections, from either of its two; keep them
+/// short (hand work to another thread if it is slow): the other connection's calls wait.
+/// After `IMAPISyncProgressCallback`.
 pub trait SyncProgress: Send + Sync {
     /// Called as the sync moves on; may be called often.
     fn progress(&self, _p: &Progress) {}

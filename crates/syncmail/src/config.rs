@@ -35,8 +35,8 @@
 //!                                            # that is not on this machine (loopback always may)
 //! compress = "auto"                          # COMPRESS=DEFLATE where offered: "auto" (not on
 //!                                            # loopback) | "always" | "never"
-//! connections = 1                            # 1 | 2: with 2, a second connection asks each
-//!                                            # folder's STATUS ahead of the folder's sync
+//! connections = 2                            # 1 | 2: with 2 (the default), folders that
+//!                                            # changed are synced two at a time
 //! [accounts.work.smtp]                    # optional: outgoing mail (see the outbox)
 //! host = "smtp.example.org"
 //! port = 465                       # default follows tls: 465 implicit, 587 starttls, 25 none
@@ -294,13 +294,13 @@ pub struct ImapConfig {
     /// When to compress the connection (COMPRESS=DEFLATE, RFC 4978) where the server
     /// offers it: by default not to a server on this machine.
     pub compress: Compress,
-    /// Connections a sync may open (1, the default, or 2). With 2, a second one asks the
-    /// server for each folder's STATUS, one folder at a time, ahead of the folder being
-    /// synced on the first: the server's work of finding what changed in the next folder
-    /// (it may read the folder's whole directory) overlaps this folder's work. It pays
-    /// where many folders change at once on a server close by; it costs a second login,
-    /// and a round trip per folder where one LIST-STATUS would do (see the engine's
-    /// `prober`).
+    /// Connections a sync may open (2, the default, or 1). With 2, where the folder list
+    /// shows two or more folders changed on the server, a second connection syncs folders
+    /// beside the first, each taking the next folder in the run's order: the server's work
+    /// on one folder overlaps syncmail's on another, and over a network the round trips
+    /// overlap. A sync with nothing to do, or one folder to do, opens one connection. A
+    /// second connection the server refuses is no error: the first does every folder (see
+    /// the engine's `lanes`).
     pub connections: u8,
 }
 
@@ -663,7 +663,7 @@ impl Config {
                 }
             };
             let connections = match a.imap.connections {
-                None => 1,
+                None => 2,
                 Some(n @ (1 | 2)) => n,
                 Some(n) => return Err(invalid(format!("connections = {n}: it is 1 or 2"))),
             };
@@ -893,11 +893,11 @@ mod tests {
     }
 
     #[test]
-    fn connections_are_one_unless_set() {
+    fn connections_are_two_unless_set() {
         let base = "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n{}\n";
         let parse = |keys: &str| Config::parse(&base.replace("{}", keys), Path::new("/c.toml"));
-        assert_eq!(parse("").unwrap().accounts["a"].imap.connections, 1);
-        assert_eq!(parse("connections = 2").unwrap().accounts["a"].imap.connections, 2);
+        assert_eq!(parse("").unwrap().accounts["a"].imap.connections, 2);
+        assert_eq!(parse("connections = 1").unwrap().accounts["a"].imap.connections, 1);
         for bad in ["connections = 0", "connections = 3"] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains("it is 1 or 2"), "{bad}: {e}");

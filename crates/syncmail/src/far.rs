@@ -225,19 +225,13 @@ impl Session {
 
     /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
     pub fn list(&mut self) -> Result<Vec<Mailbox>> {
-        self.list_with(true)
-    }
-
-    /// [`Session::list`]; `status`: ask LIST-STATUS for each folder's status too (the
-    /// server then looks into every folder before it answers).
-    pub fn list_with(&mut self, status: bool) -> Result<Vec<Mailbox>> {
         // RFC 6154 §2: a server need not send special-use attributes (\\Sent, \\Trash)
         // unless asked with RETURN (SPECIAL-USE); Dovecot does not.
         let mut returns = Vec::new();
         if self.client.has("SPECIAL-USE") {
             returns.push("SPECIAL-USE".to_string());
         }
-        if status && self.client.has("LIST-STATUS") {
+        if self.client.has("LIST-STATUS") {
             returns.push(format!("STATUS ({})", self.status_items()));
         }
         let cmd = if returns.is_empty() {

@@ -305,10 +305,17 @@ impl State {
         Ok(s)
     }
 
+    /// A write transaction that takes the write lock at once: with two connections on the
+    /// state (the second lane of a sync), a transaction that read first and wrote after the
+    /// other had written could not wait for the lock, only fail.
+    fn write(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+    }
+
     fn migrate(&mut self) -> Result<()> {
         let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = self.conn.transaction()?;
+            let tx = self.write()?;
             tx.execute_batch(m)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
@@ -439,7 +446,7 @@ impl State {
         items: &[(u32, String, u64)],
         placeholders: &BTreeSet<u32>,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut st = tx.prepare_cached(
                 "INSERT OR REPLACE INTO messages (folder_id, uid, near_id, size, pending, placeholder) \
@@ -471,7 +478,7 @@ impl State {
 
     /// Clears the placeholder mark of messages whose full text is in their file now.
     pub fn clear_placeholders(&mut self, folder_id: i64, uids: &[u32]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut st = tx.prepare_cached("UPDATE messages SET placeholder = 0 WHERE folder_id = ?1 AND uid = ?2")?;
             for uid in uids {
@@ -521,7 +528,7 @@ impl State {
     /// Ends an upload: the journal row goes; with a UID, the message is known from now on
     /// with `flags` agreed. One transaction.
     pub fn finish_append(&mut self, folder_id: i64, a: &AppendRow, uid: Option<u32>) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute("DELETE FROM appends WHERE folder_id = ?1 AND near_id = ?2", params![folder_id, a.near_id])?;
         tx.execute("UPDATE folders SET near_mtimes = '' WHERE id = ?1", [folder_id])?;
         if let Some(uid) = uid {
@@ -555,7 +562,7 @@ impl State {
         pairs: &[(u32, String, Flags, u64)],
         placeholders: &BTreeSet<String>,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute("DELETE FROM messages WHERE folder_id = ?1", [folder_id])?;
         tx.execute("DELETE FROM appends WHERE folder_id = ?1", [folder_id])?;
         {
@@ -592,7 +599,7 @@ impl State {
     ) -> Result<()> {
         let all = self.folders()?;
         let Some(row) = all.iter().find(|f| f.id == folder_id).cloned() else { return Ok(()) };
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut up = tx.prepare_cached(
                 "UPDATE folders SET far_name = ?2, display_name = ?3, near_path = ?4, prev_far_name = ?5, \
@@ -743,7 +750,7 @@ impl State {
 
     /// Journals moves on the server before UID MOVE is sent.
     pub fn journal_moves(&mut self, moves: &[MoveRow]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut st = tx.prepare_cached(
                 "INSERT OR REPLACE INTO moves (from_folder, uid, to_folder, near_id, flags, size, message_id, uid_floor) \
@@ -768,7 +775,7 @@ impl State {
     /// Ends moves: each leaves its source folder; with a new UID it is known in the
     /// destination from now on (same file, same agreed flags). One transaction.
     pub fn finish_moves(&mut self, done: &[(MoveRow, Option<u32>)]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut del_j = tx.prepare_cached("DELETE FROM moves WHERE from_folder = ?1 AND uid = ?2")?;
             let mut del_m = tx.prepare_cached("DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
@@ -830,7 +837,7 @@ impl State {
         forget: &[u32],
         mark: Option<FarMark>,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             if !ids.is_empty() {
                 let mut st = tx.prepare_cached(
@@ -937,7 +944,7 @@ impl State {
 
     /// Records a message of the outbox in one transaction; returns it with its id.
     pub fn outbox_insert(&mut self, row: &OutboxRow) -> Result<OutboxRow> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute("INSERT INTO outbox (near_id) VALUES (?1)", [&row.near_id])?;
         let saved = OutboxRow { id: tx.last_insert_rowid(), ..row.clone() };
         write_outbox_row(&tx, &saved)?;

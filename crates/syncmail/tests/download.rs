@@ -437,41 +437,70 @@ fn a_download_of_several_batches_interrupted_at_every_step_then_resumed() {
     );
 }
 
-/// With `connections = 2` and folders known from an earlier sync, the folders' STATUS is
-/// asked on the second connection (the status prober, lines marked `[status]` in the
-/// trace), one folder at a time, and the first lists the folders without LIST-STATUS; in a
-/// first sync, or with one connection (the default), there is no second connection and
-/// LIST-STATUS answers on the first. The store ends the same either way.
+/// With two connections allowed (the default), a second connection (its trace lines start
+/// `[2]`) is opened where two folders or more changed, and each folder is synced once, on
+/// one connection or the other (which one takes which is a matter of timing: with folders
+/// this small the first may do them all before the second is in); a sync with one folder
+/// or none to do, and any sync with `connections = 1`, opens one. The store ends the same
+/// either way.
 #[test]
-fn the_folders_status_comes_from_a_second_connection_unless_one_is_asked_for() {
+fn changed_folders_are_synced_on_two_connections_unless_one_is_asked_for() {
     let dv = Dovecot::start(Options {
         messages: 60,
         corpus_args: vec!["--folders".into(), "INBOX,Archive,Lists.rust".into()],
         ..Default::default()
     });
-    for (connections, prober) in [("connections = 2", true), ("", false)] {
+    for (n, connections) in ["", "connections = 1"].into_iter().enumerate() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(account(&dv, tmp.path(), Conn::Plain, connections)).unwrap();
-        for round in 0..2 {
-            if round == 1 {
-                dv.save("Archive", &message(&format!("new for {connections:?}"), "body"));
+        // Round 0: a first sync (every folder to do); 1: two folders changed; 2: none;
+        // 3: one.
+        for round in 0..4 {
+            if round == 1 || round == 3 {
+                dv.save("Archive", &message(&format!("new {round} for {connections:?}"), "body"));
             }
-            let on_server: usize = dv.server_messages().values().map(Vec::len).sum();
+            if round == 1 {
+                // A keyword new to the folder (the server is the same for both settings).
+                let uids = dv.uids("Lists.rust");
+                dv.flags_add("Lists.rust", uids[0], &format!("$Round{n}"));
+            }
             let (r, trace) = traced_sync(&store, DOWNLOAD);
             assert_same(&dv, tmp.path());
-            assert_eq!(r.downloaded() as usize, if round == 0 { on_server } else { 1 }, "{:#?}", r.folders);
-            let probed: Vec<&String> =
-                trace.iter().filter(|l| l.starts_with("[status] C: ") && l.contains(" STATUS ")).collect();
-            let list = trace.iter().find(|l| l.starts_with("C: ") && l.contains(" LIST ")).unwrap();
-            if prober && round > 0 {
-                assert_eq!(probed.len(), 3, "one STATUS per folder: {trace:#?}");
-                assert!(!list.contains("STATUS"), "{list}");
-                assert!(trace.iter().any(|l| l.starts_with("[status] C: ") && l.contains("LOGOUT")), "{trace:#?}");
+            let on_server: usize = dv.server_messages().values().map(Vec::len).sum();
+            let want = match round {
+                0 => on_server,
+                1 | 3 => 1,
+                _ => 0,
+            };
+            assert_eq!(r.downloaded() as usize, want, "round {round}: {:#?}", r.folders);
+            let selects = |prefix: &str| -> Vec<String> {
+                trace
+                    .iter()
+                    .filter(|l| l.starts_with(prefix) && l.contains(" SELECT "))
+                    .map(|l| l.split('"').nth(1).unwrap_or_default().to_string())
+                    .collect()
+            };
+            let (first, second) = (selects("C: "), selects("[2] C: "));
+            let two = connections.is_empty() && (round == 0 || round == 1);
+            if two {
+                let said = |what: &str| trace.iter().any(|l| l.starts_with("[2] C: ") && l.contains(what));
+                assert!(said("AUTHENTICATE") && said("LOGOUT"), "round {round}: {trace:#?}");
             } else {
-                assert!(probed.is_empty(), "{trace:#?}");
-                assert!(!trace.iter().any(|l| l.starts_with("[status] ")), "{trace:#?}");
-                assert!(list.contains("STATUS ("), "{list}");
+                assert!(!trace.iter().any(|l| l.starts_with("[2] ")), "round {round}: {trace:#?}");
             }
+            // Each folder selected once, on one connection or the other.
+            let mut all: Vec<String> = first.iter().chain(&second).cloned().collect();
+            all.sort();
+            let mut once = all.clone();
+            once.dedup();
+            assert_eq!(all, once, "round {round}: a folder synced twice: {trace:#?}");
+            let folders = match round {
+                0 => 3,
+                1 => 2,
+                2 => 0,
+                _ => 1,
+            };
+            assert_eq!(all.len(), folders, "round {round}: {all:?}");
         }
     }
 }

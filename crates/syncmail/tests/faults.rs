@@ -10,9 +10,9 @@ use syncmail::{ErrorKind, Store};
 use syncmail_testkit::proxy::{Fault, FaultProxy};
 use syncmail_testkit::{Dovecot, Options};
 
-/// An account whose connection goes through `proxy`. One connection (no status prober, the
-/// default, written out): the proxy gives its fault to the first connections it accepts,
-/// which must be the sync's.
+/// An account whose connection goes through `proxy`. One connection (`connections = 1`: no
+/// second connection beside the sync's): the proxy gives its fault to the first
+/// connections it accepts, which must be the sync's.
 fn through(dv: &Dovecot, root: &std::path::Path, proxy: &FaultProxy) -> Store {
     let mut acc = account(dv, root, Conn::Plain, "connections = 1");
     acc.imap.port = proxy.port;
@@ -100,9 +100,9 @@ fn a_connection_that_keeps_failing_ends_the_run_and_the_next_run_completes() {
 }
 
 /// Several folders on a server that lets each user log in once at a time (Dovecot's
-/// `mail_max_userip_connections = 1`, which refuses with `NO [LIMIT]`): the status
-/// prober, which logs in after the sync's connection, is refused, and the sync asks the
-/// folders' STATUS itself and goes through in full, without an error.
+/// `mail_max_userip_connections = 1`, which refuses with `NO [LIMIT]`): the second
+/// connection, which logs in after the sync's, is refused, and the first syncs every
+/// folder, without an error.
 #[test]
 fn a_server_that_allows_one_connection_per_user_is_synced_in_full() {
     let dv = Dovecot::start(Options {
@@ -124,13 +124,13 @@ fn a_server_that_allows_one_connection_per_user_is_synced_in_full() {
         let r = store.synchronize_in_background(syncmail::SyncRequest::new(TWO_WAY).with_progress(t.clone())).wait();
         let rec = &t.rec;
         assert!(r.is_success(), "round {round}: {:#?}", r.errors);
-        if round > 0 {
-            // The prober (folders known from round 0 on) tried, was refused, and the
-            // sync's connection asked STATUS itself.
-            let lines = t.lines.lock().unwrap().clone();
-            assert!(lines.iter().any(|l| l.starts_with("[status] S: ") && l.contains("[LIMIT]")), "{lines:#?}");
-            assert!(lines.iter().any(|l| l.starts_with("C: ") && l.contains(" STATUS ")), "{lines:#?}");
-        }
+        // The second connection (two folders or more to do each round) tried, was
+        // refused, and the sync's connection selected every folder to do.
+        let lines = t.lines.lock().unwrap().clone();
+        assert!(lines.iter().any(|l| l.starts_with("[2] S: ") && l.contains("[LIMIT]")), "{lines:#?}");
+        assert!(!lines.iter().any(|l| l.starts_with("[2] C: ") && l.contains(" SELECT ")), "{lines:#?}");
+        let selected = lines.iter().filter(|l| l.starts_with("C: ") && l.contains(" SELECT ")).count();
+        assert_eq!(selected, if round == 0 { 4 } else { 2 }, "{lines:#?}");
         assert!(r.retried.is_empty(), "round {round}: {:#?}", r.retried);
         assert!(rec.errors.lock().unwrap().is_empty(), "round {round}: an error event was sent");
         assert_same(&dv, tmp.path());
@@ -139,15 +139,14 @@ fn a_server_that_allows_one_connection_per_user_is_synced_in_full() {
 
 /// A server at its connection limit (another program holds the one connection allowed):
 /// the error says so, with the server's words and what to do, not "login failed" (it is
-/// not the password), and it is worth trying again later. The status prober never logs
-/// in: it waits for the sync's connection to be in.
+/// not the password), and it is worth trying again later. No second connection tries: one
+/// is opened only after the sync's is in.
 #[test]
 fn a_server_at_its_connection_limit_gives_an_error_that_names_the_limit() {
     use std::io::{BufRead, BufReader, Write};
     let dv = Dovecot::start(Options { messages: 10, max_connections: Some(1), ..Default::default() });
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "connections = 2")).unwrap();
-    // A first sync first, so that the folders are known and the prober starts next time.
     sync_ok(&store);
 
     // Another program takes the one connection allowed.
@@ -168,11 +167,11 @@ fn a_server_at_its_connection_limit_gives_an_error_that_names_the_limit() {
     let t = std::sync::Arc::new(Traced::default());
     let r = store.synchronize_in_background(syncmail::SyncRequest::new(TWO_WAY).with_progress(t.clone())).wait();
     assert!(!r.is_success());
-    // One login, refused; the prober never tried (it may have had the greeting).
+    // One login, refused; no second connection.
     let lines = t.lines.lock().unwrap().clone();
     let logins = lines.iter().filter(|l| l.starts_with("C: ") && l.contains(" AUTHENTICATE ")).count();
     assert_eq!(logins, 1, "{lines:#?}");
-    assert!(!lines.iter().any(|l| l.starts_with("[status] C: ")), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.starts_with("[2] ")), "{lines:#?}");
     let e = r.errors.last().unwrap();
     assert_eq!(e.kind, ErrorKind::Server, "{e:#?}");
     assert!(e.message.contains("refused"), "{e:#?}");

@@ -36,35 +36,59 @@ impl SyncProgress for Tagged {
     }
 }
 
-#[test]
-fn on_demand_inbox_overtakes_a_long_background_sync_which_then_resumes() {
+/// A server with `messages` small messages in `folders` (comma-separated) and one urgent
+/// message in INBOX; a store on it (`imap_keys` in its `[imap]` table), a log, and the
+/// slot for the on-demand request.
+#[allow(clippy::type_complexity)]
+fn long_sync_with_urgent_mail(
+    messages: u32,
+    folders: &str,
+    imap_keys: &str,
+) -> (Dovecot, tempfile::TempDir, Store, Arc<Log>, Arc<Mutex<Option<SyncHandle>>>) {
     let dv = Dovecot::start(Options {
-        messages: 1200,
-        corpus_args: ["--tiny", "--folders", "Archive,Big"].map(String::from).to_vec(),
+        messages,
+        corpus_args: vec!["--tiny".into(), "--folders".into(), folders.into()],
         ..Default::default()
     });
     dv.save("INBOX", &syncmail_testkit::message("urgent", "read me now"));
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
-    let log = Arc::new(Log::default());
-    let urgent: Arc<Mutex<Option<SyncHandle>>> = Arc::default();
-    // The person asks for INBOX while the background sync downloads Archive.
-    let hook = {
-        let (store, log, urgent) = (store.clone(), log.clone(), urgent.clone());
-        move |p: &Progress| {
-            let mut slot = urgent.lock().unwrap();
-            if p.step == Step::Download && p.folder.as_deref() == Some("Archive") && slot.is_none() {
-                let tag = Tagged { name: "on-demand", log: log.clone(), hook: Box::new(|_| {}) };
-                *slot = Some(
-                    store.synchronize_in_background(
-                        SyncRequest::new(DOWNLOAD | SyncFlags::ON_DEMAND)
-                            .with_folders(vec!["INBOX".into()])
-                            .with_progress(Arc::new(tag)),
-                    ),
-                );
-            }
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, imap_keys)).unwrap();
+    (dv, tmp, store, Arc::default(), Arc::default())
+}
+
+/// A hook that asks for INBOX on demand (once, into `urgent`) at the first progress event
+/// `when` picks, as a person opening their INBOX during a long background sync would.
+fn ask_for_inbox_when(
+    store: &Store,
+    log: &Arc<Log>,
+    urgent: &Arc<Mutex<Option<SyncHandle>>>,
+    when: impl Fn(&Progress) -> bool + Send + Sync + 'static,
+) -> impl Fn(&Progress) + Send + Sync + 'static {
+    let (store, log, urgent) = (store.clone(), log.clone(), urgent.clone());
+    move |p: &Progress| {
+        let mut slot = urgent.lock().unwrap();
+        if when(p) && slot.is_none() {
+            let tag = Tagged { name: "on-demand", log: log.clone(), hook: Box::new(|_| {}) };
+            *slot = Some(
+                store.synchronize_in_background(
+                    SyncRequest::new(DOWNLOAD | SyncFlags::ON_DEMAND)
+                        .with_folders(vec!["INBOX".into()])
+                        .with_progress(Arc::new(tag)),
+                ),
+            );
         }
-    };
+    }
+}
+
+/// On one connection (`connections = 1`), the background sync gives way between its two
+/// folders.
+#[test]
+fn on_demand_inbox_overtakes_a_long_background_sync_which_then_resumes() {
+    let (dv, tmp, store, log, urgent) = long_sync_with_urgent_mail(1200, "Archive,Big", "connections = 1");
+    // The person asks for INBOX while the background sync downloads Archive.
+    let hook = ask_for_inbox_when(&store, &log, &urgent, |p| {
+        p.step == Step::Download && p.folder.as_deref() == Some("Archive")
+    });
     let background =
         store.synchronize_in_background(
             SyncRequest::new(DOWNLOAD)
@@ -98,36 +122,48 @@ fn on_demand_inbox_overtakes_a_long_background_sync_which_then_resumes() {
     assert_same(&dv, tmp.path());
 }
 
+/// On two connections (the default), each gives way at its next folder or download batch:
+/// the folders not begun wait for the resumed run, after the on-demand one, and no folder
+/// is started over.
+#[test]
+fn on_demand_inbox_overtakes_a_background_sync_on_two_connections() {
+    let (dv, tmp, store, log, urgent) = long_sync_with_urgent_mail(1800, "Archive,Big,Other", "");
+    let hook = ask_for_inbox_when(&store, &log, &urgent, |p| p.step == Step::Download);
+    let folders = ["Archive", "Big", "Other"];
+    let background =
+        store.synchronize_in_background(
+            SyncRequest::new(DOWNLOAD)
+                .with_folders(folders.map(String::from).to_vec())
+                .with_progress(Arc::new(Tagged { name: "background", log: log.clone(), hook: Box::new(hook) })),
+        );
+    let bg = background.wait();
+    let od = urgent.lock().unwrap().take().expect("the on-demand request was made").wait();
+    assert!(bg.is_success() && od.is_success(), "{:#?} {:#?}", bg.errors, od.errors);
+    assert_eq!(od.downloaded(), 1);
+    let on_server: usize = folders.iter().map(|f| dv.uids(f).len()).sum();
+    assert_eq!(bg.downloaded(), on_server as u64, "{:#?}", bg.folders);
+    let log = log.0.lock().unwrap().clone();
+    let dones: Vec<&str> = log.iter().filter(|e| e.1 == "done").map(|e| e.0).collect();
+    assert_eq!(dones, ["on-demand", "background"], "{log:#?}");
+    // Two folders at most were under way when the request came: Other, the third, was
+    // begun after the on-demand request was done.
+    let od_done = log.iter().position(|e| e.0 == "on-demand" && e.1 == "done").unwrap();
+    let first_other = log.iter().position(|e| e.0 == "background" && e.2.as_deref() == Some("Other")).unwrap();
+    assert!(od_done < first_other, "{log:#?}");
+    for f in folders {
+        let checks = log.iter().filter(|e| e.0 == "background" && e.1 == "check-folder" && e.2.as_deref() == Some(f));
+        assert_eq!(checks.count(), 1, "{f} started over: {log:#?}");
+    }
+    assert_same(&dv, tmp.path());
+}
+
 #[test]
 fn on_demand_inbox_overtakes_a_big_folder_between_two_download_batches() {
     // One folder of more than two batches (2,000 messages each): the on-demand request
     // may not wait for the whole folder.
-    let dv = Dovecot::start(Options {
-        messages: 4500,
-        corpus_args: ["--tiny", "--folders", "Big"].map(String::from).to_vec(),
-        ..Default::default()
-    });
-    dv.save("INBOX", &syncmail_testkit::message("urgent", "read me now"));
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
-    let log = Arc::new(Log::default());
-    let urgent: Arc<Mutex<Option<SyncHandle>>> = Arc::default();
-    let hook = {
-        let (store, log, urgent) = (store.clone(), log.clone(), urgent.clone());
-        move |p: &Progress| {
-            let mut slot = urgent.lock().unwrap();
-            if p.step == Step::Download && p.folder.as_deref() == Some("Big") && slot.is_none() {
-                let tag = Tagged { name: "on-demand", log: log.clone(), hook: Box::new(|_| {}) };
-                *slot = Some(
-                    store.synchronize_in_background(
-                        SyncRequest::new(DOWNLOAD | SyncFlags::ON_DEMAND)
-                            .with_folders(vec!["INBOX".into()])
-                            .with_progress(Arc::new(tag)),
-                    ),
-                );
-            }
-        }
-    };
+    let (dv, tmp, store, log, urgent) = long_sync_with_urgent_mail(4500, "Big", "");
+    let hook =
+        ask_for_inbox_when(&store, &log, &urgent, |p| p.step == Step::Download && p.folder.as_deref() == Some("Big"));
     let background = store.synchronize_in_background(
         SyncRequest::new(DOWNLOAD).with_folders(vec!["Big".into()]).with_progress(Arc::new(Tagged {
             name: "background",

@@ -38,7 +38,7 @@ pub(crate) fn from_imap(account: &str, folder: Option<&str>, e: &ImapError) -> S
         ImapError::No { .. } if e.is_limit() => (
             ErrorKind::Server,
             "the server keeps a limit, most often on connections per user: close other mail programs \
-             connected as this user, or set connections = 1 in the [imap] section (a sync uses two by default)"
+             connected as this user, or set connections = 1 in the [imap] section (a sync may open two)"
                 .to_string(),
         ),
         ImapError::No { .. } => (ErrorKind::Server, "the server's own words say why it refused".to_string()),

@@ -35,16 +35,19 @@ const STREAM_FROM: u64 = 1 << 20;
 /// Fetches the bodies `which` names; returns the report (`done` is the caller's to call).
 pub(crate) fn run(account: &AccountConfig, which: &Bodies, req: &SyncRequest) -> SyncReport {
     let cancel = crate::api::CancelToken::default();
+    let steps = std::sync::atomic::AtomicU64::new(0);
     let mut ctx = Ctx {
         account,
         req,
         cancel: &cancel,
         report: SyncReport { account: account.name.clone(), ..Default::default() },
-        steps: 0,
+        steps: &steps,
         op: "",
         preempt: &|| false,
         remaining: None,
         preempted: false,
+        lane: 0,
+        concurrent: false,
     };
     if let Err(e) = fetch(&mut ctx, which) {
         ctx.error(e);

@@ -43,6 +43,9 @@ pub(crate) enum FolderError {
     Folder(SyncError),
     /// The session or the store broke; the run ends.
     Fatal(SyncError),
+    /// Not synced now: another lane works at the same time, and this folder's plan
+    /// reaches into other folders (see `lanes`). Nothing was changed on either side.
+    Deferred,
 }
 
 impl From<SyncError> for FolderError {
@@ -81,6 +84,11 @@ pub(crate) fn ensure_folder(
     if !may_create {
         return Ok(None);
     }
+    // One folder created at a time: the clash check below and the new row must not
+    // interleave with another lane's (two new folders differing only in case would both
+    // pass the check, and share one directory where the file system ignores case).
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = CREATING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let path = near_path_of(ctx.account, mb).map_err(|e| {
         FolderError::Folder(SyncError {
             kind: ErrorKind::FolderName,
@@ -231,13 +239,7 @@ fn sync_folder_once(
     }
 
     // An unchanged mark (CONDSTORE) means nothing changed on the server: no SELECT at all.
-    let far_unchanged = status.is_some_and(|s| {
-        row.uidvalidity != 0
-            && s.uidvalidity == row.uidvalidity
-            && s.uidnext == row.uidnext
-            && s.highestmodseq.is_some_and(|m| m == row.highestmodseq)
-            && s.messages == row.far_count
-    });
+    let far_unchanged = status.is_some_and(|s| super::lanes::far_unchanged(&row, &s));
     let mut journal = state.appends(row.id).map_err(|e| lerr(ctx, &e))?;
     let busy = !journal.is_empty() || state.has_pending(row.id).map_err(|e| lerr(ctx, &e))?;
     // Upload needs to know whether the Maildir changed: unchanged directory mtimes say it
@@ -499,6 +501,13 @@ fn sync_folder_once(
         if changed {
             actions = plan(&known, &far, &near, &still_sent, mode);
         }
+    }
+    // Uploads and deletions on the server reach into other folders: a message missing
+    // here may have moved to another folder, a new file here may have come from one. With
+    // another lane at work they wait for the first connection alone, before anything of
+    // this plan is carried out.
+    if ctx.concurrent && actions.iter().any(|a| matches!(a, Action::Append { .. } | Action::DeleteFar { .. })) {
+        return Err(FolderError::Deferred);
     }
     // Messages missing here that a mail reader moved to another folder: moved on the
     // server too, not deleted (and so not counted by the guard).
@@ -765,6 +774,7 @@ fn sync_folder_once(
         dir: &dir,
         downloads: &downloads,
         copies: &copies,
+        index,
         email_ids: &email_ids,
         flags_now: &flags_now,
         far: (sel.uidvalidity, first_time),
@@ -1078,6 +1088,8 @@ struct DownloadPlan<'a> {
     downloads: &'a [(u32, u64)],
     /// Messages found in another local folder: copied from there.
     copies: &'a moves::LocalCopies,
+    /// Where a copy removed from its folder since it was found is looked for.
+    index: &'a NearIndex,
     email_ids: &'a HashMap<u32, String>,
     flags_now: &'a HashMap<u32, syncmail_imap::Flags>,
     /// (UIDVALIDITY, first sync of the folder)
@@ -1095,7 +1107,7 @@ fn download_batches(
     report: &mut FolderReport,
     pipe: &mut Pipe<'_>,
 ) -> Result<(u32, bool), FolderError> {
-    let DownloadPlan { row, dir, downloads, copies, email_ids, flags_now, far, .. } = *plan;
+    let DownloadPlan { row, dir, downloads, copies, index, email_ids, flags_now, far, .. } = *plan;
     let shown = row.display_name.as_str();
     let total = downloads.len() as u64;
     let headers_only = ctx.req.flags.contains(crate::api::SyncFlags::HEADERS_ONLY);
@@ -1138,10 +1150,25 @@ fn download_batches(
         let mut ids: Vec<(u32, String, String)> = Vec::new();
         let email_id = |uid: u32| email_ids.get(&uid).cloned().unwrap_or_default();
         // Messages already here in another folder: copied from there, not downloaded.
+        let mut copied = BTreeSet::new();
         for uid in uids.iter().filter(|u| copies.contains_key(u)) {
             let (path, mid) = &copies[uid];
-            let data =
-                std::fs::read(path).map_err(|e| local_error(ctx, shown, format!("reading {}: {e}", path.display())))?;
+            let data = match std::fs::read(path) {
+                Ok(data) => data,
+                // Gone since it was found: put in the attic meanwhile (the server expunged
+                // it there, and another lane of this run carried that out), or moved by a
+                // mail reader. The attic's copy, else a download.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let size = batch.iter().find(|(u, _)| u == uid).map_or(0, |(_, s)| *s);
+                    let kept = index.in_attic(size, mid, &email_id(*uid)).map_err(|e| local_error(ctx, shown, e))?;
+                    match kept.map(std::fs::read) {
+                        Some(Ok(data)) => data,
+                        _ => continue,
+                    }
+                }
+                Err(e) => return Err(local_error(ctx, shown, format!("reading {}: {e}", path.display()))),
+            };
+            copied.insert(*uid);
             let flags = flags_now.get(uid).copied().unwrap_or_default();
             let mid = if mid.is_empty() { header(&data, "Message-ID").unwrap_or_default() } else { mid.clone() };
             pipe.send(ctx, shown, writer::Job::Bytes { name: names[uid].to_string(), data, flags })?;
@@ -1150,8 +1177,7 @@ fn download_batches(
             ids.push((*uid, mid, email_id(*uid)));
             done += 1;
         }
-        let to_fetch: Vec<u32> =
-            uids.iter().copied().filter(|u| !copies.contains_key(u) && !heads.contains(u)).collect();
+        let to_fetch: Vec<u32> = uids.iter().copied().filter(|u| !copied.contains(u) && !heads.contains(u)).collect();
         let mut stopped = false; // the writer is gone: its error comes with `land`
         let spill = crate::far::Spill { dir: dir.path().join("tmp"), threshold: STREAM_FROM };
         let fetched = session.fetch_bodies_to(&to_fetch, FETCH_CHUNK, FETCH_WINDOW, &spill, |uid, flags, body| {

@@ -12,24 +12,25 @@ mod errors;
 mod fetch;
 mod folder;
 mod hierarchy;
+mod lanes;
 pub(crate) mod message;
 mod moves;
 mod outgoing;
 mod placeholder;
 pub mod plan;
-mod prober;
 mod rematch;
 mod writer;
 
 pub(crate) use fetch::run as fetch_bodies;
 pub(crate) use message::header as message_header;
 
-use crate::api::{CancelToken, ErrorKind, FolderReport, Progress, Step, SyncError, SyncFlags, SyncReport, SyncRequest};
+use crate::api::{CancelToken, ErrorKind, Progress, Step, SyncError, SyncFlags, SyncReport, SyncRequest};
 use crate::config::AccountConfig;
-use crate::far::{Mailbox, MailboxStatus, Session};
+use crate::far::{Mailbox, Session};
 use crate::state::State;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How often a folder is tried again after a network error, within one run.
 const MAX_RETRIES: u32 = 3;
@@ -49,18 +50,25 @@ pub(crate) struct Ctx<'a> {
     pub req: &'a SyncRequest,
     pub cancel: &'a CancelToken,
     pub report: SyncReport,
-    /// Journaled steps done so far, for `SyncRequest::interrupt_after`.
-    steps: u64,
+    /// Journaled steps done so far in the run (every lane's), for
+    /// `SyncRequest::interrupt_after`.
+    steps: &'a AtomicU64,
     /// What the engine is doing on the server, for error messages ("downloading").
     pub op: &'static str,
     /// Asked between folders: whether to stop here and leave the rest for later, because
     /// more urgent work waits (the scheduler's `ON_DEMAND` preemption).
-    preempt: &'a dyn Fn() -> bool,
+    preempt: &'a (dyn Fn() -> bool + Sync),
     /// The folders (server names) left undone when the run gave way to `preempt`.
     remaining: Option<Vec<String>>,
     /// The folder in hand gave way to `preempt` between two download batches: its
     /// downloads so far are committed, the rest waits for the resumed run.
     pub preempted: bool,
+    /// Which connection this context works on: 0 in a run on one connection, 1 or 2 where
+    /// folders are synced two at a time (see `lanes`); the second's trace lines say `[2]`.
+    lane: u8,
+    /// Another lane syncs folders at the same time: a folder whose plan reaches into
+    /// other folders is deferred (`folder::FolderError::Deferred`).
+    pub concurrent: bool,
 }
 
 impl Ctx<'_> {
@@ -70,19 +78,40 @@ impl Ctx<'_> {
             return None;
         }
         let (progress, account) = (self.req.progress.clone(), self.account.name.clone());
+        if self.lane == 2 {
+            return Some(std::sync::Arc::new(move |line: &str| progress.trace(&account, &format!("[2] {line}"))));
+        }
         Some(std::sync::Arc::new(move |line: &str| progress.trace(&account, line)))
+    }
+
+    /// A context for one lane of this run, reporting to `req`: the run's account, cancel
+    /// token, step count and preemption, a report of its own.
+    fn lane<'b>(&'b self, req: &'b SyncRequest, lane: u8) -> Ctx<'b> {
+        Ctx {
+            account: self.account,
+            req,
+            cancel: self.cancel,
+            report: SyncReport { account: self.account.name.clone(), ..Default::default() },
+            steps: self.steps,
+            op: "",
+            preempt: self.preempt,
+            remaining: None,
+            preempted: false,
+            lane,
+            concurrent: false,
+        }
     }
 
     /// Marks the end of a journaled step (a durable change on either side or in the
     /// state). With `interrupt_after`, stops the run dead there, as a kill would.
     pub fn step(&mut self) -> Result<(), SyncError> {
-        self.steps += 1;
+        let steps = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
         match self.req.interrupt_after {
-            Some(k) if self.steps >= k => Err(SyncError {
+            Some(k) if steps >= k => Err(SyncError {
                 kind: ErrorKind::Cancelled,
                 account: self.account.name.clone(),
                 folder: None,
-                message: format!("interrupted after step {} (test hook)", self.steps),
+                message: format!("interrupted after step {steps} (test hook)"),
                 server_text: None,
                 hint: "run the sync again".into(),
                 retryable: true,
@@ -194,18 +223,25 @@ pub(crate) fn run_preemptible(
     account: &AccountConfig,
     req: &SyncRequest,
     cancel: &CancelToken,
-    preempt: &dyn Fn() -> bool,
+    preempt: &(dyn Fn() -> bool + Sync),
 ) -> (SyncReport, Option<Vec<String>>) {
+    let steps = AtomicU64::new(0);
+    // The receiver is called one call at a time, whichever connection's thread calls
+    // (see `lanes`): the first connection's protocol trace included.
+    let req =
+        &SyncRequest { progress: std::sync::Arc::new(lanes::OneAtATime::new(req.progress.clone())), ..req.clone() };
     let mut ctx = Ctx {
         account,
         req,
         cancel,
         report: SyncReport { account: account.name.clone(), ..Default::default() },
-        steps: 0,
+        steps: &steps,
         op: "",
         preempt,
         remaining: None,
         preempted: false,
+        lane: 0,
+        concurrent: false,
     };
     let unsupported = req.flags.difference(SyncFlags::IMPLEMENTED);
     for (name, _) in unsupported.iter_names() {
@@ -264,37 +300,24 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), S
         }
         return Ok(());
     }
-    // A second connection for the folders' STATUS (see `prober`), where there are
-    // contents to sync in more than one folder: as far as can be told before the folder
-    // list, two known (a first sync has no marks to compare; the whole account comes
-    // down) and not fewer asked for. It connects while this one does and logs in once this
-    // one is in, with the secret this one used.
-    let several =
-        ctx.req.folders.as_ref().is_none_or(|f| f.len() >= 2) && state.folders().is_ok_and(|known| known.len() >= 2);
-    let mut prober = (account.imap.connections >= 2
-        && filing_session.is_none()
-        && flags.intersects(SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS)
-        && several)
-        .then(|| prober::Prober::start(&account.imap, ctx.trace()));
+    // The secret the server took, for a second connection (see `lanes`): no second
+    // password command or keyring lookup. Not kept where a second one cannot be used.
+    let secret = std::sync::OnceLock::new();
+    let wants_second = account.imap.connections >= 2 && filing_session.is_none();
     let mut session = match filing_session {
         Some(s) => s,
-        None => ctx.connect_with(&|secret| {
-            if let Some(p) = &prober {
-                p.go(secret);
+        None => ctx.connect_with(&|s| {
+            if wants_second {
+                let _ = secret.set(s.clone());
             }
         })?,
     };
 
     ctx.progress(Step::ListFolders, "reading the folder list".into(), None, (0, 0), (0, 0));
-    let result = sync_folders(ctx, &mut session, &mut state, flags, &mut prober);
+    let result = sync_folders(ctx, &mut session, &mut state, flags, secret.into_inner());
     ctx.report.count_traffic(&session);
     if result.is_ok() {
         session.logout();
-    }
-    // Its last STATUS answered, the prober logged out meanwhile: no connection of this
-    // sync outlives it.
-    if let Some(p) = prober {
-        p.stop();
     }
     result
 }
@@ -304,16 +327,15 @@ fn sync_folders(
     session: &mut Session,
     state: &mut State,
     flags: SyncFlags,
-    prober: &mut Option<prober::Prober>,
+    secret: Option<syncmail_imap::Secret>,
 ) -> Result<(), SyncError> {
     let name = ctx.name().to_string();
     let imap_err = |e: &syncmail_imap::Error| errors::from_imap(&name, None, e);
     let local_err = |e: rusqlite::Error| errors::local(&name, None, format!("sync state: {e}"));
 
     // The folders to sync: from the server's list (hierarchy) or the ones known already.
-    // With a prober, the folders' status comes from it: no LIST-STATUS here.
     let mut mailboxes: Vec<Mailbox> = if flags.intersects(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::UPLOAD_HIERARCHY) {
-        session.list_with(prober.is_none()).map_err(|e| imap_err(&e))?
+        session.list().map_err(|e| imap_err(&e))?
     } else {
         state
             .folders()
@@ -375,163 +397,28 @@ fn sync_folders(
 
     let need_status: Vec<String> =
         mailboxes.iter().filter(|m| m.status.is_none()).map(|m| m.far_name.clone()).collect();
-    // The prober pays off from two folders on; with fewer, this connection asks.
-    if need_status.len() < 2
-        && let Some(p) = prober.as_mut()
-    {
-        p.dismiss();
-    }
-    let probing = prober.as_ref().is_some_and(|p| !p.dismissed());
-    let mut statuses = if need_status.is_empty() || probing {
+    let mut statuses = if need_status.is_empty() {
         Default::default()
     } else {
         session.status_many(&need_status).map_err(|e| imap_err(&e))?
     };
-    if let Some(p) = prober.as_mut().filter(|_| probing) {
-        p.ask(need_status);
-    }
-
     let total = mailboxes.len() as u64;
-    for (i, mb) in mailboxes.iter().enumerate() {
-        if ctx.cancel.is_cancelled() {
-            ctx.report.cancelled = true;
-            return Ok(());
-        }
-        // Giving way leaves the store as a cancel does (the attic too: what a local move
-        // left there is found again by the next run).
-        if (ctx.preempt)() {
-            ctx.remaining = Some(mailboxes[i..].iter().map(|m| m.far_name.clone()).collect());
-            return Ok(());
-        }
-        if mb.status.is_none()
-            && let Some(p) = prober.as_mut().filter(|p| !p.dismissed())
-        {
-            match p.status(&mb.far_name) {
-                Some(Some(r)) => {
-                    statuses.insert(mb.far_name.clone(), r);
-                }
-                Some(None) => {}
-                None => {
-                    // The prober stopped: this connection asks for the rest.
-                    p.dismiss();
-                    let rest: Vec<String> =
-                        mailboxes[i..].iter().filter(|m| m.status.is_none()).map(|m| m.far_name.clone()).collect();
-                    statuses = session.status_many(&rest).map_err(|e| imap_err(&e))?;
-                }
-            }
-        }
-        let status: Option<MailboxStatus> = match mb.status.clone() {
-            Some(s) => Some(s),
-            None => match statuses.remove(&mb.far_name) {
-                Some(Ok(s)) => Some(s),
-                Some(Err(e)) => {
-                    // Deleted on the server since the list was read: no error; the next
-                    // run's hierarchy step follows the deletion.
-                    if matches!(e, syncmail_imap::Error::No { .. })
-                        && !session.exists(&mb.far_name).map_err(|e| imap_err(&e))?
-                    {
-                        ctx.progress(
-                            Step::CheckFolder,
-                            format!(
-                                "{} was deleted on the server during this sync; the next sync follows",
-                                mb.display_name
-                            ),
-                            Some(&mb.display_name),
-                            (i as u64, total),
-                            (0, 0),
-                        );
-                        continue;
-                    }
-                    ctx.error(errors::from_imap(&name, Some(&mb.display_name), &e));
-                    continue;
-                }
-                None => None,
+    let items: Vec<lanes::Item<'_>> = mailboxes
+        .iter()
+        .enumerate()
+        .map(|(index, mb)| lanes::Item {
+            index,
+            mailbox: mb,
+            status: match &mb.status {
+                Some(s) => Some(Ok(s.clone())),
+                None => statuses.remove(&mb.far_name),
             },
-        };
-        ctx.progress(
-            Step::CheckFolder,
-            format!("checking {}", mb.display_name),
-            Some(&mb.display_name),
-            (i as u64, total),
-            (0, 0),
-        );
-        let created_allowed = flags.contains(SyncFlags::DOWNLOAD_HIERARCHY);
-        let mode = plan::Mode {
-            download: flags.contains(SyncFlags::DOWNLOAD_CONTENTS),
-            upload: flags.contains(SyncFlags::UPLOAD_CONTENTS),
-        };
-        if !mode.download && !mode.upload {
-            // Hierarchy only: the folder exists locally now, its contents wait.
-            if let Err(folder::FolderError::Folder(e) | folder::FolderError::Fatal(e)) =
-                folder::ensure_folder(ctx, state, mb, created_allowed).map(|_| ())
-            {
-                ctx.error(e);
-            }
-            continue;
-        }
-        // A dropped or stalled connection is retried on a new one, with backoff: every step
-        // is journaled, so doing the folder again finishes what was cut off.
-        let mut attempt = 0u32;
-        let mut failed_attempts: Vec<usize> = Vec::new();
-        loop {
-            let r = folder::sync_folder(
-                ctx,
-                session,
-                state,
-                mb,
-                status.clone(),
-                created_allowed,
-                mode,
-                trash.as_deref(),
-                &mut index,
-            );
-            match r {
-                Ok(Some(r)) => {
-                    if r != (FolderReport { folder: r.folder.clone(), ..Default::default() }) {
-                        ctx.report.folders.push(r);
-                    }
-                }
-                Ok(None) => {}
-                Err(folder::FolderError::Folder(e)) => ctx.error(e),
-                Err(folder::FolderError::Fatal(mut e))
-                    if e.kind == ErrorKind::Network && attempt < MAX_RETRIES && !ctx.cancel.is_cancelled() =>
-                {
-                    let wait = backoff(attempt);
-                    e.hint = format!(
-                        "retrying in {:.1} s on a new connection ({} of {MAX_RETRIES})",
-                        wait.as_secs_f64(),
-                        attempt + 1
-                    );
-                    failed_attempts.push(ctx.report.errors.len());
-                    ctx.error(e);
-                    std::thread::sleep(wait);
-                    attempt += 1;
-                    ctx.progress(Step::Connect, "connecting again".into(), Some(&mb.display_name), (0, 0), (0, 0));
-                    match Session::open_traced(&ctx.account.imap, ctx.trace()) {
-                        Ok(s) => {
-                            let old = std::mem::replace(session, s);
-                            ctx.report.count_traffic(&old);
-                        }
-                        Err(e) => return Err(errors::from_session(&name, &e)),
-                    }
-                    continue;
-                }
-                Err(folder::FolderError::Fatal(e)) => return Err(e),
-            }
-            break;
-        }
-        // The folder went through after all: its network errors were recovered from.
-        if !failed_attempts.is_empty() && !ctx.report.cancelled {
-            for i in failed_attempts.into_iter().rev() {
-                let e = ctx.report.errors.remove(i);
-                ctx.report.retried.insert(0, e);
-            }
-        }
-        // Gave way in the middle of this folder: it is the first of what remains.
-        if ctx.preempted {
-            ctx.remaining = Some(mailboxes[i..].iter().map(|m| m.far_name.clone()).collect());
-            return Ok(());
-        }
+        })
+        .collect();
+    let job = lanes::Job { flags, trash: trash.as_deref(), total };
+    lanes::sync_contents(ctx, session, state, &mut index, items, &job, secret)?;
+    if ctx.report.cancelled || ctx.remaining.is_some() {
+        return Ok(());
     }
     moves::clear_attic(ctx);
     ctx.progress(Step::Finish, "done".into(), None, (total, total), (0, 0));

@@ -23,6 +23,7 @@ use crate::state::{FolderRow, MoveRow, State};
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use syncmail_imap::Flags;
 use syncmail_maildir::{self as maildir, Entry, Folder};
 
@@ -46,21 +47,50 @@ fn same_content(files: &[PathBuf]) -> Result<Option<PathBuf>, String> {
     Ok(Some(first.clone()))
 }
 
-/// What one run knows of local files across folders, read lazily and kept for the run.
+/// What one run knows of local files across folders, read lazily and kept for the run
+/// (by each lane of it: see `lanes`; the attic is the run's, shared).
 #[derive(Default)]
 pub(crate) struct NearIndex {
     /// Folder id → its listing.
     scans: HashMap<i64, HashMap<String, Entry>>,
-    /// Files removed from a folder because the server expunged them, this run: (size,
-    /// Message-ID) → path in the attic; and EMAILID → path.
-    /// More than one file under one key: all of them, to be compared.
-    attic: HashMap<(u64, String), Vec<PathBuf>>,
-    attic_by_email_id: HashMap<String, Vec<PathBuf>>,
+    /// Files removed from their folders this run because the server expunged them.
+    attic: Arc<Mutex<Attic>>,
     /// Files the state does not know, in every folder: built on first need.
     unknown: Option<Vec<Unknown>>,
     /// Whether the account had messages before this run: in a first sync nothing can
     /// have moved, and the search for local copies is skipped.
     pub had_messages: bool,
+}
+
+/// Files removed from a folder because the server expunged them, this run: (size,
+/// Message-ID) → path in the attic; and EMAILID → path. More than one file under one key:
+/// all of them, to be compared. Held locked while a file goes in (renamed and listed at
+/// once) and while a copy is looked for, so that a lane looking for a message another
+/// lane is putting away finds it in its folder or here, never in neither.
+#[derive(Default)]
+pub(crate) struct Attic {
+    by_identity: HashMap<(u64, String), Vec<PathBuf>>,
+    by_email_id: HashMap<String, Vec<PathBuf>>,
+}
+
+impl Attic {
+    /// The file kept here for this message (by EMAILID where the server names one),
+    /// when every file under its key holds the same bytes.
+    fn find(&self, size: u64, message_id: &str, email_id: &str) -> Result<Option<PathBuf>, String> {
+        if !email_id.is_empty()
+            && let Some(files) = self.by_email_id.get(email_id)
+        {
+            return same_content(files);
+        }
+        match self.by_identity.get(&(size, message_id.to_string())) {
+            Some(files) if !message_id.is_empty() => same_content(files),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn lock(attic: &Mutex<Attic>) -> std::sync::MutexGuard<'_, Attic> {
+    attic.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub(crate) struct Unknown {
@@ -96,6 +126,16 @@ impl NearIndex {
         self.unknown = None;
     }
 
+    /// An index for another lane of the same run: listings of its own, the run's attic.
+    pub fn sharing_attic(&self) -> NearIndex {
+        NearIndex { attic: self.attic.clone(), had_messages: self.had_messages, ..Default::default() }
+    }
+
+    /// The file the attic keeps for this message, if any (see [`Attic::find`]).
+    pub fn in_attic(&self, size: u64, message_id: &str, email_id: &str) -> Result<Option<PathBuf>, String> {
+        lock(&self.attic).find(size, message_id, email_id)
+    }
+
     /// Keeps a file the server expunged until the run ends, in case the message went to
     /// another folder; removes it from its folder either way.
     pub fn remove_to_attic(
@@ -108,14 +148,15 @@ impl NearIndex {
         email_id: String,
     ) -> maildir::Result<()> {
         if !message_id.is_empty() || !email_id.is_empty() {
-            let attic = attic_dir(ctx);
-            let to = attic.join(entry.unique());
-            if fs::create_dir_all(&attic).is_ok() && fs::rename(dir.entry_path(entry), &to).is_ok() {
+            let attic_path = attic_dir(ctx);
+            let to = attic_path.join(entry.unique());
+            let mut attic = lock(&self.attic);
+            if fs::create_dir_all(&attic_path).is_ok() && fs::rename(dir.entry_path(entry), &to).is_ok() {
                 if !email_id.is_empty() {
-                    self.attic_by_email_id.entry(email_id).or_default().push(to.clone());
+                    attic.by_email_id.entry(email_id).or_default().push(to.clone());
                 }
                 if !message_id.is_empty() {
-                    self.attic.entry((size, message_id)).or_default().push(to);
+                    attic.by_identity.entry((size, message_id)).or_default().push(to);
                 }
                 return Ok(());
             }
@@ -131,7 +172,9 @@ impl NearIndex {
         folder_id: i64,
         email_id: &str,
     ) -> Result<Option<PathBuf>, String> {
-        if let Some(files) = self.attic_by_email_id.get(email_id) {
+        let attic = self.attic.clone();
+        let attic = lock(&attic);
+        if let Some(files) = attic.by_email_id.get(email_id) {
             return same_content(files);
         }
         let found = state.find_email_id(email_id).map_err(|e| e.to_string())?;
@@ -170,7 +213,10 @@ impl NearIndex {
         if message_id.is_empty() {
             return Ok(None);
         }
-        if let Some(files) = self.attic.get(&(size, message_id.to_string())) {
+        // Held until the folders are looked into: see `Attic`.
+        let attic = self.attic.clone();
+        let attic = lock(&attic);
+        if let Some(files) = attic.by_identity.get(&(size, message_id.to_string())) {
             return same_content(files);
         }
         let pairs: Vec<(i64, String)> = state
@@ -485,7 +531,7 @@ pub(crate) fn local_copies(
             }
             continue;
         }
-        if index.attic.keys().any(|(s, _)| s == size)
+        if lock(&index.attic).by_identity.keys().any(|(s, _)| s == size)
             || state.size_known_elsewhere(row.id, *size).map_err(|e| e.to_string())?
         {
             candidates.push(*uid);
