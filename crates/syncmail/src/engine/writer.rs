@@ -108,7 +108,10 @@ pub(crate) fn run(
         match job {
             Job::Bytes { name, data, flags } => {
                 if failed.is_none() {
-                    match dir.stage_unsynced(&name, &data) {
+                    // While the batch may still be fsynced file by file, each file's
+                    // write-back starts now, overlapping the messages still to come.
+                    let write_back = staged.len() < FSYNC_EACH_UP_TO;
+                    match dir.stage_unsynced_with(&name, &data, write_back) {
                         Ok(s) => staged.push((flags, s)),
                         Err(e) => failed = Some(e),
                     }
