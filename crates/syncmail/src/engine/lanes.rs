@@ -10,8 +10,10 @@
 //! folder list shows two or more folders changed on the server: a sync with nothing to do
 //! never opens it. It logs in with the secret the first connection used (no second password
 //! command or keyring lookup, no second try of a wrong password). Refused (a server that
-//! allows one connection per user answers `NO [LIMIT]`) or cut, it ends quietly and the
-//! first lane takes the rest: the lane is a way to go faster, never a reason to fail.
+//! allows one connection per user answers `NO [LIMIT]`), it ends quietly and the first
+//! lane takes the rest; cut in a folder, it hands that folder back (done again by the
+//! first connection after the lanes, from its journal) and ends: the lane is a way to go
+//! faster, never a reason to fail.
 //!
 //! Why two: for a changed folder the server has work of its own to do (Dovecot reads a
 //! Maildir folder's whole directory for the first look after a change, and the folder's
@@ -103,6 +105,8 @@ enum Turn {
     Deferred,
     /// It gave way to more urgent work between two download batches; what it did so far.
     GaveWay(Option<FolderReport>),
+    /// The second connection broke in it: for the first connection, after the lanes.
+    HandBack,
 }
 
 /// Whether the server says nothing changed in the folder since the state's mark (so its
@@ -189,7 +193,9 @@ pub(crate) fn sync_contents(
     left.extend(lock(&queue.items).drain(..).map(|it| (it.index, it.mailbox.far_name.clone())));
     deferred.sort_by_key(|it| it.index);
     if fatal.is_none() && !gave_way && !ctx.report.cancelled && !deferred.is_empty() {
-        // The deferred folders, on the first connection alone.
+        // The deferred folders, on the first connection alone, with listings read afresh
+        // (the other lane changed folders this one had read).
+        *index = index.sharing_attic();
         let queue = Queue { items: Mutex::new(deferred.into()), stop: AtomicBool::new(false) };
         let end = lane(ctx, session, state, index, &queue, job, false);
         fatal = end.fatal;
@@ -274,6 +280,10 @@ fn lane<'m>(
         match one(ctx, session, state, index, &item, job) {
             Ok(Turn::Done(r)) => end.reports.extend(r.map(|r| (item.index, r))),
             Ok(Turn::Deferred) => end.deferred.push(item),
+            Ok(Turn::HandBack) => {
+                end.deferred.push(item);
+                break;
+            }
             Ok(Turn::GaveWay(r)) => {
                 end.reports.extend(r.map(|r| (item.index, r)));
                 end.gave_way = Some((item.index, item.mailbox.far_name.clone()));
@@ -345,7 +355,17 @@ fn one(
         match r {
             Ok(Some(r)) if r != (FolderReport { folder: r.folder.clone(), ..Default::default() }) => break Some(r),
             Ok(_) => break None,
-            Err(folder::FolderError::Deferred) => return Ok(Turn::Deferred),
+            Err(folder::FolderError::Deferred) => {
+                // Done again later: a reconnection on the way counts as recovered.
+                settle_retried(ctx, failed_attempts);
+                return Ok(Turn::Deferred);
+            }
+            // The second connection broke: the folder goes back to the first, which does it
+            // again from its journal, and this connection ends quietly.
+            Err(folder::FolderError::Fatal(e)) if e.kind == ErrorKind::Network && ctx.lane == 2 => {
+                settle_retried(ctx, failed_attempts);
+                return Ok(Turn::HandBack);
+            }
             Err(folder::FolderError::Folder(e)) => {
                 ctx.error(e);
                 break None;
@@ -377,17 +397,22 @@ fn one(
         }
     };
     // The folder went through after all: its network errors were recovered from.
-    if !failed_attempts.is_empty() && !ctx.report.cancelled {
-        for i in failed_attempts.into_iter().rev() {
-            let e = ctx.report.errors.remove(i);
-            ctx.report.retried.insert(0, e);
-        }
+    if !ctx.report.cancelled {
+        settle_retried(ctx, failed_attempts);
     }
     // Gave way in the middle of this folder: it is the first of what remains.
     if std::mem::take(&mut ctx.preempted) {
         return Ok(Turn::GaveWay(report));
     }
     Ok(Turn::Done(report))
+}
+
+/// Moves the errors at `failed_attempts` (places in the report's errors) to the retried.
+fn settle_retried(ctx: &mut Ctx<'_>, failed_attempts: Vec<usize>) {
+    for i in failed_attempts.into_iter().rev() {
+        let e = ctx.report.errors.remove(i);
+        ctx.report.retried.insert(0, e);
+    }
 }
 
 /// A lane's report, added to the run's (its folders are added by place, apart).

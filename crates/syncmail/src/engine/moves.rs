@@ -33,18 +33,17 @@ pub(crate) type LocalCopies = HashMap<u32, (PathBuf, String)>;
 /// The first of `files` when all hold the same bytes (files that vanished meanwhile left
 /// out); `None` when there is none or they differ.
 fn same_content(files: &[PathBuf]) -> Result<Option<PathBuf>, String> {
-    let Some(first) = files.first() else { return Ok(None) };
-    if files.len() == 1 {
-        return Ok(Some(first.clone()));
-    }
-    let read = |p: &PathBuf| fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
-    let want = read(first)?;
-    for p in &files[1..] {
-        if read(p)? != want {
-            return Ok(None);
+    let mut there: Vec<(&PathBuf, Vec<u8>)> = Vec::new();
+    for p in files {
+        match fs::read(p) {
+            Ok(data) => there.push((p, data)),
+            // Renamed or removed since it was listed (a reader, or another lane of the run).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("reading {}: {e}", p.display())),
         }
     }
-    Ok(Some(first.clone()))
+    let Some((first, want)) = there.first() else { return Ok(None) };
+    if there.iter().all(|(_, d)| d == want) { Ok(Some((*first).clone())) } else { Ok(None) }
 }
 
 /// What one run knows of local files across folders, read lazily and kept for the run
@@ -565,7 +564,11 @@ mod tests {
         assert_eq!(same_content(&[]).unwrap(), None);
         assert_eq!(same_content(std::slice::from_ref(&c)).unwrap(), Some(c.clone()));
         assert_eq!(same_content(&[a.clone(), b]).unwrap(), Some(a.clone()));
-        assert_eq!(same_content(&[a, c]).unwrap(), None, "two messages under one identity: download");
+        assert_eq!(same_content(&[a.clone(), c]).unwrap(), None, "two messages under one identity: download");
+        // A file renamed or removed since it was listed is left out, not an error.
+        let gone = dir.path().join("gone");
+        assert_eq!(same_content(&[gone.clone(), a.clone()]).unwrap(), Some(a));
+        assert_eq!(same_content(&[gone]).unwrap(), None);
     }
 
     #[test]
