@@ -44,7 +44,9 @@ pub(crate) enum FolderError {
     /// The session or the store broke; the run ends.
     Fatal(SyncError),
     /// Not synced now: another lane works at the same time, and this folder's plan
-    /// reaches into other folders (see `lanes`). Nothing was changed on either side.
+    /// reaches into other folders (see `lanes`). Nothing of the plan was carried out; what
+    /// came before it (the first mark, uploads a crash interrupted, a renumbered folder
+    /// matched again) is journaled, and the folder's second pass finds it done.
     Deferred,
 }
 

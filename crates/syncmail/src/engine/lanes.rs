@@ -96,6 +96,9 @@ struct LaneEnd<'m> {
     gave_way: Option<(usize, String)>,
     /// The session or the store broke: the run ends with this error.
     fatal: Option<SyncError>,
+    /// The second connection broke and handed its folder back: not to be logged out (a
+    /// stalled one would make LOGOUT wait for the timeout again).
+    broken: bool,
 }
 
 /// How one folder's turn ended.
@@ -244,7 +247,7 @@ fn second_lane<'m>(
     };
     let end = lane(ctx, &mut session, &mut state, &mut index, queue, job, true);
     ctx.report.count_traffic(&session);
-    if end.fatal.is_none() {
+    if end.fatal.is_none() && !end.broken {
         session.logout();
     }
     end
@@ -282,6 +285,7 @@ fn lane<'m>(
             Ok(Turn::Deferred) => end.deferred.push(item),
             Ok(Turn::HandBack) => {
                 end.deferred.push(item);
+                end.broken = true;
                 break;
             }
             Ok(Turn::GaveWay(r)) => {
@@ -362,8 +366,8 @@ fn one(
             }
             // The second connection broke: the folder goes back to the first, which does it
             // again from its journal, and this connection ends quietly.
+            // (It never retries, so it has no recovered errors to settle.)
             Err(folder::FolderError::Fatal(e)) if e.kind == ErrorKind::Network && ctx.lane == 2 => {
-                settle_retried(ctx, failed_attempts);
                 return Ok(Turn::HandBack);
             }
             Err(folder::FolderError::Folder(e)) => {
