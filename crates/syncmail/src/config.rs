@@ -37,6 +37,9 @@
 //!                                            # loopback) | "always" | "never"
 //! connections = 2                            # 1 | 2: with 2 (the default), folders that
 //!                                            # changed are synced two at a time
+//! find-changes = "auto"                      # how changed folders are found: "auto" (a few
+//!                                            # at a time first where round trips are cheap,
+//!                                            # else all at once) | "probe" | "list"
 //! [accounts.work.smtp]                    # optional: outgoing mail (see the outbox)
 //! host = "smtp.example.org"
 //! port = 465                       # default follows tls: 465 implicit, 587 starttls, 25 none
@@ -148,6 +151,7 @@ struct RawImap {
     allow_plaintext: Option<bool>,
     compress: Option<String>,
     connections: Option<u8>,
+    find_changes: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,6 +306,25 @@ pub struct ImapConfig {
     /// second connection the server refuses is no error: the first does every folder (see
     /// the engine's `lanes`).
     pub connections: u8,
+    /// How a sync finds the folders that changed on the server.
+    pub find_changes: FindChanges,
+}
+
+/// How a sync finds the folders that changed on the server (`find-changes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FindChanges {
+    /// [`FindChanges::Probe`] where the connection's round trip is cheap (a server on this
+    /// machine or the local network), else [`FindChanges::List`].
+    #[default]
+    Auto,
+    /// STATUS of a few folders at a time, first one, then more while few have changed; once
+    /// most of those asked have changed, the rest are selected without asking (a server
+    /// that reads a changed folder for STATUS then reads it once, not twice; see the
+    /// engine's `lanes::probe`). A sync with nothing to do takes a few round trips.
+    Probe,
+    /// Every folder's status in one round trip, with the folder list (LIST-STATUS) or one
+    /// pipelined STATUS per folder.
+    List,
 }
 
 /// The SMTP submission server of an account (`[accounts.NAME.smtp]`).
@@ -667,6 +690,16 @@ impl Config {
                 Some(n @ (1 | 2)) => n,
                 Some(n) => return Err(invalid(format!("connections = {n}: it is 1 or 2"))),
             };
+            let find_changes = match a.imap.find_changes.as_deref() {
+                None | Some("auto") => FindChanges::Auto,
+                Some("probe") => FindChanges::Probe,
+                Some("list") => FindChanges::List,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "find-changes = {other:?} is not one of \"auto\", \"probe\", \"list\""
+                    )));
+                }
+            };
             let state_dir = a.state_dir.as_deref().map(|s| expand(s, &base)).unwrap_or_else(|| state_base.join(&name));
             let delete_policy = match a.delete_policy.as_deref() {
                 None | Some("expunge") => DeletePolicy::Expunge,
@@ -748,6 +781,7 @@ impl Config {
                         allow_plaintext: a.imap.allow_plaintext.unwrap_or(false),
                         compress,
                         connections,
+                        find_changes,
                     },
                     folders,
                     delete_policy,
@@ -890,6 +924,22 @@ mod tests {
         assert_eq!(parse("compress = 'never'").unwrap().accounts["a"].imap.compress, Compress::Never);
         let e = parse("compress = 'yes'").unwrap_err().to_string();
         assert!(e.contains("compress = \"yes\" is not one of"), "{e}");
+    }
+
+    #[test]
+    fn find_changes_is_auto_unless_set() {
+        let base = "[accounts.a]\nmaildir='x'\n[accounts.a.imap]\nhost='h'\nuser='u'\npassword='p'\n{}\n";
+        let parse = |keys: &str| Config::parse(&base.replace("{}", keys), Path::new("/c.toml"));
+        for (text, want) in [
+            ("", FindChanges::Auto),
+            ("find-changes = 'auto'", FindChanges::Auto),
+            ("find-changes = 'probe'", FindChanges::Probe),
+            ("find-changes = 'list'", FindChanges::List),
+        ] {
+            assert_eq!(parse(text).unwrap().accounts["a"].imap.find_changes, want, "{text}");
+        }
+        let e = parse("find-changes = 'sometimes'").unwrap_err().to_string();
+        assert!(e.contains("find-changes = \"sometimes\" is not one of"), "{e}");
     }
 
     #[test]

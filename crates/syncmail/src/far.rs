@@ -71,6 +71,9 @@ pub struct Session {
     /// UIDs whose bodies the server sent without being asked (by
     /// [`Session::fetch_bodies_to`]); they were not stored. Taken by the caller to report.
     pub unasked: BTreeSet<u32>,
+    /// How long the ENABLE command took, send to answer: the session's round trip with the
+    /// server's cheapest work in it. `None` where ENABLE was not sent or enabled nothing.
+    pub round_trip: Option<std::time::Duration>,
 }
 
 /// The account's secret; `refresh`: after the server refused a token.
@@ -175,7 +178,9 @@ impl Session {
         }
         // Before ENABLE and everything after it, so that all of the session is compressed.
         client.compress(cfg.compress).map_err(SessionError::Imap)?;
+        let asked = std::time::Instant::now();
         let enabled = client.enable(&["QRESYNC", "UTF8=ACCEPT"]).map_err(SessionError::Imap)?;
+        let round_trip = (!enabled.is_empty()).then(|| asked.elapsed());
         let qresync = enabled.iter().any(|e| e.eq_ignore_ascii_case("QRESYNC"));
         let condstore = qresync || client.has("CONDSTORE");
         Ok(Session {
@@ -185,6 +190,7 @@ impl Session {
             selected: false,
             unusable_names: Vec::new(),
             unasked: BTreeSet::new(),
+            round_trip,
         })
     }
 
@@ -225,13 +231,18 @@ impl Session {
 
     /// Lists every folder, with status where LIST-STATUS gives it in the same round trip.
     pub fn list(&mut self) -> Result<Vec<Mailbox>> {
+        self.list_with(true)
+    }
+
+    /// Lists every folder; `status`: with each folder's status, where LIST-STATUS gives it.
+    pub fn list_with(&mut self, status: bool) -> Result<Vec<Mailbox>> {
         // RFC 6154 §2: a server need not send special-use attributes (\\Sent, \\Trash)
         // unless asked with RETURN (SPECIAL-USE); Dovecot does not.
         let mut returns = Vec::new();
         if self.client.has("SPECIAL-USE") {
             returns.push("SPECIAL-USE".to_string());
         }
-        if self.client.has("LIST-STATUS") {
+        if status && self.client.has("LIST-STATUS") {
             returns.push(format!("STATUS ({})", self.status_items()));
         }
         let cmd = if returns.is_empty() {

@@ -437,6 +437,80 @@ fn a_download_of_several_batches_interrupted_at_every_step_then_resumed() {
     );
 }
 
+/// `find-changes = "probe"` (what "auto" does on loopback): STATUS is asked one folder at
+/// a time while those asked have changed, INBOX last; two changed (or a first changed and
+/// slow to answer), the rest are selected without asking; one unchanged, the rest are
+/// asked at once. Round by round on eight folders: a first sync asks no STATUS (nothing is
+/// known); nothing changed: every folder asked, none selected; INBOX alone changed: every
+/// folder asked, INBOX selected; every folder but INBOX changed: one or two asked (one
+/// where the server was slow to answer the first), never INBOX, and every folder selected
+/// once, on two connections; then nothing again. The store ends equal to the server each
+/// time.
+#[test]
+fn changed_folders_are_found_a_few_at_a_time_and_the_rest_selected_without_asking() {
+    let folders = ["INBOX", "Archive", "Drafts", "Lists.rust", "Lists.debian", "Notes", "Sent", "Trash"];
+    let dv = Dovecot::start(Options {
+        messages: 80,
+        corpus_args: vec!["--folders".into(), folders.join(",")],
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "find-changes = \"probe\"")).unwrap();
+    for round in 0..5 {
+        if round == 2 {
+            dv.save("INBOX", &message("new for INBOX", "body"));
+        }
+        if round == 3 {
+            for f in &folders[1..] {
+                dv.save(f, &message(&format!("new for {f}"), "body"));
+            }
+        }
+        let (r, trace) = traced_sync(&store, DOWNLOAD);
+        assert_same(&dv, tmp.path());
+        let on_server: usize = dv.server_messages().values().map(Vec::len).sum();
+        let want = [on_server, 0, 1, 7, 0][round];
+        assert_eq!(r.downloaded() as usize, want, "round {round}: {:#?}", r.folders);
+        let named = |what: &str| -> Vec<String> {
+            trace
+                .iter()
+                .filter(|l| (l.starts_with("C: ") || l.starts_with("[2] C: ")) && l.contains(what))
+                .filter(|l| !l.contains("MAILBOXID"))
+                .map(|l| l.split('"').nth(1).unwrap_or_default().to_string())
+                .collect()
+        };
+        let (mut asked, mut selected) = (named(" STATUS "), named(" SELECT "));
+        asked.sort();
+        selected.sort();
+        let mut once = selected.clone();
+        once.dedup();
+        assert_eq!(selected, once, "round {round}: a folder selected twice: {trace:#?}");
+        let mut all: Vec<String> = folders.iter().map(|f| f.to_string()).collect();
+        all.sort();
+        match round {
+            0 => {
+                assert!(asked.is_empty(), "round {round}: {asked:?}");
+                assert_eq!(selected, all, "round {round}");
+            }
+            1 | 4 => {
+                assert_eq!(asked, all, "round {round}");
+                assert!(selected.is_empty(), "round {round}: {selected:?}");
+            }
+            2 => {
+                assert_eq!(asked, all, "round {round}");
+                assert_eq!(selected, ["INBOX"], "round {round}");
+            }
+            _ => {
+                assert!(asked.len() == 1 || asked.len() == 2, "round {round}: {asked:?}");
+                assert!(!asked.iter().any(|f| f == "INBOX"), "round {round}: {asked:?}");
+                assert_eq!(selected, all, "round {round}");
+                // Seven folders to do: the second connection is in, and out again.
+                let said = |what: &str| trace.iter().any(|l| l.starts_with("[2] C: ") && l.contains(what));
+                assert!(said("AUTHENTICATE") && said("LOGOUT"), "round {round}: {trace:#?}");
+            }
+        }
+    }
+}
+
 /// With two connections allowed (the default), a second connection (its trace lines start
 /// `[2]`) is opened where two folders or more changed, and each folder is synced once, on
 /// one connection or the other (which one takes which is a matter of timing: with folders
@@ -452,7 +526,10 @@ fn changed_folders_are_synced_on_two_connections_unless_one_is_asked_for() {
     });
     for (n, connections) in ["", "connections = 1"].into_iter().enumerate() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(account(&dv, tmp.path(), Conn::Plain, connections)).unwrap();
+        // Every status with the folder list: with "probe", which folders are selected
+        // depends on which are asked first (see the next test).
+        let keys = format!("{connections}\nfind-changes = \"list\"");
+        let store = Store::open(account(&dv, tmp.path(), Conn::Plain, &keys)).unwrap();
         // Round 0: a first sync (every folder to do); 1: two folders changed; 2: none;
         // 3: one.
         for round in 0..4 {

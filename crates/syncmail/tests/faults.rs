@@ -111,29 +111,44 @@ fn a_server_that_allows_one_connection_per_user_is_synced_in_full() {
         max_connections: Some(1),
         ..Default::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "connections = 2")).unwrap();
-    for round in 0..4 {
-        if round > 0 {
-            // Something to do in two folders each time.
-            dv.save("Archive", &syncmail_testkit::message(&format!("new {round}"), "body"));
-            let uids = dv.uids("Lists.rust");
-            dv.flags_add("Lists.rust", uids[round], "\\Flagged");
+    // Both ways of finding the changed folders: with "probe" the second connection may be
+    // opened early, while the first asks its first STATUS.
+    for (m, how) in ["list", "probe"].into_iter().enumerate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = format!("connections = 2\nfind-changes = \"{how}\"");
+        let store = Store::open(account(&dv, tmp.path(), Conn::Plain, &keys)).unwrap();
+        for round in 0..4 {
+            if round > 0 {
+                // Something to do in two folders each time.
+                dv.save("Archive", &syncmail_testkit::message(&format!("new {round} {how}"), "body"));
+                let uids = dv.uids("Lists.rust");
+                dv.flags_add("Lists.rust", uids[4 * m + round], "\\Flagged");
+            }
+            let t = std::sync::Arc::new(Traced::default());
+            let r =
+                store.synchronize_in_background(syncmail::SyncRequest::new(TWO_WAY).with_progress(t.clone())).wait();
+            let rec = &t.rec;
+            assert!(r.is_success(), "round {round}: {:#?}", r.errors);
+            // The second connection (two folders or more to do each round) tried, was
+            // refused, and the sync's connection selected every folder to do.
+            let lines = t.lines.lock().unwrap().clone();
+            assert!(lines.iter().any(|l| l.starts_with("[2] S: ") && l.contains("[LIMIT]")), "{lines:#?}");
+            assert!(!lines.iter().any(|l| l.starts_with("[2] C: ") && l.contains(" SELECT ")), "{lines:#?}");
+            let selected: Vec<&String> =
+                lines.iter().filter(|l| l.starts_with("C: ") && l.contains(" SELECT ")).collect();
+            if how == "list" || round == 0 {
+                assert_eq!(selected.len(), if round == 0 { 4 } else { 2 }, "{lines:#?}");
+            } else {
+                // The two changed, and those left to SELECT where the first asked had changed.
+                assert!((2..=4).contains(&selected.len()), "{lines:#?}");
+                for f in ["Archive", "Lists.rust"] {
+                    assert!(selected.iter().any(|l| l.contains(&format!("\"{f}\""))), "{f} not selected: {lines:#?}");
+                }
+            }
+            assert!(r.retried.is_empty(), "round {round}: {:#?}", r.retried);
+            assert!(rec.errors.lock().unwrap().is_empty(), "round {round}: an error event was sent");
+            assert_same(&dv, tmp.path());
         }
-        let t = std::sync::Arc::new(Traced::default());
-        let r = store.synchronize_in_background(syncmail::SyncRequest::new(TWO_WAY).with_progress(t.clone())).wait();
-        let rec = &t.rec;
-        assert!(r.is_success(), "round {round}: {:#?}", r.errors);
-        // The second connection (two folders or more to do each round) tried, was
-        // refused, and the sync's connection selected every folder to do.
-        let lines = t.lines.lock().unwrap().clone();
-        assert!(lines.iter().any(|l| l.starts_with("[2] S: ") && l.contains("[LIMIT]")), "{lines:#?}");
-        assert!(!lines.iter().any(|l| l.starts_with("[2] C: ") && l.contains(" SELECT ")), "{lines:#?}");
-        let selected = lines.iter().filter(|l| l.starts_with("C: ") && l.contains(" SELECT ")).count();
-        assert_eq!(selected, if round == 0 { 4 } else { 2 }, "{lines:#?}");
-        assert!(r.retried.is_empty(), "round {round}: {:#?}", r.retried);
-        assert!(rec.errors.lock().unwrap().is_empty(), "round {round}: an error event was sent");
-        assert_same(&dv, tmp.path());
     }
 }
 

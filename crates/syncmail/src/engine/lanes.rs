@@ -37,6 +37,7 @@
 use super::moves::NearIndex;
 use super::{Ctx, errors, folder, plan};
 use crate::api::{ErrorKind, FolderReport, Progress, Step, SyncError, SyncFlags, SyncProgress, SyncReport};
+use crate::config::FindChanges;
 use crate::far::{Mailbox, MailboxStatus, Session};
 use crate::state::{FolderRow, State};
 use std::collections::{HashMap, VecDeque};
@@ -122,6 +123,166 @@ pub(crate) fn far_unchanged(row: &FolderRow, s: &MailboxStatus) -> bool {
         && s.messages == row.far_count
 }
 
+/// Folders' statuses by server name; an error where the server refused one.
+pub(crate) type Statuses = HashMap<String, Result<MailboxStatus, ImapError>>;
+
+/// A round trip at most this long (loopback, a LAN) makes asking STATUS a few folders at a
+/// time cheap next to what it can save (see [`probe`]).
+const CHEAP_ROUND_TRIP: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Whether this run finds the changed folders with [`probe`] rather than with the status
+/// in the folder list (or one pipelined STATUS per folder): for the contents, over a
+/// session whose round trip is cheap, on a server with CONDSTORE (without it no folder can
+/// be seen unchanged, and every one is selected anyway).
+/// `find-changes = "auto"`; always with `"probe"`, never with `"list"`.
+pub(crate) fn probes(session: &Session, flags: SyncFlags, how: FindChanges) -> bool {
+    flags.intersects(SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS)
+        && session.condstore
+        && match how {
+            FindChanges::Auto => session.round_trip.is_some_and(|t| t <= CHEAP_ROUND_TRIP),
+            FindChanges::Probe => true,
+            FindChanges::List => false,
+        }
+}
+
+/// STATUS of the folders `names` (in the run's order) that were synced before, a few at a
+/// time from the end of the order, until enough of them have changed that the rest are
+/// better left to SELECT; the folders not asked about get no status (SELECT decides).
+///
+/// Why: a server may do the same work for STATUS as for SELECT. Dovecot, for one, reads a
+/// changed Maildir folder's directory to answer STATUS, then opens the folder again for the
+/// SELECT and reads its uidlist again for the first body fetched: asking STATUS first costs
+/// it 11 to 16 ms more per changed 10,000-message folder than a SELECT alone (measured, see
+/// docs/PERFORMANCE.md), while an unchanged folder costs it far less to STATUS (from its
+/// list index) than to SELECT. So: one folder at a time while every folder asked has
+/// changed, stopping at two (or at the first, where it was slow to answer: longer than the
+/// round trip and [`SLOW_ANSWER`], the server read the folder for it, as Dovecot does);
+/// once one is found unchanged, all the rest at once. A sync with nothing to do asks every
+/// folder in two round trips instead of one (which is why this is only done where round
+/// trips are cheap); one where most folders changed asks one or two.
+/// The folders are asked in an order of their own, a hash of the name, so that the share of
+/// changed ones among those asked says something of the rest (in the run's order, Sent and
+/// Trash, which change often, would come together at the end), INBOX last: it is the first
+/// folder synced, and the one most worth a SELECT alone.
+///
+/// Where the first takes the server long to answer (it is reading changed folders), the
+/// second connection the lanes will want is opened meanwhile, with `secret` (see [`Early`]).
+pub(crate) fn probe(
+    ctx: &Ctx<'_>,
+    session: &mut Session,
+    state: &State,
+    names: &[String],
+    secret: Option<&Secret>,
+) -> Result<(Statuses, Option<Early>), SyncError> {
+    let rows: HashMap<String, FolderRow> = state
+        .folders()
+        .map_err(|e| errors::local(ctx.name(), None, format!("sync state: {e}")))?
+        .into_iter()
+        .map(|r| (r.far_name.clone(), r))
+        .collect();
+    // A folder never synced is selected whatever its status says.
+    let mut left: Vec<String> =
+        names.iter().filter(|n| rows.get(*n).is_some_and(|r| r.uidvalidity != 0)).cloned().collect();
+    // Asked from the end of `left`.
+    left.sort_by_key(|n| (!n.eq_ignore_ascii_case("INBOX"), fnv1a(n.as_bytes())));
+    let mut out = HashMap::new();
+    let mut early = None;
+    let slow = session.round_trip.unwrap_or_default() + SLOW_ANSWER;
+    let (mut asked, mut changed) = (0usize, 0usize);
+    while !left.is_empty() {
+        // One more while every folder asked has changed (the case to stop early in), else
+        // all the rest at once.
+        let window = if changed == asked { 1 } else { left.len() };
+        let these = left.split_off(left.len().saturating_sub(window));
+        let answered = match secret {
+            Some(secret) if asked == 0 && names.len() >= 2 && ctx.account.imap.connections >= 2 => {
+                Early::unless_answered(ctx, secret.clone(), slow).map(|(e, answered)| {
+                    early = Some(e);
+                    answered
+                })
+            }
+            _ => None,
+        };
+        let sent = std::time::Instant::now();
+        let got = session.status_many(&these);
+        if let Some(answered) = answered {
+            let _ = answered.send(());
+        }
+        let took = sent.elapsed();
+        let got = got.map_err(|e| errors::from_imap(ctx.name(), None, &e))?;
+        for (name, status) in got {
+            asked += 1;
+            let same = matches!((&status, rows.get(&name)), (Ok(s), Some(row)) if far_unchanged(row, s));
+            changed += usize::from(!same);
+            out.insert(name, status);
+        }
+        // A first folder changed, and slow to answer: the server reads changed folders
+        // for STATUS, which is what asking first would make it do twice.
+        if (asked == 1 && changed == 1 && took > slow) || (changed >= 2 && 2 * changed >= asked) {
+            break;
+        }
+    }
+    Ok((out, early))
+}
+
+/// Longer than a STATUS answered from the server's indexes takes (under a millisecond on
+/// Dovecot), shorter than one for which the server reads a changed folder (10 ms and more
+/// for 10,000 messages on Dovecot).
+const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_millis(3);
+
+/// A second connection opened ahead of the lanes, on a thread of its own, where the first
+/// STATUS answer of [`probe`] is slow in coming: the server is reading changed folders,
+/// and the login (about 12 ms on Dovecot, most of it the server's) overlaps that instead
+/// of coming after it. `None` from the thread: it was not opened (answered in time);
+/// `Some(Err)`: the login failed (the lanes do not try again).
+/// Dropped unused, it is logged out (its login waited for where it is under way), so that
+/// no thread of the run outlives it.
+pub(crate) struct Early(Option<std::thread::JoinHandle<Option<Result<Session, ()>>>>);
+
+impl Early {
+    /// Starts the thread; it opens the connection unless told within `wait` (by the
+    /// sender returned) that the answers came.
+    fn unless_answered(
+        ctx: &Ctx<'_>,
+        secret: Secret,
+        wait: std::time::Duration,
+    ) -> Option<(Early, std::sync::mpsc::Sender<()>)> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let cfg = ctx.account.imap.clone();
+        let trace = ctx.lane(ctx.req, 2).trace();
+        let thread = std::thread::Builder::new().name("syncmail-connect".into()).spawn(move || {
+            if !matches!(rx.recv_timeout(wait), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
+                return None;
+            }
+            let mut secret = Some(secret);
+            let mut fetch = |refresh: bool| match secret.take() {
+                Some(s) if !refresh => Ok(s),
+                _ => Err("the server refused the token the first connection logged in with".to_string()),
+            };
+            Some(Session::open_with(&cfg, trace, &mut fetch, &|_| {}).map_err(|_| ()))
+        });
+        Some((Early(Some(thread.ok()?)), tx))
+    }
+
+    /// The connection, once its login is done: `None` where it was not opened.
+    fn join(mut self) -> Option<Result<Session, ()>> {
+        self.0.take()?.join().ok().flatten()
+    }
+}
+
+impl Drop for Early {
+    fn drop(&mut self) {
+        if let Some(Ok(Some(Ok(session)))) = self.0.take().map(std::thread::JoinHandle::join) {
+            session.logout();
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: an order of names that has nothing to do with their spelling.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Syncs the folders of `items`, on `session` and, where it pays and the account allows
 /// it, on a second connection logged in with `secret`.
 #[allow(clippy::too_many_arguments)]
@@ -133,6 +294,7 @@ pub(crate) fn sync_contents(
     items: Vec<Item<'_>>,
     job: &Job<'_>,
     secret: Option<Secret>,
+    early: Option<Early>,
 ) -> Result<(), SyncError> {
     let contents = job.flags.intersects(SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS);
     let rows: HashMap<String, FolderRow> = state
@@ -150,6 +312,8 @@ pub(crate) fn sync_contents(
         })
         .count();
     let second = secret.filter(|_| ctx.account.imap.connections >= 2 && contents && changed >= 2);
+    // Not wanted after all (dropped: logged out).
+    let early = early.filter(|_| second.is_some());
     let queue = Queue { items: Mutex::new(items.into()), stop: AtomicBool::new(false) };
     let (first, other) = match second {
         None => (lane(ctx, session, state, index, &queue, job, false), None),
@@ -161,7 +325,7 @@ pub(crate) fn sync_contents(
             let (first, other) = std::thread::scope(|scope| {
                 let thread = std::thread::Builder::new().name("syncmail-lane".into()).spawn_scoped(scope, move || {
                     let mut ctx2 = outer.lane(req, 2);
-                    let end = second_lane(&mut ctx2, secret, queue, job, index2);
+                    let end = second_lane(&mut ctx2, secret, early, queue, job, index2);
                     (ctx2.report, end)
                 });
                 let mut ctx1 = outer.lane(req, 1);
@@ -222,23 +386,30 @@ pub(crate) fn sync_contents(
     Ok(())
 }
 
-/// The second lane: its own connection and state, then the queue.
+/// The second lane: its own connection (opened `early`, or now) and state, then the queue.
 fn second_lane<'m>(
     ctx: &mut Ctx<'_>,
     secret: Secret,
+    early: Option<Early>,
     queue: &Queue<'m>,
     job: &Job<'_>,
     mut index: NearIndex,
 ) -> LaneEnd<'m> {
     let account = ctx.account;
-    // Asked once; not kept past the login.
-    let mut secret = Some(secret);
-    let mut fetch = |refresh: bool| match secret.take() {
-        Some(s) if !refresh => Ok(s),
-        _ => Err("the server refused the token the first connection logged in with".to_string()),
+    let opened = match early.and_then(Early::join) {
+        Some(r) => r,
+        None => {
+            // Asked once; not kept past the login.
+            let mut secret = Some(secret);
+            let mut fetch = |refresh: bool| match secret.take() {
+                Some(s) if !refresh => Ok(s),
+                _ => Err("the server refused the token the first connection logged in with".to_string()),
+            };
+            Session::open_with(&account.imap, ctx.trace(), &mut fetch, &|_| {}).map_err(|_| ())
+        }
     };
     // Not in: the first lane takes every folder (said in the protocol trace only).
-    let Ok(mut session) = Session::open_with(&account.imap, ctx.trace(), &mut fetch, &|_| {}) else {
+    let Ok(mut session) = opened else {
         return LaneEnd::default();
     };
     let Ok(mut state) = State::open(&account.state_dir.join("state.sqlite")) else {

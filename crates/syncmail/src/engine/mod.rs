@@ -333,9 +333,12 @@ fn sync_folders(
     let imap_err = |e: &syncmail_imap::Error| errors::from_imap(&name, None, e);
     let local_err = |e: rusqlite::Error| errors::local(&name, None, format!("sync state: {e}"));
 
+    // Which folders changed: asked a few at a time where round trips are cheap (see
+    // `lanes::probe`), else with the folder list (LIST-STATUS) or all at once.
+    let probing = lanes::probes(session, flags, ctx.account.imap.find_changes);
     // The folders to sync: from the server's list (hierarchy) or the ones known already.
     let mut mailboxes: Vec<Mailbox> = if flags.intersects(SyncFlags::DOWNLOAD_HIERARCHY | SyncFlags::UPLOAD_HIERARCHY) {
-        session.list().map_err(|e| imap_err(&e))?
+        session.list_with(!probing).map_err(|e| imap_err(&e))?
     } else {
         state
             .folders()
@@ -397,8 +400,13 @@ fn sync_folders(
 
     let need_status: Vec<String> =
         mailboxes.iter().filter(|m| m.status.is_none()).map(|m| m.far_name.clone()).collect();
+    let mut early = None;
     let mut statuses = if need_status.is_empty() {
         Default::default()
+    } else if probing {
+        let (statuses, e) = lanes::probe(ctx, session, state, &need_status, secret.as_ref())?;
+        early = e;
+        statuses
     } else {
         session.status_many(&need_status).map_err(|e| imap_err(&e))?
     };
@@ -416,7 +424,7 @@ fn sync_folders(
         })
         .collect();
     let job = lanes::Job { flags, trash: trash.as_deref(), total };
-    lanes::sync_contents(ctx, session, state, &mut index, items, &job, secret)?;
+    lanes::sync_contents(ctx, session, state, &mut index, items, &job, secret, early)?;
     if ctx.report.cancelled || ctx.remaining.is_some() {
         return Ok(());
     }
