@@ -165,8 +165,9 @@ pub(crate) fn probes(session: &Session, flags: SyncFlags, how: FindChanges) -> b
 /// Trash, which change often, would come together at the end), INBOX last: it is the first
 /// folder synced, and the one most worth a SELECT alone.
 ///
-/// Where the first takes the server long to answer (it is reading changed folders), the
-/// second connection the lanes will want is opened meanwhile, with `secret` (see [`Early`]).
+/// Where the first takes the server long to answer (it is reading changed folders), or has
+/// changed, the second connection the lanes will want is opened meanwhile, with `secret`
+/// (see [`Early`]).
 pub(crate) fn probe(
     ctx: &Ctx<'_>,
     session: &mut Session,
@@ -188,19 +189,20 @@ pub(crate) fn probe(
     let mut out = HashMap::new();
     let mut early = None;
     let slow = session.round_trip.unwrap_or_default() + SLOW_ANSWER;
+    // Where a second connection may be wanted by the lanes.
+    let may_open = secret.filter(|_| names.len() >= 2 && ctx.account.imap.connections >= 2);
     let (mut asked, mut changed) = (0usize, 0usize);
     while !left.is_empty() {
         // One more while every folder asked has changed (the case to stop early in), else
         // all the rest at once.
         let window = if changed == asked { 1 } else { left.len() };
         let these = left.split_off(left.len().saturating_sub(window));
-        let answered = match secret {
-            Some(secret) if asked == 0 && names.len() >= 2 && ctx.account.imap.connections >= 2 => {
-                Early::unless_answered(ctx, secret.clone(), slow).map(|(e, answered)| {
-                    early = Some(e);
-                    answered
-                })
-            }
+        // The first answer slow in coming: the second connection logs in meanwhile.
+        let answered = match may_open {
+            Some(secret) if asked == 0 => Early::unless_answered(ctx, secret.clone(), slow).map(|(e, answered)| {
+                early = Some(e);
+                answered
+            }),
             _ => None,
         };
         let sent = std::time::Instant::now();
@@ -209,6 +211,9 @@ pub(crate) fn probe(
             let _ = answered.send(());
         }
         let took = sent.elapsed();
+        if asked == 0 && took <= slow {
+            early = None; // not opened (or, answered just in time, logged out)
+        }
         let got = got.map_err(|e| errors::from_imap(ctx.name(), None, &e))?;
         for (name, status) in got {
             asked += 1;
@@ -221,6 +226,11 @@ pub(crate) fn probe(
         if (asked == 1 && changed == 1 && took > slow) || (changed >= 2 && 2 * changed >= asked) {
             break;
         }
+        // A changed folder among the first asked: more are likely, and the second
+        // connection logs in while the asking goes on.
+        if let (None, Some(secret), true) = (&early, may_open, changed == asked) {
+            early = Early::unless_answered(ctx, secret.clone(), std::time::Duration::ZERO).map(|(e, _)| e);
+        }
     }
     Ok((out, early))
 }
@@ -231,7 +241,7 @@ pub(crate) fn probe(
 const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// A second connection opened ahead of the lanes, on a thread of its own, where the first
-/// STATUS answer of [`probe`] is slow in coming: the server is reading changed folders,
+/// folder [`probe`] asks about has changed, or its STATUS answer is slow in coming: the server is reading changed folders,
 /// and the login (about 12 ms on Dovecot, most of it the server's) overlaps that instead
 /// of coming after it. `None` from the thread: it was not opened (answered in time);
 /// `Some(Err)`: the login failed (the lanes do not try again).
@@ -241,7 +251,7 @@ pub(crate) struct Early(Option<std::thread::JoinHandle<Option<Result<Session, ()
 
 impl Early {
     /// Starts the thread; it opens the connection unless told within `wait` (by the
-    /// sender returned) that the answers came.
+    /// sender returned) that the answers came. Zero, the sender dropped: at once.
     fn unless_answered(
         ctx: &Ctx<'_>,
         secret: Secret,
@@ -251,7 +261,9 @@ impl Early {
         let cfg = ctx.account.imap.clone();
         let trace = ctx.lane(ctx.req, 2).trace();
         let thread = std::thread::Builder::new().name("syncmail-connect".into()).spawn(move || {
-            if !matches!(rx.recv_timeout(wait), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
+            // Told in time; else the time is up, or the sender gone without a word (opened
+            // at once).
+            if rx.recv_timeout(wait).is_ok() {
                 return None;
             }
             let mut secret = Some(secret);
