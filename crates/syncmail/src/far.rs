@@ -138,6 +138,12 @@ impl Session {
         fetch: &mut dyn FnMut(bool) -> std::result::Result<syncmail_imap::Secret, String>,
         logged_in: &dyn Fn(&syncmail_imap::Secret),
     ) -> std::result::Result<Session, SessionError> {
+        Session::log_in(Session::connect(cfg, trace)?, cfg, fetch, logged_in)
+    }
+
+    /// The connection of a session, up to the server's greeting (and TLS): nothing of the
+    /// account's secret is asked or sent yet. [`Session::log_in`] goes on from there.
+    pub fn connect(cfg: &ImapConfig, trace: Option<syncmail_imap::Trace>) -> std::result::Result<Client, SessionError> {
         let opts = ConnectOptions {
             host: cfg.host.clone(),
             port: cfg.port,
@@ -148,7 +154,16 @@ impl Session {
             allow_plaintext: cfg.allow_plaintext,
             trace,
         };
-        let mut client = Client::connect(&opts).map_err(SessionError::Imap)?;
+        Client::connect(&opts).map_err(SessionError::Imap)
+    }
+
+    /// [`Session::open_with`] on a connection from [`Session::connect`].
+    pub fn log_in(
+        mut client: Client,
+        cfg: &ImapConfig,
+        fetch: &mut dyn FnMut(bool) -> std::result::Result<syncmail_imap::Secret, String>,
+        logged_in: &dyn Fn(&syncmail_imap::Secret),
+    ) -> std::result::Result<Session, SessionError> {
         // Refused before the secret is even fetched (no keyring prompt, no token refresh).
         client.check_may_send_password().map_err(SessionError::Imap)?;
         let secret = fetch(false).map_err(SessionError::Password)?;

@@ -259,11 +259,17 @@ fn nothing_listening_is_a_network_error() {
     assert!(r.errors[0].retryable);
 }
 
+/// The second sync is refused with the lock holder's pid, and never gets as far as the
+/// password: its connection, made while it takes the lock, is not logged in.
 #[test]
 fn a_second_sync_of_the_same_account_says_who_holds_the_lock() {
     let dv = Dovecot::start(Options { messages: 1500, corpus_args: vec!["--tiny".into()], ..Default::default() });
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    let mut acc = account(&dv, tmp.path(), Conn::Plain, "");
+    let asked = tmp.path().join("password-asked");
+    acc.imap.password =
+        syncmail::config::PasswordSource::Command(format!("echo asked >> '{}'; echo secret", asked.display()));
+    let store = Store::open(acc).unwrap();
     // The second sync starts from the first one's first download event: the first one
     // holds the lock then, and is blocked in the callback until the second one is done.
     struct Second(Store, std::sync::Mutex<Option<syncmail::SyncReport>>);
@@ -282,6 +288,8 @@ fn a_second_sync_of_the_same_account_says_who_holds_the_lock() {
     assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
     assert_eq!(r.errors[0].kind, ErrorKind::Locked);
     assert!(r.errors[0].message.contains(&format!("pid {}", std::process::id())), "{}", r.errors[0].message);
+    // The first sync's password command ran; the second's did not.
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), "asked\n");
     assert_same(&dv, tmp.path());
 }
 

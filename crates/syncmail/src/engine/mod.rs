@@ -127,9 +127,23 @@ impl Ctx<'_> {
 
     /// [`Ctx::connect`], `logged_in` told the secret the server took.
     fn connect_with(&self, logged_in: &dyn Fn(&syncmail_imap::Secret)) -> Result<Session, SyncError> {
+        self.log_in(None, logged_in)
+    }
+
+    /// Logs in on the connection `connecting` makes (see `run_sync`), or on a new one.
+    fn log_in(
+        &self,
+        connecting: Option<Connecting>,
+        logged_in: &dyn Fn(&syncmail_imap::Secret),
+    ) -> Result<Session, SyncError> {
         let imap = &self.account.imap;
         self.progress(Step::Connect, format!("connecting to {}:{}", imap.host, imap.port), None, (0, 0), (0, 0));
-        Session::open_with(imap, self.trace(), &mut |refresh| crate::far::secret_of(imap, refresh), logged_in)
+        let client = match connecting.and_then(|t| t.join().ok()) {
+            Some(c) => c,
+            None => Session::connect(imap, self.trace()),
+        };
+        client
+            .and_then(|c| Session::log_in(c, imap, &mut |refresh| crate::far::secret_of(imap, refresh), logged_in))
             .map_err(|e| errors::from_session(self.name(), &e))
     }
 
@@ -268,9 +282,23 @@ pub(crate) fn run_preemptible(
     (ctx.report, ctx.remaining)
 }
 
+/// A connection being made on a thread of its own, up to the server's greeting.
+type Connecting = std::thread::JoinHandle<Result<syncmail_imap::Client, crate::far::SessionError>>;
+
 fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), SyncError> {
     let account = ctx.account;
     let name = account.name.clone();
+    // The connection is made while the account is locked and its state opened: the
+    // server's greeting (a few milliseconds of its work; more with TLS) overlaps them. Not
+    // where outgoing mail goes first (its sessions are its own). Nothing secret is sent
+    // before the login, which waits for the lock; a connection not used (the lock held
+    // elsewhere) is closed when its thread ends.
+    let connecting: Option<Connecting> = if outgoing || flags.is_empty() {
+        None
+    } else {
+        let (imap, trace) = (account.imap.clone(), ctx.trace());
+        std::thread::Builder::new().name("syncmail-connect".into()).spawn(move || Session::connect(&imap, trace)).ok()
+    };
     ctx.progress(Step::Lock, "taking the account lock".into(), None, (0, 0), (0, 0));
     fs::create_dir_all(&account.state_dir)
         .map_err(|e| errors::local(&name, None, format!("cannot create {}: {e}", account.state_dir.display())))?;
@@ -306,7 +334,7 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), S
     let wants_second = account.imap.connections >= 2 && filing_session.is_none();
     let mut session = match filing_session {
         Some(s) => s,
-        None => ctx.connect_with(&|s| {
+        None => ctx.log_in(connecting, &|s| {
             if wants_second {
                 let _ = secret.set(s.clone());
             }
