@@ -37,7 +37,7 @@
 use super::moves::NearIndex;
 use super::{Ctx, errors, folder, plan};
 use crate::api::{ErrorKind, FolderReport, Progress, Step, SyncError, SyncFlags, SyncProgress, SyncReport};
-use crate::config::FindChanges;
+use crate::config::{FindChanges, ImapConfig};
 use crate::far::{Mailbox, MailboxStatus, Session};
 use crate::state::{FolderRow, State};
 use std::collections::{HashMap, VecDeque};
@@ -145,9 +145,9 @@ pub(crate) fn probes(session: &Session, flags: SyncFlags, how: FindChanges) -> b
         }
 }
 
-/// STATUS of the folders `names` (in the run's order) that were synced before, a few at a
-/// time from the end of the order, until enough of them have changed that the rest are
-/// better left to SELECT; the folders not asked about get no status (SELECT decides).
+/// STATUS of the folders `names` that were synced before, a few at a time, until enough of
+/// them have changed that the rest are better left to SELECT; the folders not asked about
+/// get no status (SELECT decides).
 ///
 /// Why: a server may do the same work for STATUS as for SELECT. Dovecot, for one, reads a
 /// changed Maildir folder's directory to answer STATUS, then opens the folder again for the
@@ -175,12 +175,7 @@ pub(crate) fn probe(
     names: &[String],
     secret: Option<&Secret>,
 ) -> Result<(Statuses, Option<Early>), SyncError> {
-    let rows: HashMap<String, FolderRow> = state
-        .folders()
-        .map_err(|e| errors::local(ctx.name(), None, format!("sync state: {e}")))?
-        .into_iter()
-        .map(|r| (r.far_name.clone(), r))
-        .collect();
+    let rows = rows_by_name(ctx, state)?;
     // A folder never synced is selected whatever its status says.
     let mut left: Vec<String> =
         names.iter().filter(|n| rows.get(*n).is_some_and(|r| r.uidvalidity != 0)).cloned().collect();
@@ -241,9 +236,9 @@ pub(crate) fn probe(
 const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// A second connection opened ahead of the lanes, on a thread of its own, where the first
-/// folder [`probe`] asks about has changed, or its STATUS answer is slow in coming: the server is reading changed folders,
-/// and the login (about 12 ms on Dovecot, most of it the server's) overlaps that instead
-/// of coming after it. `None` from the thread: it was not opened (answered in time);
+/// folder [`probe`] asks about has changed, or its STATUS answer is slow in coming (the
+/// server is reading changed folders): the login (about 12 ms on Dovecot, most of it the
+/// server's) overlaps the asking instead of coming after it. `None` from the thread: it was not opened (answered in time);
 /// `Some(Err)`: the login failed (the lanes do not try again).
 /// Dropped unused, it is logged out (its login waited for where it is under way), so that
 /// no thread of the run outlives it.
@@ -266,12 +261,7 @@ impl Early {
             if rx.recv_timeout(wait).is_ok() {
                 return None;
             }
-            let mut secret = Some(secret);
-            let mut fetch = |refresh: bool| match secret.take() {
-                Some(s) if !refresh => Ok(s),
-                _ => Err("the server refused the token the first connection logged in with".to_string()),
-            };
-            Some(Session::open_with(&cfg, trace, &mut fetch, &|_| {}).map_err(|_| ()))
+            Some(open_second(&cfg, trace, secret))
         });
         Some((Early(Some(thread.ok()?)), tx))
     }
@@ -288,6 +278,27 @@ impl Drop for Early {
             session.logout();
         }
     }
+}
+
+/// The state's folder rows by server name.
+fn rows_by_name(ctx: &Ctx<'_>, state: &State) -> Result<HashMap<String, FolderRow>, SyncError> {
+    Ok(state
+        .folders()
+        .map_err(|e| errors::local(ctx.name(), None, format!("sync state: {e}")))?
+        .into_iter()
+        .map(|r| (r.far_name.clone(), r))
+        .collect())
+}
+
+/// A second connection, logged in with the secret the first one used: asked once, not kept
+/// past the login, never tried again (an error where the server refuses it).
+fn open_second(cfg: &ImapConfig, trace: Option<syncmail_imap::Trace>, secret: Secret) -> Result<Session, ()> {
+    let mut secret = Some(secret);
+    let mut fetch = |refresh: bool| match secret.take() {
+        Some(s) if !refresh => Ok(s),
+        _ => Err("the server refused the token the first connection logged in with".to_string()),
+    };
+    Session::open_with(cfg, trace, &mut fetch, &|_| {}).map_err(|_| ())
 }
 
 /// FNV-1a, 64 bits: an order of names that has nothing to do with their spelling.
@@ -309,12 +320,7 @@ pub(crate) fn sync_contents(
     early: Option<Early>,
 ) -> Result<(), SyncError> {
     let contents = job.flags.intersects(SyncFlags::DOWNLOAD_CONTENTS | SyncFlags::UPLOAD_CONTENTS);
-    let rows: HashMap<String, FolderRow> = state
-        .folders()
-        .map_err(|e| errors::local(ctx.name(), None, format!("sync state: {e}")))?
-        .into_iter()
-        .map(|r| (r.far_name.clone(), r))
-        .collect();
+    let rows = rows_by_name(ctx, state)?;
     // Changed on the server, or not known to have stayed the same.
     let changed = items
         .iter()
@@ -410,15 +416,7 @@ fn second_lane<'m>(
     let account = ctx.account;
     let opened = match early.and_then(Early::join) {
         Some(r) => r,
-        None => {
-            // Asked once; not kept past the login.
-            let mut secret = Some(secret);
-            let mut fetch = |refresh: bool| match secret.take() {
-                Some(s) if !refresh => Ok(s),
-                _ => Err("the server refused the token the first connection logged in with".to_string()),
-            };
-            Session::open_with(&account.imap, ctx.trace(), &mut fetch, &|_| {}).map_err(|_| ())
-        }
+        None => open_second(&account.imap, ctx.trace(), secret),
     };
     // Not in: the first lane takes every folder (said in the protocol trace only).
     let Ok(mut session) = opened else {
