@@ -8,7 +8,9 @@
 //! - *watch*: where the server offers NOTIFY (RFC 5465), one connection for every
 //!   folder: NOTIFY SET ([`NOTIFY_EVENTS`]), EXAMINE INBOX, then IDLE re-issued every
 //!   `idle_max`; a change in INBOX or a STATUS about another mailbox queues a sync of that
-//!   folder, a LIST (created, deleted, renamed, (un)subscribed mailbox) a hierarchy sync.
+//!   folder, a LIST (created, deleted, renamed, (un)subscribed mailbox) a hierarchy sync,
+//!   and a deletion a second one [`RELOOK_AFTER_DELETION`] later (the server may still
+//!   list the folder when it announces the deletion).
 //!   Without NOTIFY, or where NOTIFY SET is refused (said once), it runs the *idle*
 //!   watchers instead.
 //! - *idle*, one per watched folder (INBOX, and the config's `idle` list): its own
@@ -139,6 +141,12 @@ impl Jitter {
 pub const NOTIFY_EVENTS: &str = "(selected (MessageNew MessageExpunge FlagChange)) \
      (personal (MessageNew MessageExpunge MailboxName SubscriptionChange))";
 
+/// How long after a folder's deletion was announced (NOTIFY) the folder list is looked at
+/// once more. Dovecot announces a deletion while a new session's LIST may still show the
+/// folder for some milliseconds; the sync the notice queues can see it there and keep it,
+/// and nothing else would come until the periodic sync.
+pub const RELOOK_AFTER_DELETION: Duration = Duration::from_secs(1);
+
 /// What an untagged response under NOTIFY asks the daemon to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -187,6 +195,9 @@ struct AccountCtx {
     jitter: Jitter,
     /// Watch connections open now (NOTIFY or IDLE).
     watching: AtomicUsize,
+    /// When to look at the folder list once more after a deletion was announced
+    /// ([`RELOOK_AFTER_DELETION`]).
+    relook: Mutex<Option<Instant>>,
 }
 
 /// Counts a watch connection while it lives.
@@ -267,6 +278,7 @@ impl Daemon {
                 stopper: stopper.clone(),
                 jitter: Jitter::new(),
                 watching: AtomicUsize::new(0),
+                relook: Mutex::new(None),
             });
             contexts.push(ctx.clone());
             let name = &store.account().name;
@@ -483,8 +495,11 @@ fn act(ctx: &AccountCtx, n: Notice) -> bool {
         Notice::Folder(f) => ctx.queue(Some(&f)),
         Notice::Hierarchy(name) => {
             ctx.queue_hierarchy();
-            if let Some(f) = name {
-                ctx.queue(Some(&f));
+            match name {
+                Some(f) => ctx.queue(Some(&f)),
+                None => {
+                    *ctx.relook.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RELOOK_AFTER_DELETION)
+                }
             }
         }
         Notice::Overflow => {
@@ -563,12 +578,18 @@ fn watch_session(
         let wall = SystemTime::now().duration_since(start.1).unwrap_or_default();
         wall.saturating_sub(start.0.elapsed()) > Duration::from_secs(30)
     };
+    // A second look at the folder list after a deletion was announced, when it is due.
+    let relook_due = || ctx.relook.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| Instant::now() >= t);
     loop {
-        let stop = || ctx.stopper.is_stopped() || slept();
+        let stop = || ctx.stopper.is_stopped() || slept() || relook_due();
         match s.idle_with(ctx.opts.idle_max, ctx.opts.poll, &stop, on) {
             Ok(true) if folder.is_none() => return None,
             Ok(true) => ctx.queue(folder),
             Ok(false) if ctx.stopper.is_stopped() => return None,
+            Ok(false) if relook_due() => {
+                *ctx.relook.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                ctx.queue_hierarchy();
+            }
             Ok(false) if slept() => {
                 ctx.note(Step::Connect, folder, "the machine slept: connecting again".into());
                 ctx.queue(folder);

@@ -806,6 +806,21 @@ impl Session {
         Ok(found)
     }
 
+    /// Whether a folder the server has just refused to open is gone from it: not listed,
+    /// or no longer listed after a short pause. Dovecot removes a deleted folder's
+    /// directory before its folder list, so for a few milliseconds LIST still shows a
+    /// folder that SELECT finds deleted ("Mailbox was deleted under us"). A folder still
+    /// listed after the pauses (about a quarter of a second in all) is there and refused.
+    pub fn gone_after_refusal(&mut self, far_name: &str) -> Result<bool> {
+        for pause in [0, 50, 200] {
+            std::thread::sleep(std::time::Duration::from_millis(pause));
+            if !self.exists(far_name)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The names of the subscribed folders (LSUB).
     pub fn subscribed(&mut self) -> Result<BTreeSet<String>> {
         let mut out = BTreeSet::new();

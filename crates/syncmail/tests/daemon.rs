@@ -174,7 +174,7 @@ fn with_notify_one_connection_brings_mail_of_any_folder_and_new_folders() {
     dv.save("Other", &syncmail_testkit::message("notified", "in another folder"));
     within(5, "the message of Other locally", || near_find(tmp.path(), "Other", "notified").is_some());
     let other = t.elapsed();
-    dv.doveadm(&["mailbox", "create", "Fresh"]);
+    dv.create_mailbox_while_listed("Fresh");
     within(5, "the new folder locally", || tmp.path().join("mail/Fresh/cur").is_dir());
     dv.save("Fresh", &syncmail_testkit::message("fresh mail", "in the new folder"));
     within(5, "the message of Fresh locally", || near_find(tmp.path(), "Fresh", "fresh mail").is_some());
@@ -187,7 +187,7 @@ fn with_notify_one_connection_brings_mail_of_any_folder_and_new_folders() {
         !tmp.path().join("mail/Fresh").exists() && near_find(tmp.path(), "Renamed", "fresh mail").is_some()
     });
     // Deleted on the server (empty): LIST \NonExistent, a hierarchy sync.
-    dv.doveadm(&["mailbox", "create", "Brief"]);
+    dv.create_mailbox_while_listed("Brief");
     within(5, "Brief locally", || tmp.path().join("mail/Brief/cur").is_dir());
     dv.doveadm(&["mailbox", "delete", "Brief"]);
     within(5, "Brief gone locally", || !tmp.path().join("mail/Brief").exists());

@@ -367,3 +367,53 @@ fn folder_names_that_climb_out_of_the_store_are_refused() {
     assert_eq!(syncmail_testkit::read_maildir(&s.root().join("mail/INBOX")).len(), 3);
     s.finish();
 }
+
+#[test]
+fn a_folder_refused_while_deleted_is_no_error_and_one_still_listed_is() {
+    // Brief: deleted on the server while the run works. SELECT finds it gone, but LIST
+    // shows it once more (Dovecot drops a deleted folder's directory before its folder
+    // list; a daemon test met this window). Locked: listed throughout, SELECT refused.
+    let brief_lists = Arc::new(AtomicU64::new(0));
+    let seen = brief_lists.clone();
+    let s = Scene::new(move |req, w| {
+        let refused = |w: &mut dyn Write, words: &str| {
+            let _ = w.write_all(format!("{} NO {words}\r\n", req.tag).as_bytes());
+            Action::Replied
+        };
+        match req.command.as_str() {
+            "SELECT" if req.args.contains("Brief") => refused(w, "Mailbox was deleted under us"),
+            "SELECT" if req.args.contains("Locked") => refused(w, "Permission denied"),
+            // The look after the refusal: Brief listed the first time, gone after.
+            "LIST" if req.args.contains("\"Brief\"") && seen.fetch_add(1, Ordering::SeqCst) >= 1 => {
+                let _ = w.write_all(format!("{} OK LIST done\r\n", req.tag).as_bytes());
+                Action::Replied
+            }
+            _ => Action::Normal,
+        }
+    });
+    {
+        let mut folders = s.fake.folders();
+        for name in ["Brief", "Locked"] {
+            folders.push(
+                FakeFolder::new(name)
+                    .with_delimiter(Some('.'))
+                    .with_message(&syncmail_testkit::message(name, "x"), &[]),
+            );
+        }
+    }
+    let store = Store::open(s.config(s.fake.port)).unwrap();
+    let (r, rec) = sync(&store, DOWNLOAD);
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    let e = &r.errors[0];
+    assert_eq!((e.kind, e.folder.as_deref()), (ErrorKind::Server, Some("Locked")), "{e:#?}");
+    assert_eq!(e.server_text.as_deref(), Some("Permission denied"));
+    assert!(e.hint.contains("the other folders are synced"), "{e:#?}");
+    assert_eq!(brief_lists.load(Ordering::SeqCst), 2, "Brief looked for twice after the refusal");
+    let said = rec.progress.lock().unwrap().iter().map(|p| p.text.clone()).collect::<Vec<_>>();
+    assert!(
+        said.iter().any(|t| t == "Brief was deleted on the server during this sync; the next sync follows"),
+        "{said:?}"
+    );
+    assert_eq!(syncmail_testkit::read_maildir(&s.root().join("mail/INBOX")).len(), 3);
+    assert_nothing_outside(s.tmp.path(), &s.root());
+}

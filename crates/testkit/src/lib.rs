@@ -328,6 +328,23 @@ impl Dovecot {
         run(&mut cmd)
     }
 
+    /// Creates a mailbox while IMAP sessions may be listing (a daemon syncing). Dovecot
+    /// 2.3 can then answer "Mailbox already exists" for the mailbox it has just made: a
+    /// session's LIST refreshed the folder list between its mkdir and its own update of
+    /// that list. That answer is taken as done when the mailbox is listed afterwards.
+    pub fn create_mailbox_while_listed(&self, name: &str) {
+        let mut cmd = Command::new("/usr/bin/doveadm");
+        cmd.arg("-c").arg(self.conf()).args(["mailbox", "create", "-u", USER, name]);
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return;
+        }
+        assert!(err.contains("Mailbox already exists"), "{cmd:?} failed: {err}");
+        let listed = self.doveadm(&["mailbox", "list"]);
+        assert!(listed.lines().any(|l| l.trim() == name), "{cmd:?} said it exists, but it is not listed: {listed}");
+    }
+
     /// IMAP connections the server has open now, by `doveadm who -1` (one line each).
     pub fn imap_connections(&self) -> usize {
         let mut cmd = Command::new("/usr/bin/doveadm");

@@ -287,7 +287,7 @@ fn sync_folder_once(
         // this run worked): nothing to do in it now; the next run's hierarchy step sees
         // it gone and follows the deletion rules.
         Err(e @ ImapError::No { .. }) => {
-            if session.exists(&mb.far_name).map_err(|e| imap_error(ctx, shown, &e))? {
+            if !session.gone_after_refusal(&mb.far_name).map_err(|e| imap_error(ctx, shown, &e))? {
                 return Err(imap_error(ctx, shown, &e));
             }
             ctx.progress(

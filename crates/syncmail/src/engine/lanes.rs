@@ -507,7 +507,7 @@ fn one(
             // Deleted on the server since the list was read: no error; the next run's
             // hierarchy step follows the deletion.
             if matches!(e, ImapError::No { .. })
-                && !session.exists(&mb.far_name).map_err(|e| errors::from_imap(&name, None, &e))?
+                && session.gone_after_refusal(&mb.far_name).map_err(|e| errors::from_imap(&name, None, &e))?
             {
                 let text =
                     format!("{} was deleted on the server during this sync; the next sync follows", mb.display_name);

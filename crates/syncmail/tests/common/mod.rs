@@ -72,12 +72,36 @@ pub struct Recorder {
     pub done: Mutex<Vec<SyncReport>>,
 }
 
+/// Set `SYNCMAIL_TEST_TRACE=1` to have every [`Recorder`] print what it hears, with the
+/// IMAP protocol, to stderr (shown for a failing test): for chasing a test that fails
+/// now and then.
+fn tracing() -> bool {
+    std::env::var_os("SYNCMAIL_TEST_TRACE").is_some()
+}
+
+fn say(what: std::fmt::Arguments) {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    eprintln!("{}.{:03} {what}", t.as_secs() % 1000, t.subsec_millis());
+}
+
 impl SyncProgress for Recorder {
     fn progress(&self, p: &Progress) {
+        if tracing() {
+            say(format_args!("progress: {}", p.text));
+        }
         self.progress.lock().unwrap().push(p.clone());
     }
     fn error(&self, e: &SyncError) {
+        if tracing() {
+            say(format_args!("error: {e:?}"));
+        }
         self.errors.lock().unwrap().push(e.clone());
+    }
+    fn wants_trace(&self) -> bool {
+        tracing()
+    }
+    fn trace(&self, account: &str, line: &str) {
+        say(format_args!("{account}: {line}"));
     }
     fn done(&self, r: &SyncReport) {
         self.done.lock().unwrap().push(r.clone());
