@@ -344,9 +344,23 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), S
     ctx.progress(Step::ListFolders, "reading the folder list".into(), None, (0, 0), (0, 0));
     let result = sync_folders(ctx, &mut session, &mut state, flags, secret.into_inner());
     ctx.report.count_traffic(&session);
-    if result.is_ok() {
-        session.logout();
-    }
+    // The run's last local work overlaps the logout, each part on a thread of its own: the
+    // attic's files removed (where the run finished: their deletions are committed) and
+    // the state closed (SQLite copies its log into the database then). A thread that
+    // cannot be made drops its work: the state is closed all the same, and the attic is
+    // emptied at the start of the next run. The account stays locked until all are done.
+    let attic = (result.is_ok() && !ctx.report.cancelled && ctx.remaining.is_none()).then(|| moves::attic_dir(ctx));
+    std::thread::scope(|scope| {
+        let closing = std::thread::Builder::new().name("syncmail-close".into());
+        let _ = closing.spawn_scoped(scope, move || drop(state));
+        if let Some(dir) = attic {
+            let clearing = std::thread::Builder::new().name("syncmail-attic".into());
+            let _ = clearing.spawn_scoped(scope, move || moves::remove_attic(&dir));
+        }
+        if result.is_ok() {
+            session.logout();
+        }
+    });
     result
 }
 
@@ -456,7 +470,7 @@ fn sync_folders(
     if ctx.report.cancelled || ctx.remaining.is_some() {
         return Ok(());
     }
-    moves::clear_attic(ctx);
+    // The attic is emptied by `run_sync`, while it logs out.
     ctx.progress(Step::Finish, "done".into(), None, (total, total), (0, 0));
     Ok(())
 }

@@ -102,13 +102,18 @@ pub(crate) struct Unknown {
     pub placeholder_of: Option<String>,
 }
 
-fn attic_dir(ctx: &Ctx<'_>) -> PathBuf {
+pub(crate) fn attic_dir(ctx: &Ctx<'_>) -> PathBuf {
     ctx.account.state_dir.join("attic")
 }
 
-/// Empties the attic (at the start and end of a run).
+/// Empties the attic (at the start of a run; at its end see `engine::run_sync`).
 pub(crate) fn clear_attic(ctx: &Ctx<'_>) {
-    let _ = fs::remove_dir_all(attic_dir(ctx));
+    remove_attic(&attic_dir(ctx));
+}
+
+/// Removes the attic at `dir` with what it holds; one that is not there is no error.
+pub(crate) fn remove_attic(dir: &Path) {
+    let _ = fs::remove_dir_all(dir);
 }
 
 impl NearIndex {
