@@ -344,13 +344,18 @@ impl Daemon {
 
     /// Stops: no new work is queued, queued work is dropped (its callers told `done`,
     /// cancelled), the running syncs stop at their next step boundary (every step is
-    /// journaled: the store stays consistent), and this returns once they have.
-    pub fn shutdown(self) {
+    /// journaled: the store stays consistent), and this returns once they have. Dropping
+    /// the daemon does the same: no thread of it outlives its handle.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
         self.stopper.stop();
         for s in &self.stores {
             s.cancel_all();
         }
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
         // Again: a watcher may have queued work before it saw the stop.
@@ -362,6 +367,12 @@ impl Daemon {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -72,6 +72,23 @@ fn mail_delivered_on_the_server_arrives_through_idle() {
 }
 
 #[test]
+fn dropping_the_daemon_stops_it_like_a_shutdown() {
+    let dv = Dovecot::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let (daemon, store, rec) = start(&dv, tmp.path());
+    assert_eq!(dv.imap_connections(), 1, "the IDLE connection");
+    drop(daemon);
+    // Its threads are gone: the IDLE connection closed, no sync running or to come.
+    within(5, "no connection on the server", || dv.imap_connections() == 0);
+    assert!(!store.is_busy());
+    dv.save("INBOX", &syncmail_testkit::message("after the drop", "no daemon to bring it"));
+    // A running daemon brings it by IDLE well within this (the test above: about 0.1 s).
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(near_find(tmp.path(), "INBOX", "after the drop").is_none(), "a sync ran after the daemon was dropped");
+    assert!(rec.errors.lock().unwrap().is_empty(), "{:#?}", rec.errors.lock().unwrap());
+}
+
+#[test]
 fn folders_of_the_idle_setting_are_watched_and_a_missing_one_is_reported_once() {
     let dv = Dovecot::start(Options::default());
     dv.doveadm(&["mailbox", "create", "Lists"]);
