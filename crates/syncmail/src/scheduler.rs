@@ -134,9 +134,10 @@ impl Scheduler {
         s
     }
 
-    /// Whether the calling thread is this account's worker (a progress callback).
+    /// Whether the calling thread is this account's worker, or a thread its run started
+    /// (a progress callback, from either connection of the run).
     pub(crate) fn is_worker(&self) -> bool {
-        lock(&self.queue).worker == Some(std::thread::current().id())
+        lock(&self.queue).worker == Some(crate::engine::run_thread())
     }
 
     /// Queues a request (or merges it into an equal queued one) and returns its handle.

@@ -111,9 +111,10 @@ impl Store {
     }
 
     /// Runs a synchronization and waits for it: `synchronize_in_background` then wait.
-    /// Called from a progress callback of the same account's sync (the worker thread),
-    /// where waiting in the queue would wait forever, it runs at once on the calling
-    /// thread instead (and so meets the account lock).
+    /// Called from a progress callback of the same account's sync (on the worker thread,
+    /// or on a thread of its run: the second connection's), where waiting in the queue
+    /// would wait forever, it runs at once on the calling thread instead (and so meets the
+    /// account lock).
     pub fn synchronize(&self, request: SyncRequest) -> crate::api::SyncReport {
         if self.scheduler.is_worker() {
             let report = engine::run(&self.account, &request, &CancelToken::default());

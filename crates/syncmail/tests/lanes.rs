@@ -20,17 +20,23 @@ fn second_connection(trace: &[String]) -> (bool, bool) {
     (said(" AUTHENTICATE "), said(" SELECT "))
 }
 
+/// A Dovecot with 600 small messages in two folders, Left and Right: a first sync gives
+/// each connection one.
+fn left_and_right() -> Dovecot {
+    Dovecot::start(Options {
+        messages: 600,
+        corpus_args: ["--tiny", "--folders", "Left,Right"].map(String::from).to_vec(),
+        ..Default::default()
+    })
+}
+
 /// Messages moved on the server between two folders that are synced at the same time,
 /// both ways, round after round: each is taken from the local copy (in its old folder,
 /// or in the attic once the other connection has carried out the expunge), never
 /// downloaded again, and the store ends equal to the server.
 #[test]
 fn messages_moved_on_the_server_between_folders_synced_at_once_are_not_downloaded_again() {
-    let dv = Dovecot::start(Options {
-        messages: 600,
-        corpus_args: ["--tiny", "--folders", "Left,Right"].map(String::from).to_vec(),
-        ..Default::default()
-    });
+    let dv = left_and_right();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let store = Store::open(account(&dv, root, Conn::Plain, "")).unwrap();
@@ -244,4 +250,39 @@ fn messages_moved_around_a_ring_of_folders_synced_two_at_a_time_arrive_once() {
         assert_eq!(have, want, "round {round}: messages per folder on the server");
         assert_same(&dv, root);
     }
+}
+
+/// A progress callback on the second connection's thread that asks for a sync of the same
+/// account and waits for it (`Store::synchronize`): it meets the account lock at once, as
+/// one on the first connection's thread does, instead of queueing behind the run that is
+/// waiting for the callback (it did, and the run hung, where the second connection's
+/// download event came first).
+#[test]
+fn a_sync_asked_from_a_callback_on_the_second_connection_meets_the_lock_at_once() {
+    let dv = left_and_right();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    struct Nested(Store, Mutex<Option<SyncReport>>);
+    impl SyncProgress for Nested {
+        fn progress(&self, p: &Progress) {
+            let on_second = std::thread::current().name() == Some("syncmail-lane");
+            let mut slot = self.1.lock().unwrap();
+            if p.step == syncmail::Step::Download && on_second && slot.is_none() {
+                *slot = Some(self.0.synchronize(SyncRequest::new(DOWNLOAD)));
+            }
+        }
+    }
+    let nested = Arc::new(Nested(store.clone(), Mutex::new(None)));
+    let handle = store.synchronize_in_background(SyncRequest::new(DOWNLOAD).with_progress(nested.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !handle.is_done() {
+        assert!(std::time::Instant::now() < deadline, "the run hangs: the nested sync waits for it");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r = handle.wait();
+    assert!(r.is_success(), "{:#?}", r.errors);
+    let inner = nested.1.lock().unwrap().take().expect("the second connection downloaded a folder");
+    assert_eq!(inner.errors.len(), 1, "{:#?}", inner.errors);
+    assert_eq!(inner.errors[0].kind, syncmail::ErrorKind::Locked, "{:#?}", inner.errors);
+    assert_same(&dv, tmp.path());
 }

@@ -255,14 +255,14 @@ impl Early {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let cfg = ctx.account.imap.clone();
         let trace = ctx.lane(ctx.req, 2).trace();
-        let thread = std::thread::Builder::new().name("syncmail-connect".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name("syncmail-connect".into()).spawn(super::helping(move || {
             // Told in time; else the time is up, or the sender gone without a word (opened
             // at once).
             if rx.recv_timeout(wait).is_ok() {
                 return None;
             }
             Some(open_second(&cfg, trace, secret))
-        });
+        }));
         Some((Early(Some(thread.ok()?)), tx))
     }
 
@@ -341,11 +341,12 @@ pub(crate) fn sync_contents(
             let outer = &*ctx;
             let queue = &queue;
             let (first, other) = std::thread::scope(|scope| {
-                let thread = std::thread::Builder::new().name("syncmail-lane".into()).spawn_scoped(scope, move || {
+                let second = super::helping(move || {
                     let mut ctx2 = outer.lane(req, 2);
                     let end = second_lane(&mut ctx2, secret, early, queue, job, index2);
                     (ctx2.report, end)
                 });
+                let thread = std::thread::Builder::new().name("syncmail-lane".into()).spawn_scoped(scope, second);
                 let mut ctx1 = outer.lane(req, 1);
                 let end = lane(&mut ctx1, session, state, index, queue, job, thread.is_ok());
                 // A panic there (a bug) is the run's, as one here would be.

@@ -282,6 +282,29 @@ pub(crate) fn run_preemptible(
     (ctx.report, ctx.remaining)
 }
 
+thread_local! {
+    /// In a thread a run started to help it (a lane, a connection being made): the thread
+    /// the run is on.
+    static RUN_THREAD: std::cell::Cell<Option<std::thread::ThreadId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The thread of the run the calling thread works for: the one a run's helper thread was
+/// started from, else the calling thread itself. For the scheduler, a progress callback
+/// called from a lane's thread is called on the run's worker (`Store::synchronize` from it
+/// runs at once instead of queueing behind the run that waits for it).
+pub(crate) fn run_thread() -> std::thread::ThreadId {
+    RUN_THREAD.with(|t| t.get()).unwrap_or_else(|| std::thread::current().id())
+}
+
+/// `f`, made to run on a helper thread of the calling thread's run (see [`run_thread`]).
+pub(crate) fn helping<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
+    let run = run_thread();
+    move || {
+        RUN_THREAD.with(|t| t.set(Some(run)));
+        f()
+    }
+}
+
 /// A connection being made on a thread of its own, up to the server's greeting.
 type Connecting = std::thread::JoinHandle<Result<syncmail_imap::Client, crate::far::SessionError>>;
 
@@ -297,7 +320,10 @@ fn run_sync(ctx: &mut Ctx<'_>, flags: SyncFlags, outgoing: bool) -> Result<(), S
         None
     } else {
         let (imap, trace) = (account.imap.clone(), ctx.trace());
-        std::thread::Builder::new().name("syncmail-connect".into()).spawn(move || Session::connect(&imap, trace)).ok()
+        std::thread::Builder::new()
+            .name("syncmail-connect".into())
+            .spawn(helping(move || Session::connect(&imap, trace)))
+            .ok()
     };
     ctx.progress(Step::Lock, "taking the account lock".into(), None, (0, 0), (0, 0));
     fs::create_dir_all(&account.state_dir)
