@@ -134,6 +134,19 @@ impl Jitter {
     }
 }
 
+thread_local! {
+    /// Set in every thread the daemon starts.
+    static DAEMON_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `f`, marked as run on a thread of the daemon.
+fn daemon_thread<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
+    move || {
+        DAEMON_THREAD.with(|d| d.set(true));
+        f()
+    }
+}
+
 /// What the daemon asks NOTIFY (RFC 5465 §5) for: in the selected mailbox (INBOX) new
 /// and expunged messages and flag changes; in every other mailbox of the personal
 /// namespace new and expunged messages, and mailboxes created, deleted, renamed or
@@ -284,7 +297,7 @@ impl Daemon {
             let name = &store.account().name;
             let mut spawn = |what: String, f: Box<dyn FnOnce() + Send>| match std::thread::Builder::new()
                 .name(format!("{what}-{name}"))
-                .spawn(f)
+                .spawn(daemon_thread(f))
             {
                 Ok(t) => threads.push(t),
                 Err(e) => ctx.progress.error(&SyncError {
@@ -345,7 +358,9 @@ impl Daemon {
     /// Stops: no new work is queued, queued work is dropped (its callers told `done`,
     /// cancelled), the running syncs stop at their next step boundary (every step is
     /// journaled: the store stays consistent), and this returns once they have. Dropping
-    /// the daemon does the same: no thread of it outlives its handle.
+    /// the daemon does the same: no thread of it outlives its handle. Called (or dropped)
+    /// in a progress callback of the daemon's own work, it stops everything the same way
+    /// but returns at once: what it would wait for includes the callback's own thread.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -355,7 +370,15 @@ impl Daemon {
         for s in &self.stores {
             s.cancel_all();
         }
-        for t in std::mem::take(&mut self.threads) {
+        let threads = std::mem::take(&mut self.threads);
+        // Stopped from inside (a callback on one of the daemon's threads or on a sync's
+        // worker dropped the last handle): nothing is waited for, since what would be waited
+        // for includes the callback's own thread. Each thread ends once it sees the stop, the
+        // sync (cancelled) at its next step.
+        if DAEMON_THREAD.with(|d| d.get()) || self.stores.iter().any(Store::on_worker) {
+            return;
+        }
+        for t in threads {
             let _ = t.join();
         }
         // Again: a watcher may have queued work before it saw the stop.
@@ -441,7 +464,7 @@ fn watch(ctx: &AccountCtx, folders: &[String]) {
         for folder in folders {
             let t = std::thread::Builder::new()
                 .name(format!("idle-{}", ctx.store.account().name))
-                .spawn_scoped(scope, move || idle_watch(ctx, folder));
+                .spawn_scoped(scope, daemon_thread(move || idle_watch(ctx, folder)));
             if let Err(e) = t {
                 ctx.progress.error(&SyncError {
                     kind: ErrorKind::Local,

@@ -110,6 +110,12 @@ impl Store {
         report
     }
 
+    /// Whether the calling thread works for this account's running sync (its progress
+    /// callbacks are called there).
+    pub(crate) fn on_worker(&self) -> bool {
+        self.scheduler.is_worker()
+    }
+
     /// Runs a synchronization and waits for it: `synchronize_in_background` then wait.
     /// Called from a progress callback of the same account's sync (on the worker thread,
     /// or on a thread of its run: the second connection's), where waiting in the queue

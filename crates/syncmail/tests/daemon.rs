@@ -76,7 +76,7 @@ fn dropping_the_daemon_stops_it_like_a_shutdown() {
     let dv = Dovecot::start(Options::default());
     let tmp = tempfile::tempdir().unwrap();
     let (daemon, store, rec) = start(&dv, tmp.path());
-    assert_eq!(dv.imap_connections(), 1, "the IDLE connection");
+    within(5, "the IDLE connection alone", || dv.imap_connections() == 1);
     drop(daemon);
     // Its threads are gone: the IDLE connection closed, no sync running or to come.
     within(5, "no connection on the server", || dv.imap_connections() == 0);
@@ -86,6 +86,64 @@ fn dropping_the_daemon_stops_it_like_a_shutdown() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(near_find(tmp.path(), "INBOX", "after the drop").is_none(), "a sync ran after the daemon was dropped");
     assert!(rec.errors.lock().unwrap().is_empty(), "{:#?}", rec.errors.lock().unwrap());
+}
+
+/// A receiver that drops the daemon from one of its callbacks: at the first download of a
+/// sync (on the account's worker thread), or at the first lost connection (on the
+/// watcher's own thread). `dropped` says the drop returned.
+struct DropsDaemon {
+    daemon: std::sync::Mutex<Option<Daemon>>,
+    on_lost_connection: bool,
+    dropped: std::sync::atomic::AtomicBool,
+}
+
+impl DropsDaemon {
+    fn drop_it(&self) {
+        // Taken out first: the drop waits for threads that may call here meanwhile.
+        let daemon = self.daemon.lock().unwrap().take();
+        if daemon.is_some() {
+            drop(daemon);
+            self.dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl syncmail::SyncProgress for DropsDaemon {
+    fn progress(&self, p: &syncmail::Progress) {
+        if p.step == syncmail::Step::Download && !self.on_lost_connection {
+            self.drop_it();
+        }
+    }
+    fn error(&self, e: &syncmail::SyncError) {
+        if e.kind == ErrorKind::Network && self.on_lost_connection {
+            self.drop_it();
+        }
+    }
+}
+
+#[test]
+fn dropping_the_daemon_from_its_own_callbacks_returns() {
+    for on_lost_connection in [false, true] {
+        let mut dv = Dovecot::start(Options::default());
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+        let rec = Arc::new(DropsDaemon {
+            daemon: std::sync::Mutex::new(None),
+            on_lost_connection,
+            dropped: Default::default(),
+        });
+        let daemon = Daemon::start(vec![store.clone()], rec.clone(), fast());
+        within(10, "the first sync", || !store.is_busy() && dv.imap_connections() == 1);
+        *rec.daemon.lock().unwrap() = Some(daemon);
+        if on_lost_connection {
+            dv.stop(); // the IDLE watcher reports the lost connection from its thread
+        } else {
+            dv.save("INBOX", &syncmail_testkit::message("brought by IDLE", "downloaded by the worker"));
+        }
+        // Before, the drop waited for the thread it was called on: forever.
+        within(15, "the drop returned", || rec.dropped.load(std::sync::atomic::Ordering::SeqCst));
+        within(10, "the sync it interrupted ended", || !store.is_busy());
+    }
 }
 
 #[test]
