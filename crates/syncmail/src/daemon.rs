@@ -26,6 +26,7 @@
 
 use crate::api::{ErrorKind, Progress, Step, SyncError, SyncFlags, SyncProgress, SyncRequest};
 use crate::far::Session;
+use crate::lock;
 use crate::store::Store;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -86,16 +87,16 @@ struct Stopper {
 
 impl Stopper {
     fn is_stopped(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.stopped)
     }
     fn stop(&self) {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *lock(&self.stopped) = true;
         self.cond.notify_all();
     }
     /// Sleeps `d` or until stopped; returns whether stopped.
     fn sleep(&self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
-        let mut s = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&self.stopped);
         while !*s {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -531,9 +532,7 @@ fn act(ctx: &AccountCtx, n: Notice) -> bool {
             ctx.queue_hierarchy();
             match name {
                 Some(f) => ctx.queue(Some(&f)),
-                None => {
-                    *ctx.relook.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + RELOOK_AFTER_DELETION)
-                }
+                None => *lock(&ctx.relook) = Some(Instant::now() + RELOOK_AFTER_DELETION),
             }
         }
         Notice::Overflow => {
@@ -613,7 +612,7 @@ fn watch_session(
         wall.saturating_sub(start.0.elapsed()) > Duration::from_secs(30)
     };
     // A second look at the folder list after a deletion was announced, when it is due.
-    let relook_due = || ctx.relook.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| Instant::now() >= t);
+    let relook_due = || lock(&ctx.relook).is_some_and(|t| Instant::now() >= t);
     loop {
         let stop = || ctx.stopper.is_stopped() || slept() || relook_due();
         match s.idle_with(ctx.opts.idle_max, ctx.opts.poll, &stop, on) {
@@ -621,7 +620,7 @@ fn watch_session(
             Ok(true) => ctx.queue(folder),
             Ok(false) if ctx.stopper.is_stopped() => return None,
             Ok(false) if relook_due() => {
-                *ctx.relook.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *lock(&ctx.relook) = None;
                 ctx.queue_hierarchy();
             }
             Ok(false) if slept() => {

@@ -64,3 +64,9 @@ pub use engine::plan;
 pub use outbox::{OutState, OutboxError, OutboxRow, QueueOptions};
 pub use scheduler::{JobInfo, Status};
 pub use store::{Store, StoreError};
+
+/// Locks `m`, going on with what it holds where a thread panicked holding it (one
+/// panicking callback is not to stop every other thread that shares the value).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

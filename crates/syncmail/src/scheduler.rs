@@ -22,9 +22,10 @@ use crate::api::{
 };
 use crate::config::AccountConfig;
 use crate::engine;
+use crate::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 /// How many of an account's latest errors [`Status::last_errors`] keeps.
@@ -110,10 +111,6 @@ pub(crate) struct Scheduler {
 /// The schedulers of the process, by state directory: one worker per account even when
 /// a program opens the same store twice.
 static SCHEDULERS: Mutex<Option<HashMap<PathBuf, Weak<Scheduler>>>> = Mutex::new(None);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Scheduler {
     /// The account's scheduler, made on first use.

@@ -122,7 +122,7 @@ impl Store {
     /// would wait forever, it runs at once on the calling thread instead (and so meets the
     /// account lock).
     pub fn synchronize(&self, request: SyncRequest) -> crate::api::SyncReport {
-        if self.scheduler.is_worker() {
+        if self.on_worker() {
             let report = engine::run(&self.account, &request, &CancelToken::default());
             request.progress.done(&report);
             return report;

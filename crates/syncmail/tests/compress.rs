@@ -70,8 +70,7 @@ fn compressed_cycle(tls: Conn) {
     let server_uid = |e: &syncmail_maildir::Entry| -> Option<u32> {
         let text = String::from_utf8_lossy(&std::fs::read(f.entry_path(e)).ok()?).into_owned();
         let id = text.lines().find_map(|l| l.strip_prefix("Message-ID: "))?.trim().to_string();
-        let found = dv.doveadm(&["search", "mailbox", "INBOX", "header", "message-id", &id]);
-        let uids: Vec<u32> = found.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
+        let uids = far_uids_with(&dv, "INBOX", "message-id", &id);
         (uids.len() == 1).then(|| uids[0])
     };
     let (e, changed_here) = f

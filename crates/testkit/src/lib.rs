@@ -320,12 +320,17 @@ impl Dovecot {
 
     /// Runs doveadm against this instance as user `test`; returns its output.
     pub fn doveadm(&self, args: &[&str]) -> String {
+        run(&mut self.doveadm_command(args))
+    }
+
+    /// The doveadm command line for `args`, as user `test`.
+    fn doveadm_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("/usr/bin/doveadm");
         cmd.arg("-c").arg(self.conf());
         let (sub, rest) =
             args.split_at(if args.first() == Some(&"mailbox") || args.first() == Some(&"flags") { 2 } else { 1 });
         cmd.args(sub).arg("-u").arg(USER).args(rest);
-        run(&mut cmd)
+        cmd
     }
 
     /// Creates a mailbox while IMAP sessions may be listing (a daemon syncing). Dovecot
@@ -333,8 +338,7 @@ impl Dovecot {
     /// session's LIST refreshed the folder list between its mkdir and its own update of
     /// that list. That answer is taken as done when the mailbox is listed afterwards.
     pub fn create_mailbox_while_listed(&self, name: &str) {
-        let mut cmd = Command::new("/usr/bin/doveadm");
-        cmd.arg("-c").arg(self.conf()).args(["mailbox", "create", "-u", USER, name]);
+        let mut cmd = self.doveadm_command(&["mailbox", "create", name]);
         let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
         let err = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {

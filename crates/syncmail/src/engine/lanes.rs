@@ -39,6 +39,7 @@ use super::{Ctx, errors, folder, plan};
 use crate::api::{ErrorKind, FolderReport, Progress, Step, SyncError, SyncFlags, SyncProgress, SyncReport};
 use crate::config::{FindChanges, ImapConfig};
 use crate::far::{Mailbox, MailboxStatus, Session};
+use crate::lock;
 use crate::state::{FolderRow, State};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,10 +80,6 @@ impl<'m> Queue<'m> {
     fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How a lane ended.
@@ -238,8 +235,9 @@ const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_millis(3);
 /// A second connection opened ahead of the lanes, on a thread of its own, where the first
 /// folder [`probe`] asks about has changed, or its STATUS answer is slow in coming (the
 /// server is reading changed folders): the login (about 12 ms on Dovecot, most of it the
-/// server's) overlaps the asking instead of coming after it. `None` from the thread: it was not opened (answered in time);
-/// `Some(Err)`: the login failed (the lanes do not try again).
+/// server's) overlaps the asking instead of coming after it. `None` from the thread: it
+/// was not opened (answered in time); `Some(Err)`: the login failed (the lanes do not try
+/// again).
 /// Dropped unused, it is logged out (its login waited for where it is under way), so that
 /// no thread of the run outlives it.
 pub(crate) struct Early(Option<std::thread::JoinHandle<Option<Result<Session, ()>>>>);

@@ -122,15 +122,11 @@ impl Ctx<'_> {
 
     /// Opens a session to the account's server, saying so.
     fn connect(&self) -> Result<Session, SyncError> {
-        self.connect_with(&|_| {})
+        self.log_in(None, &|_| {})
     }
 
-    /// [`Ctx::connect`], `logged_in` told the secret the server took.
-    fn connect_with(&self, logged_in: &dyn Fn(&syncmail_imap::Secret)) -> Result<Session, SyncError> {
-        self.log_in(None, logged_in)
-    }
-
-    /// Logs in on the connection `connecting` makes (see `run_sync`), or on a new one.
+    /// Logs in on the connection `connecting` makes (see `run_sync`), or on a new one,
+    /// saying so; `logged_in` is told the secret the server took.
     fn log_in(
         &self,
         connecting: Option<Connecting>,

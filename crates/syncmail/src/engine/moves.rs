@@ -19,6 +19,7 @@ use super::message::{header, lf_to_crlf};
 use super::{Ctx, errors};
 use crate::api::SyncError;
 use crate::far::Session;
+use crate::lock;
 use crate::state::{FolderRow, MoveRow, State};
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -86,10 +87,6 @@ impl Attic {
             _ => Ok(None),
         }
     }
-}
-
-fn lock(attic: &Mutex<Attic>) -> std::sync::MutexGuard<'_, Attic> {
-    attic.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub(crate) struct Unknown {

@@ -171,10 +171,15 @@ pub fn near_delete(root: &Path, folder: &str, subject: &str) {
 
 /// The server's UID of the message with this subject.
 pub fn far_uid(dv: &Dovecot, folder: &str, subject: &str) -> u32 {
-    let out = dv.doveadm(&["search", "mailbox", folder, "header", "subject", subject]);
-    let uids: Vec<u32> = out.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
+    let uids = far_uids_with(dv, folder, "subject", subject);
     assert_eq!(uids.len(), 1, "{subject:?} on the server: {uids:?}");
     uids[0]
+}
+
+/// The server's UIDs of the messages in `folder` whose `header` contains `value`.
+pub fn far_uids_with(dv: &Dovecot, folder: &str, header: &str, value: &str) -> Vec<u32> {
+    let out = dv.doveadm(&["search", "mailbox", folder, "header", header, value]);
+    out.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect()
 }
 
 /// Subject → flags of every message in a folder, on each side; panics on a duplicate.
