@@ -335,11 +335,9 @@ impl Session {
         // In windows, so that thousands of folders cannot fill both socket buffers.
         let sendable_names: Vec<&String> = names.iter().filter(|n| sendable(n)).collect();
         for window in sendable_names.chunks(64) {
-            let mut tags = Vec::new();
-            for n in window {
-                tags.push(((*n).clone(), self.client.send(&format!("STATUS {} ({items})", quote(n)))?));
-            }
-            for (name, tag) in tags {
+            let cmds: Vec<String> = window.iter().map(|n| format!("STATUS {} ({items})", quote(n))).collect();
+            let tags = self.client.send_all(&cmds)?;
+            for (name, tag) in window.iter().map(|n| (*n).clone()).zip(tags) {
                 let r = self.client.complete(&tag, |u| {
                     if let Untagged::MailboxStatus { name, items, mailbox_id } = u {
                         got.insert(name, status_of(&items, mailbox_id));
@@ -438,13 +436,13 @@ impl Session {
     pub fn changes(&mut self, uidnext: u32, query: FlagQuery, need_uids: bool, list_new: bool) -> Result<Changes> {
         let mut ch = Changes::default();
         let old = uidnext.saturating_sub(1);
-        let mut tags = Vec::new();
+        let mut cmds = Vec::new();
         if old >= 1 {
             match query {
                 FlagQuery::Nothing if !need_uids => {}
                 FlagQuery::ChangedSince(_) | FlagQuery::Nothing => {
                     if let FlagQuery::ChangedSince(ms) = query {
-                        tags.push(self.client.send(&format!("UID FETCH 1:{old} (UID FLAGS) (CHANGEDSINCE {ms})"))?);
+                        cmds.push(format!("UID FETCH 1:{old} (UID FLAGS) (CHANGEDSINCE {ms})"));
                     }
                     if need_uids {
                         let cmd = if self.client.has("ESEARCH") {
@@ -452,21 +450,22 @@ impl Session {
                         } else {
                             format!("UID SEARCH UID 1:{old}")
                         };
-                        tags.push(self.client.send(&cmd)?);
+                        cmds.push(cmd);
                         ch.present = Some(UidRanges::default());
                     }
                 }
                 FlagQuery::All => {
                     // Without CONDSTORE the full flag listing also tells which UIDs remain.
-                    tags.push(self.client.send(&format!("UID FETCH 1:{old} (UID FLAGS)"))?);
+                    cmds.push(format!("UID FETCH 1:{old} (UID FLAGS)"));
                     ch.present = Some(UidRanges::default());
                 }
             }
         }
         if list_new {
             let emailid = if self.client.has("OBJECTID") { " EMAILID" } else { "" };
-            tags.push(self.client.send(&format!("UID FETCH {}:* (UID FLAGS RFC822.SIZE{emailid})", uidnext.max(1)))?);
+            cmds.push(format!("UID FETCH {}:* (UID FLAGS RFC822.SIZE{emailid})", uidnext.max(1)));
         }
+        let tags = self.client.send_all(&cmds)?;
         let full_listing = query == FlagQuery::All;
         {
             let ch = &mut ch;
@@ -724,15 +723,16 @@ impl Session {
     /// for all of them. `+FLAGS`/`-FLAGS` leave flags syncmail does not manage (keywords)
     /// as they are.
     pub fn store_flags(&mut self, changes: &[(u32, Flags, Flags)]) -> Result<()> {
-        let mut tags = Vec::new();
+        let mut cmds = Vec::new();
         for (uid, add, remove) in changes {
             if !add.is_empty() {
-                tags.push(self.client.send(&format!("UID STORE {uid} +FLAGS.SILENT ({})", add.to_imap()))?);
+                cmds.push(format!("UID STORE {uid} +FLAGS.SILENT ({})", add.to_imap()));
             }
             if !remove.is_empty() {
-                tags.push(self.client.send(&format!("UID STORE {uid} -FLAGS.SILENT ({})", remove.to_imap()))?);
+                cmds.push(format!("UID STORE {uid} -FLAGS.SILENT ({})", remove.to_imap()));
             }
         }
+        let tags = self.client.send_all(&cmds)?;
         self.client.complete_all(&tags, |_| Ok(()))
     }
 

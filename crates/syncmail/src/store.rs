@@ -14,6 +14,10 @@ pub enum StoreError {
     Create { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot open the sync state {path}: {source}")]
     State { path: std::path::PathBuf, source: rusqlite::Error },
+    #[error("{path} is not a sync state (not an SQLite database); move it away and the next sync starts a new one")]
+    NotState { path: std::path::PathBuf },
+    #[error("cannot read the sync state {path}: {source}")]
+    ReadState { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// An account's local store: its Maildir and its sync state. After the store object
@@ -25,15 +29,42 @@ pub struct Store {
     scheduler: Arc<Scheduler>,
 }
 
+/// Creates the state at `db` where there is none; an existing one is checked to begin as
+/// an SQLite database does, no more (see [`Store::open`]).
+fn check_state(db: &std::path::Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let read_err = |e| StoreError::ReadState { path: db.to_path_buf(), source: e };
+    let mut head = Vec::with_capacity(16);
+    match std::fs::File::open(db) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(read_err(e)),
+        Ok(f) => {
+            f.take(16).read_to_end(&mut head).map_err(read_err)?;
+        }
+    }
+    match head.as_slice() {
+        // None yet, or an empty file (SQLite takes one as a new database).
+        [] => State::open(db).map(drop).map_err(|e| StoreError::State { path: db.to_path_buf(), source: e }),
+        b"SQLite format 3\0" => Ok(()),
+        _ => Err(StoreError::NotState { path: db.to_path_buf() }),
+    }
+}
+
 impl Store {
     /// Opens the store, creating the Maildir root and the state directory if they are
-    /// missing, and bringing the state database to the current schema.
+    /// missing, and the state database where there is none. An existing state is only
+    /// checked to be an SQLite database here; its schema is brought up to date by the first
+    /// sync (or other use) that opens it. Why: a sync's connection to the server starts
+    /// after this returns, and opening SQLite (its code read in, its log files made and
+    /// removed) took about a millisecond of a nothing-to-do sync's twenty before it
+    /// (docs/PERFORMANCE.md, *Session 10*); the sync opens the state anyway, while the
+    /// server is still greeting.
     pub fn open(account: AccountConfig) -> Result<Store, StoreError> {
         for p in [&account.maildir, &account.state_dir] {
             std::fs::create_dir_all(p).map_err(|e| StoreError::Create { path: p.clone(), source: e })?;
         }
         let db = account.state_dir.join("state.sqlite");
-        State::open(&db).map_err(|e| StoreError::State { path: db, source: e })?;
+        check_state(&db)?;
         if account.smtp.is_some() {
             // There from the start, so that a mail reader can save messages into it.
             let dir = outbox::folder(&account);

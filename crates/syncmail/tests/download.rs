@@ -269,6 +269,10 @@ fn a_second_sync_of_the_same_account_says_who_holds_the_lock() {
     let asked = tmp.path().join("password-asked");
     acc.imap.password =
         syncmail::config::PasswordSource::Command(format!("echo asked >> '{}'; echo secret", asked.display()));
+    // A lock file left with a longer pid than this process's: the pid is written over it
+    // (not truncated first, see `AccountLock`), and none of the old one may show.
+    std::fs::create_dir_all(&acc.state_dir).unwrap();
+    std::fs::write(acc.state_dir.join("lock"), "99999999999").unwrap();
     let store = Store::open(acc).unwrap();
     // The second sync starts from the first one's first download event: the first one
     // holds the lock then, and is blocked in the callback until the second one is done.
@@ -287,9 +291,44 @@ fn a_second_sync_of_the_same_account_says_who_holds_the_lock() {
     let r = second.1.lock().unwrap().take().unwrap();
     assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
     assert_eq!(r.errors[0].kind, ErrorKind::Locked);
-    assert!(r.errors[0].message.contains(&format!("pid {}", std::process::id())), "{}", r.errors[0].message);
+    assert!(r.errors[0].message.contains(&format!("(pid {})", std::process::id())), "{}", r.errors[0].message);
     // The first sync's password command ran; the second's did not.
     assert_eq!(std::fs::read_to_string(&asked).unwrap(), "asked\n");
+    assert_same(&dv, tmp.path());
+}
+
+/// A state file that is not a database is refused by `Store::open` with its path and what
+/// to do, and left as it was; one that only begins like a database (`Store::open` reads no
+/// more than that) fails the sync with a local error, no panic, nothing downloaded. An
+/// empty one is taken as a new state.
+#[test]
+fn a_state_that_is_not_a_database_is_named_and_left_alone() {
+    let dv = Dovecot::start(Options { messages: 5, corpus_args: vec!["--tiny".into()], ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let acc = account(&dv, tmp.path(), Conn::Plain, "");
+    let db = acc.state_dir.join("state.sqlite");
+    std::fs::create_dir_all(&acc.state_dir).unwrap();
+
+    std::fs::write(&db, "not a database at all").unwrap();
+    let e = Store::open(acc.clone()).err().expect("a text file is no state");
+    let msg = e.to_string();
+    assert!(msg.contains(&db.display().to_string()) && msg.contains("move it away"), "{msg}");
+    assert_eq!(std::fs::read(&db).unwrap(), b"not a database at all");
+
+    let mut fake = b"SQLite format 3\0".to_vec();
+    fake.extend(std::iter::repeat_n(0xa5u8, 200));
+    std::fs::write(&db, &fake).unwrap();
+    let store = Store::open(acc.clone()).unwrap();
+    let (r, _) = sync(&store, DOWNLOAD);
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    assert_eq!(r.errors[0].kind, ErrorKind::Local, "{:#?}", r.errors);
+    assert!(r.errors[0].message.contains("sync state"), "{:#?}", r.errors);
+    assert_eq!(r.downloaded(), 0);
+    assert_eq!(std::fs::read(&db).unwrap(), fake);
+
+    std::fs::write(&db, "").unwrap();
+    let store = Store::open(acc).unwrap();
+    sync_ok(&store);
     assert_same(&dv, tmp.path());
 }
 
