@@ -559,6 +559,9 @@ impl Client {
     /// Sends several commands as [`Client::send`] does, in one write: one system call, and
     /// the server woken once for all of them rather than once each. Returns their tags.
     pub fn send_all<S: AsRef<str>>(&mut self, cmds: &[S]) -> Result<Vec<String>> {
+        if cmds.is_empty() {
+            return Ok(Vec::new()); // no write at all (with compression, not even a flush)
+        }
         let mut out = Vec::with_capacity(cmds.iter().map(|c| c.as_ref().len() + 16).sum());
         let tags = cmds
             .iter()
