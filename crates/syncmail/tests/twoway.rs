@@ -570,3 +570,57 @@ fn server_changes_after_a_quiet_run_are_applied_and_a_later_local_change_still_g
     assert_eq!((far["q04"], far["q05"]), (F, S));
     assert_eq!(far.len(), 41);
 }
+
+/// A mail reader marks every message read and a third of them flagged: the changes go up
+/// as a few `UID STORE` commands over UID sets (each change's messages together), not one
+/// per message, and every message on the server then has its new flags.
+#[test]
+fn a_whole_store_marked_read_goes_up_in_a_few_store_commands() {
+    let dv = Dovecot::start(Options { messages: 1500, corpus_args: vec!["--tiny".into()], ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    sync2(&store);
+    // As a mail reader does: into cur/, with the new letters in the name's info part.
+    let mut changed = 0usize;
+    let mut dirs = vec![tmp.path().join("mail")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let in_box = p.parent().and_then(|q| q.file_name()).is_some_and(|n| n == "cur" || n == "new");
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            if !in_box {
+                continue;
+            }
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let (base, letters) = name.split_once(":2,").unwrap_or((&name, ""));
+            let mut letters: Vec<char> = letters.chars().collect();
+            letters.push('S');
+            if changed.is_multiple_of(3) {
+                letters.push('F');
+            }
+            letters.sort_unstable();
+            letters.dedup();
+            let folder = p.parent().unwrap().parent().unwrap();
+            let to = folder.join("cur").join(format!("{base}:2,{}", letters.iter().collect::<String>()));
+            std::fs::rename(&p, &to).unwrap();
+            changed += 1;
+        }
+    }
+    assert!(changed >= 1500, "{changed} messages found locally");
+    let (r, trace) = traced_sync(&store, TWO_WAY);
+    let stores = trace.iter().filter(|l| l.contains("C: ") && l.contains("UID STORE")).count();
+    let folders = dv.server_messages().len();
+    // Per folder at most one command for +\Seen, one for +\Flagged \Seen and one for
+    // +\Seen on flagged ones, with 500 messages at most in each.
+    assert!(stores <= 3 * folders + changed / 500, "{stores} STORE commands for {changed} changes: {trace:#?}");
+    assert_eq!(r.uploaded(), 0);
+    for (folder, msgs) in dv.server_messages() {
+        for (_, flags) in msgs {
+            assert!(flags.contains(S), "{folder}: a message is not \\Seen on the server");
+        }
+    }
+    assert_same(&dv, tmp.path());
+}
