@@ -295,6 +295,24 @@ pub struct State {
 
 impl State {
     pub fn open(path: &Path) -> Result<State> {
+        // SQLite answers "busy" at once, without waiting out the busy timeout, where
+        // waiting could deadlock: several openers of a new state switching it to WAL
+        // together. One of them goes through; the others open again a little later.
+        let mut tries = 0;
+        loop {
+            match Self::open_once(path) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<State> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -312,10 +330,17 @@ impl State {
         self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
     }
 
+    /// Brings the schema to the current version, one migration per transaction. The
+    /// version is read again inside each one (with the write lock held): another opener of
+    /// a new state may have done that migration meanwhile.
     fn migrate(&mut self) -> Result<()> {
         let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             let tx = self.write()?;
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now > i as i64 {
+                continue; // done by another; the transaction ends unchanged
+            }
             tx.execute_batch(m)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
@@ -966,6 +991,33 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Several openers of one new state at the same moment (a daemon and a command, two
+    /// stores of one account): each migration runs once, and every open succeeds.
+    #[test]
+    fn a_new_state_opened_by_several_at_once_is_migrated_once() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("state.sqlite");
+            let start = std::sync::Barrier::new(6);
+            std::thread::scope(|scope| {
+                let openers: Vec<_> = (0..6)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            State::open(&db).map(drop)
+                        })
+                    })
+                    .collect();
+                for o in openers {
+                    o.join().unwrap().unwrap();
+                }
+            });
+            let s = State::open(&db).unwrap();
+            let v: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+            assert_eq!(v, MIGRATIONS.len() as i64);
+        }
+    }
 
     #[test]
     fn outbox_rows_round_trip() {
