@@ -297,14 +297,14 @@ impl State {
     pub fn open(path: &Path) -> Result<State> {
         // SQLite answers "busy" at once, without waiting out the busy timeout, where
         // waiting could deadlock: several openers of a new state switching it to WAL
-        // together. One of them goes through; the others open again a little later.
-        let mut tries = 0;
+        // together. One of them goes through; the others open again a little later, for
+        // two seconds at most (a "busy" after the busy timeout is not tried again).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
             match Self::open_once(path) {
                 Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
                 {
-                    tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 r => return r,
