@@ -334,7 +334,7 @@ impl Session {
         let mut out = HashMap::new();
         // In windows, so that thousands of folders cannot fill both socket buffers.
         let sendable_names: Vec<&String> = names.iter().filter(|n| sendable(n)).collect();
-        for window in sendable_names.chunks(64) {
+        for window in sendable_names.chunks(COMMANDS_IN_FLIGHT) {
             let cmds: Vec<String> = window.iter().map(|n| format!("STATUS {} ({items})", quote(n))).collect();
             let tags = self.client.send_all(&cmds)?;
             for (name, tag) in window.iter().map(|n| (*n).clone()).zip(tags) {
@@ -720,10 +720,10 @@ impl Session {
     }
 
     /// Adds and removes flags on messages of the selected folder. The messages given the
-    /// same change go in one command (`UID STORE 3,7:9 +FLAGS.SILENT (\Seen)`), up to
-    /// [`STORE_UIDS`] of them, so that marking a whole folder read is a few commands, not
-    /// one per message; the commands are pipelined, 64 at a time (neither side's buffers
-    /// fill while the other is not reading). `+FLAGS`/`-FLAGS` leave flags syncmail does not
+    /// same change go in one command (`UID STORE 3,7:9 +FLAGS.SILENT (\Seen)`), up to 500
+    /// of them, so that marking a whole folder read is a few commands, not one per message;
+    /// the commands are pipelined, 64 at a time (neither side's buffers fill while the
+    /// other is not reading). `+FLAGS`/`-FLAGS` leave flags syncmail does not
     /// manage (keywords) as they are.
     pub fn store_flags(&mut self, changes: &[(u32, Flags, Flags)]) -> Result<()> {
         let mut groups: BTreeMap<(char, String), Vec<u32>> = BTreeMap::new();
@@ -744,7 +744,7 @@ impl Session {
             }
         }
         let mut first_refusal = None;
-        for window in cmds.chunks(64) {
+        for window in cmds.chunks(COMMANDS_IN_FLIGHT) {
             let tags = self.client.send_all(window)?;
             match self.client.complete_all(&tags, |_| Ok(())) {
                 Err(e @ (Error::No { .. } | Error::Bad { .. })) => {
@@ -1036,9 +1036,14 @@ impl Session {
 }
 
 /// Messages per `UID STORE` command of [`Session::store_flags`]: the UID set of 500
-/// scattered messages is at most about 5.5 KB, well within any server's command line (Dovecot's
-/// limit is 64 KB).
-pub const STORE_UIDS: usize = 500;
+/// scattered messages is at most about 5.5 KB, well within any server's command line
+/// (Dovecot's limit is 64 KB).
+const STORE_UIDS: usize = 500;
+
+/// Pipelined commands sent before their answers are read (STATUS, `UID STORE`): enough
+/// for one round trip to carry many, few enough that neither side's socket buffers fill
+/// while the other is not reading.
+const COMMANDS_IN_FLIGHT: usize = 64;
 
 /// A set of UIDs kept as ranges, so that a server's `1:4294967295` costs nothing.
 #[derive(Debug, Default, Clone)]
