@@ -87,9 +87,11 @@ pub struct Connection {
     /// COMPRESS=DEFLATE, once the server agreed: between `stream` and `rbuf`.
     deflate: Option<Box<Deflate>>,
     host: String,
-    /// What was read and not yet used (`rbuf[rpos..]`), inflated where compression is on.
+    /// What was read and not yet used (`rbuf[rpos..rend]`), inflated where compression is
+    /// on. `rbuf` past `rend` is room for the next read, zeroed once, when first grown.
     rbuf: Vec<u8>,
     rpos: usize,
+    rend: usize,
     timeout: Duration,
     limits: Limits,
     /// Bytes read from the network so far (after TLS, before inflating), for progress and
@@ -235,8 +237,9 @@ impl Connection {
                         stream: Stream::Plain(s),
                         deflate: None,
                         host: host.into(),
-                        rbuf: Vec::with_capacity(64 << 10),
+                        rbuf: Vec::new(),
                         rpos: 0,
+                        rend: 0,
                         timeout,
                         limits,
                         bytes_read: 0,
@@ -250,7 +253,7 @@ impl Connection {
 
     /// Wraps the connection in TLS (implicit TLS right after connecting, or after STARTTLS).
     pub fn start_tls(&mut self, config: Arc<rustls::ClientConfig>) -> Result<()> {
-        if self.rpos < self.rbuf.len() {
+        if self.rpos < self.rend {
             // RFC 3501 §6.2.1 / RFC 2595: data after the STARTTLS answer is an injection.
             return Err(Error::Protocol("the server sent data before the TLS handshake; refusing to continue".into()));
         }
@@ -291,8 +294,8 @@ impl Connection {
         if self.deflate.is_some() {
             return Err(Error::Protocol("compression is already active".into()));
         }
-        self.deflate = Some(Box::new(Deflate::new(&self.rbuf[self.rpos..])));
-        self.rbuf.clear();
+        self.deflate = Some(Box::new(Deflate::new(&self.rbuf[self.rpos..self.rend])));
+        self.rend = 0;
         self.rpos = 0;
         Ok(())
     }
@@ -317,15 +320,17 @@ impl Connection {
     fn fill(&mut self) -> Result<usize> {
         /// What one read may bring: into `rbuf`, or compressed into the inflater.
         const ROOM: usize = 64 << 10;
-        if self.rpos > 0 && self.rpos == self.rbuf.len() {
-            self.rbuf.clear();
+        if self.rpos > 0 && self.rpos == self.rend {
+            self.rend = 0;
             self.rpos = 0;
         }
-        let old = self.rbuf.len();
-        self.rbuf.resize(old + ROOM, 0);
+        let old = self.rend;
+        if self.rbuf.len() < old + ROOM {
+            self.rbuf.resize(old + ROOM, 0);
+        }
         let (stream, host, timeout) = (&mut self.stream, self.host.as_str(), self.timeout);
         let bytes_read = &mut self.bytes_read;
-        let rbuf = &mut self.rbuf[old..];
+        let rbuf = &mut self.rbuf[old..old + ROOM];
         let r = match self.deflate.as_deref_mut() {
             None => read_stream(stream, host, timeout, rbuf).inspect(|&n| *bytes_read += n as u64),
             // Inflated into `rbuf`; compressed bytes are read from the network only when the
@@ -339,17 +344,9 @@ impl Connection {
                 d.received(ROOM, *got.as_ref().unwrap_or(&0));
                 *bytes_read += got? as u64;
             })(),
-        };
-        match r {
-            Ok(n) => {
-                self.rbuf.truncate(old + n);
-                Ok(n)
-            }
-            Err(e) => {
-                self.rbuf.truncate(old);
-                Err(e)
-            }
-        }
+        }?;
+        self.rend = old + r;
+        Ok(r)
     }
 
     /// Reads one line, up to and including its LF, into `out` (cleared first), under the
@@ -364,7 +361,7 @@ impl Connection {
         let line_start = out.len();
         let too_long = |len: usize, max: usize| Error::TooLarge { what: "line", size: len as u64, limit: max as u64 };
         loop {
-            if let Some(i) = self.rbuf[self.rpos..].iter().position(|&b| b == b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &self.rbuf[self.rpos..self.rend]) {
                 // The line ends in what was read already: its length counts as much as
                 // one that needed several reads (CRLF not counted).
                 let len = out.len() - line_start + i + 1;
@@ -375,8 +372,8 @@ impl Connection {
                 self.rpos += i + 1;
                 return Ok(());
             }
-            out.extend_from_slice(&self.rbuf[self.rpos..]);
-            self.rpos = self.rbuf.len();
+            out.extend_from_slice(&self.rbuf[self.rpos..self.rend]);
+            self.rpos = self.rend;
             if out.len() - line_start > self.limits.max_line {
                 return Err(too_long(out.len() - line_start, self.limits.max_line));
             }
@@ -411,10 +408,10 @@ impl Connection {
                 out.extend_from_slice(b"{0}\r\n");
                 let mut need = n;
                 while need > 0 {
-                    if self.rpos == self.rbuf.len() {
+                    if self.rpos == self.rend {
                         self.fill()?;
                     }
-                    let take = need.min((self.rbuf.len() - self.rpos) as u64) as usize;
+                    let take = need.min((self.rend - self.rpos) as u64) as usize;
                     sink.write(&self.rbuf[self.rpos..self.rpos + take]).map_err(Error::Sink)?;
                     self.rpos += take;
                     need -= take as u64;
@@ -430,10 +427,10 @@ impl Connection {
             // Grow with the data actually received, not with what was announced.
             out.reserve(need.min(64 << 20));
             while need > 0 {
-                if self.rpos == self.rbuf.len() {
+                if self.rpos == self.rend {
                     self.fill()?;
                 }
-                let take = need.min(self.rbuf.len() - self.rpos);
+                let take = need.min(self.rend - self.rpos);
                 out.extend_from_slice(&self.rbuf[self.rpos..self.rpos + take]);
                 self.rpos += take;
                 need -= take;
@@ -447,7 +444,7 @@ impl Connection {
     /// With compression, what the inflater holds is inflated first, and only bytes that
     /// inflate to something count: a flush marker alone is no data.
     pub fn wait_readable(&mut self, wait: Duration) -> Result<bool> {
-        if self.rpos < self.rbuf.len() {
+        if self.rpos < self.rend {
             return Ok(true);
         }
         let set =
@@ -465,7 +462,7 @@ impl Connection {
     /// Whether data from the server is already buffered (used to refuse STARTTLS
     /// injection): read and not yet used, or, with compression, held by the inflater.
     pub fn has_buffered(&self) -> bool {
-        self.rpos < self.rbuf.len() || self.deflate.as_ref().is_some_and(|d| d.has_pending())
+        self.rpos < self.rend || self.deflate.as_ref().is_some_and(|d| d.has_pending())
     }
 
     pub fn shutdown(&mut self) {

@@ -224,6 +224,11 @@ pub fn crlf_to_lf(data: &[u8]) -> Vec<u8> {
 /// [`crlf_to_lf`] into a buffer the caller reuses (cleared first).
 pub fn crlf_to_lf_into(data: &[u8], out: &mut Vec<u8>) {
     out.clear();
+    crlf_to_lf_extend(data, out);
+}
+
+/// [`crlf_to_lf`], appended to what `out` holds.
+fn crlf_to_lf_extend(data: &[u8], out: &mut Vec<u8>) {
     out.reserve(data.len());
     let mut start = 0;
     for i in memchr::memchr_iter(b'\r', data) {
@@ -237,9 +242,18 @@ pub fn crlf_to_lf_into(data: &[u8], out: &mut Vec<u8>) {
 
 /// [`crlf_to_lf`] for a message that arrives in pieces: `pending_cr` carries a CR that
 /// ended the previous piece (it is written, or dropped before an LF, with the next one;
-/// after the last piece, write a CR still pending).
+/// after the last piece, write a CR still pending). `out` is cleared first.
 pub fn crlf_to_lf_piece(data: &[u8], pending_cr: &mut bool, out: &mut Vec<u8>) {
     out.clear();
+    crlf_to_lf_piece_onto(data, pending_cr, out);
+}
+
+/// [`crlf_to_lf_piece`], appended to what `out` holds: a whole message converted as its
+/// pieces come, into one buffer (push a CR still pending after the last piece).
+pub fn crlf_to_lf_piece_onto(data: &[u8], pending_cr: &mut bool, out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return; // a CR pending waits for a piece with bytes
+    }
     let mut data = data;
     if std::mem::take(pending_cr) && data.first() != Some(&b'\n') {
         out.push(b'\r');
@@ -248,9 +262,7 @@ pub fn crlf_to_lf_piece(data: &[u8], pending_cr: &mut bool, out: &mut Vec<u8>) {
         *pending_cr = true;
         data = rest;
     }
-    let mut piece = Vec::new();
-    crlf_to_lf_into(data, &mut piece);
-    out.extend_from_slice(&piece);
+    crlf_to_lf_extend(data, out);
 }
 
 /// fsyncs a directory, so that renames and unlinks in it are durable.
@@ -547,6 +559,24 @@ mod piece_tests {
                 got.push(b'\r');
             }
             assert_eq!(got, crlf_to_lf(whole), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_message_converted_onto_one_buffer_in_pieces_is_converted_whole() {
+        let whole = b"a\r\nb\r\r\nc\rd\r\n\r\n\r";
+        for cut in 0..=whole.len() {
+            for cut2 in cut..=whole.len() {
+                let mut pending = false;
+                let mut got = b"kept".to_vec();
+                for piece in [&whole[..cut], &whole[cut..cut2], &whole[cut2..]] {
+                    crlf_to_lf_piece_onto(piece, &mut pending, &mut got);
+                }
+                if pending {
+                    got.push(b'\r');
+                }
+                assert_eq!(got, [&b"kept"[..], &crlf_to_lf(whole)].concat(), "cut at {cut} and {cut2}");
+            }
         }
     }
 }

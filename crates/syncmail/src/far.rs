@@ -528,10 +528,10 @@ impl Session {
     where
         F: FnMut(u32, Option<Flags>, &[u8]) -> std::result::Result<(), Error>,
     {
-        let in_memory = Spill { dir: std::path::PathBuf::new(), threshold: u64::MAX };
-        self.fetch_bodies_to(uids, chunk, window, &in_memory, |uid, flags, body| match body {
+        self.fetch_bodies_with(uids, chunk, window, None, |uid, flags, body| match body {
             Body::Bytes(b) => on_message(uid, flags, b),
-            // Not with an unreachable threshold; were it to happen, no file stays behind.
+            // Not without a sink; were it to happen, no file stays behind.
+            Body::Lf { .. } => Ok(()),
             Body::File { path, .. } => {
                 let _ = std::fs::remove_file(path);
                 Ok(())
@@ -542,12 +542,29 @@ impl Session {
     /// [`Session::fetch_bodies`], with message bodies of `spill.threshold` bytes or more
     /// streamed to a file in `spill.dir` (line ends converted to LF) instead of memory:
     /// `on_message` then gets [`Body::File`], whose file it must move away or delete.
+    /// Smaller bodies come as [`Body::Lf`], converted as they were read (one pass over
+    /// the bytes instead of a copy as sent and a conversion of that).
     pub fn fetch_bodies_to<F>(
         &mut self,
         uids: &[u32],
         chunk: usize,
         window: usize,
         spill: &Spill,
+        on_message: F,
+    ) -> Result<Vec<Error>>
+    where
+        F: FnMut(u32, Option<Flags>, Body<'_>) -> std::result::Result<(), Error>,
+    {
+        self.fetch_bodies_with(uids, chunk, window, Some(spill), on_message)
+    }
+
+    /// The pipelined body fetch: without `spill`, every body as sent ([`Body::Bytes`]).
+    fn fetch_bodies_with<F>(
+        &mut self,
+        uids: &[u32],
+        chunk: usize,
+        window: usize,
+        spill: Option<&Spill>,
         mut on_message: F,
     ) -> Result<Vec<Error>>
     where
@@ -558,7 +575,7 @@ impl Session {
         let chunks: Vec<&[u32]> = uids.chunks(chunk.max(1)).collect();
         let mut in_flight = std::collections::VecDeque::new();
         let mut next = 0;
-        let mut sink = FileSink { spill, current: None, pending_cr: false, buf: Vec::new() };
+        let mut sink = spill.map(|spill| BodySink { spill, current: None, pending_cr: false, buf: Vec::new() });
         while next < chunks.len() || !in_flight.is_empty() {
             while next < chunks.len() && in_flight.len() < window.max(1) {
                 let cmd = format!("UID FETCH {} (UID FLAGS BODY.PEEK[])", uid_set(chunks[next]));
@@ -568,11 +585,12 @@ impl Session {
             if let Some(tag) = in_flight.pop_front() {
                 let written = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
                 let w2 = written.clone();
-                let mut sink_ref = SinkHandle { sink: &mut sink, out: w2 };
+                let mut handle = sink.as_mut().map(|sink| SinkHandle { sink, out: w2 });
                 let unasked = &mut self.unasked;
-                let r = self.client.complete_to(&tag, Some(&mut sink_ref), |u| {
-                    let files: Vec<(std::path::PathBuf, u64)> = written.borrow_mut().drain(..).collect();
-                    let mut files = files.into_iter();
+                let sink_ref = handle.as_mut().map(|h| h as &mut dyn syncmail_imap::LiteralSink);
+                let r = self.client.complete_to(&tag, sink_ref, |u| {
+                    let taken: Vec<Taken> = written.borrow_mut().drain(..).collect();
+                    let mut taken = taken.into_iter();
                     if let Untagged::Fetch { data, .. } = &u
                         && let (Some(uid), Some(_)) = (data.uid, data.body)
                         && !wanted.contains(&uid)
@@ -583,20 +601,21 @@ impl Session {
                         && let (Some(uid), Some(body)) = (data.uid, data.body)
                         && wanted.contains(&uid)
                     {
-                        let body = match files.next() {
-                            Some((path, len)) => Body::File { path, len },
+                        let body = match taken.next() {
+                            Some(Taken::File(path, len)) => Body::File { path, len },
+                            Some(Taken::Memory(data, len)) => Body::Lf { data, len },
                             None => Body::Bytes(body),
                         };
                         on_message(uid, data.flags.as_deref().map(flags_of), body)?;
                     }
                     // A file nobody took (data not asked for): not kept.
-                    for (p, _) in files {
-                        let _ = std::fs::remove_file(p);
+                    for t in taken {
+                        remove_taken(t);
                     }
                     Ok(())
                 });
-                for (p, _) in written.borrow_mut().drain(..) {
-                    let _ = std::fs::remove_file(p);
+                for t in written.borrow_mut().drain(..) {
+                    remove_taken(t);
                 }
                 match r {
                     Ok(_) => {}
@@ -1119,33 +1138,56 @@ pub struct Spill {
 /// A message body as [`Session::fetch_bodies_to`] hands it over.
 #[derive(Debug)]
 pub enum Body<'a> {
-    /// In memory, as sent (CRLF line ends).
+    /// In memory, as sent (CRLF line ends): a body the server sent other than as a literal.
     Bytes(&'a [u8]),
+    /// In memory, line ends already LF (converted as it was read, without a copy as
+    /// sent); `len` is the size as sent.
+    Lf { data: Vec<u8>, len: u64 },
     /// Streamed to this file, line ends already LF; `len` is the size as sent.
     File { path: std::path::PathBuf, len: u64 },
 }
 
-/// Streams `BODY[]` literals above the threshold into files in the spill directory.
-struct FileSink<'a> {
+/// A body taken and not handed over: its file, if any, removed.
+fn remove_taken(t: Taken) {
+    if let Taken::File(p, _) = t {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Takes `BODY[]` literals as they are read: converted to LF line ends into memory, or,
+/// at the threshold and above, into files in the spill directory.
+struct BodySink<'a> {
     spill: &'a Spill,
-    current: Option<(std::fs::File, std::path::PathBuf, u64)>,
+    /// The literal being taken, and its size as announced.
+    current: Option<(Taking, u64)>,
     pending_cr: bool,
     buf: Vec<u8>,
 }
 
-impl Drop for FileSink<'_> {
+enum Taking {
+    File(std::fs::File, std::path::PathBuf),
+    Memory(Vec<u8>),
+}
+
+/// A literal the sink took whole, in the order read.
+enum Taken {
+    File(std::path::PathBuf, u64),
+    Memory(Vec<u8>, u64),
+}
+
+impl Drop for BodySink<'_> {
     /// A body cut short (the connection broke, the disk filled) leaves no file behind.
     fn drop(&mut self) {
-        if let Some((_, p, _)) = self.current.take() {
+        if let Some((Taking::File(_, p), _)) = self.current.take() {
             let _ = std::fs::remove_file(p);
         }
     }
 }
 
-/// The sink as the client sees it, passing finished files to the response's handler.
+/// The sink as the client sees it, passing the bodies taken to the response's handler.
 struct SinkHandle<'a, 'b> {
-    sink: &'a mut FileSink<'b>,
-    out: std::rc::Rc<std::cell::RefCell<Vec<(std::path::PathBuf, u64)>>>,
+    sink: &'a mut BodySink<'b>,
+    out: std::rc::Rc<std::cell::RefCell<Vec<Taken>>>,
 }
 
 impl syncmail_imap::LiteralSink for SinkHandle<'_, '_> {
@@ -1155,41 +1197,62 @@ impl syncmail_imap::LiteralSink for SinkHandle<'_, '_> {
             let head = &line[..line.iter().rposition(|&b| b == b'{').unwrap_or(0)];
             head.trim_ascii_end().to_ascii_uppercase().ends_with(b"BODY[]")
         };
-        if !body || len < self.sink.spill.threshold {
+        if !body {
             return false;
         }
-        let path = self.sink.spill.dir.join(format!("{}.part", syncmail_maildir::new_unique()));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(f) => {
-                self.sink.current = Some((f, path, len));
-                self.sink.pending_cr = false;
-                true
+        self.sink.pending_cr = false;
+        let in_memory = || Taking::Memory(Vec::with_capacity(len.min(self.sink.spill.threshold) as usize));
+        let taking = if len < self.sink.spill.threshold {
+            in_memory()
+        } else {
+            let path = self.sink.spill.dir.join(format!("{}.part", syncmail_maildir::new_unique()));
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(f) => Taking::File(f, path),
+                // Cannot write there: into memory; staging will say why.
+                Err(_) => in_memory(),
             }
-            // Cannot write there: read it into memory as usual; staging will say why.
-            Err(_) => false,
-        }
+        };
+        self.sink.current = Some((taking, len));
+        true
     }
 
     fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         let s = &mut *self.sink;
-        let Some((f, _, _)) = s.current.as_mut() else { return Ok(()) };
-        syncmail_maildir::crlf_to_lf_piece(chunk, &mut s.pending_cr, &mut s.buf);
-        f.write_all(&s.buf)
+        match s.current.as_mut() {
+            None => Ok(()),
+            Some((Taking::Memory(data), _)) => {
+                syncmail_maildir::crlf_to_lf_piece_onto(chunk, &mut s.pending_cr, data);
+                Ok(())
+            }
+            Some((Taking::File(f, _), _)) => {
+                syncmail_maildir::crlf_to_lf_piece(chunk, &mut s.pending_cr, &mut s.buf);
+                f.write_all(&s.buf)
+            }
+        }
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
         use std::io::Write;
         let s = &mut *self.sink;
-        if let Some((mut f, path, len)) = s.current.take() {
-            if std::mem::take(&mut s.pending_cr)
-                && let Err(e) = f.write_all(b"\r")
-            {
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
+        let cr = std::mem::take(&mut s.pending_cr);
+        let taken = match s.current.take() {
+            None => return Ok(()),
+            Some((Taking::Memory(mut data), len)) => {
+                if cr {
+                    data.push(b'\r');
+                }
+                Taken::Memory(data, len)
             }
-            self.out.borrow_mut().push((path, len));
-        }
+            Some((Taking::File(mut f, path), len)) => {
+                if cr && let Err(e) = f.write_all(b"\r") {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+                Taken::File(path, len)
+            }
+        };
+        self.out.borrow_mut().push(taken);
         Ok(())
     }
 }

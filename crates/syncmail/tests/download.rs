@@ -628,3 +628,50 @@ fn changed_folders_are_synced_on_two_connections_unless_one_is_asked_for() {
         }
     }
 }
+
+/// Bodies are converted to LF line ends as they are read, piece by piece from the
+/// connection's buffer: whatever the sizes (pieces end anywhere, a CR of a CRLF at the end
+/// of one and its LF at the start of the next), each file holds exactly the message with
+/// CRLF turned into LF and lone CRs kept; a body of 1 MiB or more, streamed to its file,
+/// the same.
+#[test]
+fn line_ends_are_converted_wherever_the_reads_cut_the_bodies() {
+    let dv = Dovecot::start(Options { messages: 0, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(account(&dv, tmp.path(), Conn::Plain, "")).unwrap();
+    let mut sizes: Vec<usize> = (0..40).map(|i| 1 + i * 3_301).collect();
+    sizes.extend([65_535, 65_536, 65_537, 131_071, 131_072, (1 << 20) - 10, (1 << 20) + 7_777]);
+    for (i, size) in sizes.iter().enumerate() {
+        // Lines of varying length, a lone CR now and then, one ending the body.
+        let mut body = String::new();
+        let mut n = 0;
+        while body.len() < *size {
+            n += 1;
+            let line = "x".repeat((n * 7 + i) % 97);
+            body.push_str(&line);
+            body.push_str(if n % 13 == 0 { "\ra lone CR\r\n" } else { "\r\n" });
+        }
+        body.push('\r');
+        dv.save("INBOX", &message(&format!("sized {i}"), &body));
+    }
+    let r = sync_ok(&store);
+    assert_eq!(r.downloaded() as usize, sizes.len(), "{:#?}", r.folders);
+    let raw = |dir: &std::path::Path| -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = ["cur", "new"]
+            .iter()
+            .flat_map(|sub| std::fs::read_dir(dir.join(sub)).unwrap())
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut server: Vec<Vec<u8>> = raw(&dv.mail_dir()).iter().map(|d| syncmail_maildir::crlf_to_lf(d)).collect();
+    server.sort();
+    let local = raw(&tmp.path().join("mail/INBOX"));
+    assert_eq!(local.len(), server.len());
+    let lone = |d: &Vec<u8>| d.windows(11).any(|w| w == b"\ra lone CR\n");
+    assert!(server.iter().filter(|d| lone(d)).count() > 40, "the server kept the lone CRs: the case is tested");
+    for (i, (l, s)) in local.iter().zip(&server).enumerate() {
+        assert!(l == s, "message {i} ({} bytes here, {} on the server) differs", l.len(), s.len());
+    }
+}

@@ -252,6 +252,7 @@ pub(crate) fn fetch_folder(
                     maildir::crlf_to_lf_into(b, &mut data);
                     (dir.stage_unsynced(&tmp_name(unique), &data), b.len() as u64)
                 }
+                Body::Lf { data: lf, len } => (dir.stage_unsynced(&tmp_name(unique), &lf), len),
                 Body::File { path, len } => (dir.stage_written(&tmp_name(unique), &path), len),
             };
             match result {

@@ -1202,6 +1202,11 @@ fn download_batches(
                     let job = writer::Job::Bytes { name: unique.to_string(), data, flags };
                     (job, b.len() as u64, header(b, "Message-ID"))
                 }
+                // Converted as it was read: handed over as it is.
+                (Body::Lf { data, len }, Some(unique)) => {
+                    let mid = header(&data, "Message-ID");
+                    (writer::Job::Bytes { name: unique.to_string(), data, flags }, len, mid)
+                }
                 // Streamed to tmp/ already (a large message): only renamed.
                 (Body::File { path, len }, Some(unique)) => {
                     let mid = message_id_of_file(&path);
